@@ -1,0 +1,390 @@
+"""Typed configuration: YAML files map 1:1 onto these dataclasses.
+
+Only builders and command lines read a `Config`; layers, losses and ops take plain arguments.
+`load_config("shapes_tiny")` finds `configs/shapes_tiny.yaml`; `overrides` are dotted
+`section.key=value` strings whose values are parsed as YAML (`train.batch_size=8`,
+`data.input_size=[256,256]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import types
+import typing
+from typing import Any, Iterable, Literal, Optional
+
+import yaml
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: unknown key, wrong type or impossible value."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Network architecture. Defaults are the official Hourglass-104 CornerNet."""
+
+    type: Literal["cornernet", "centernet"] = "cornernet"
+    num_classes: int = 80
+    depth: int = 5  # `n` of the original: number of downsamplings in one hourglass
+    nstack: int = 2
+    dims: list[int] = dataclasses.field(default_factory=lambda: [256, 256, 384, 384, 384, 512])
+    modules: list[int] = dataclasses.field(default_factory=lambda: [2, 2, 2, 2, 2, 4])
+    cnv_dim: int = 256
+    pre_dims: list[int] = dataclasses.field(default_factory=lambda: [128, 256])
+    pool_dim: int = 128
+    corner_pool: Literal["auto", "op", "vectorized", "scan"] = "auto"
+    heatmap_bias: float = -2.19
+
+    def validate(self) -> None:
+        _check(self.num_classes >= 1, f"model.num_classes must be >= 1, got {self.num_classes}")
+        _check(self.depth >= 1, f"model.depth must be >= 1, got {self.depth}")
+        _check(self.nstack >= 1, f"model.nstack must be >= 1, got {self.nstack}")
+        _check(
+            len(self.dims) == self.depth + 1,
+            f"model.dims needs depth + 1 = {self.depth + 1} entries, got {len(self.dims)}",
+        )
+        _check(
+            len(self.modules) == self.depth + 1,
+            f"model.modules needs depth + 1 = {self.depth + 1} entries, got {len(self.modules)}",
+        )
+        _check(len(self.pre_dims) == 2, f"model.pre_dims needs 2 entries, got {self.pre_dims}")
+        _check(
+            self.pre_dims[1] == self.dims[0],
+            f"model.pre_dims[1] ({self.pre_dims[1]}) must equal model.dims[0] ({self.dims[0]})",
+        )
+        for name in ("dims", "modules", "pre_dims"):
+            values = getattr(self, name)
+            _check(all(v >= 1 for v in values), f"model.{name} must be positive, got {values}")
+        _check(self.cnv_dim >= 1 and self.pool_dim >= 1, "model.cnv_dim and pool_dim must be >= 1")
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per output-map pixel (the stem downsamples by 4)."""
+        return 4
+
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where images come from and how training samples are made."""
+
+    dataset: Literal["shapes", "coco", "tfrecord"] = "shapes"
+    # shapes: generated on first use into `shapes_dir` (cached).
+    shapes_dir: str = "~/.cache/cornernet_tf/shapes"
+    shapes_train: int = 2000
+    shapes_val: int = 200
+    shapes_image_size: int = 128
+    # coco: a COCO instances json and its image folder, per split.
+    train_annotations: str = ""
+    train_images: str = ""
+    val_annotations: str = ""
+    val_images: str = ""
+    # tfrecord: file patterns written by `python -m cornernet_tf.data.tfrecord`.
+    train_tfrecords: str = ""
+    val_tfrecords: str = ""
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    input_size: list[int] = dataclasses.field(default_factory=lambda: [511, 511])
+    output_size: list[int] = dataclasses.field(default_factory=lambda: [128, 128])
+    max_objects: int = 128
+    gaussian_iou: float = 0.3
+    flip: bool = True
+    random_scale: list[float] = dataclasses.field(default_factory=lambda: [0.6, 1.4])
+    random_crop: bool = True
+    color_jitter: bool = True
+    lighting: bool = True
+    # Normalization of RGB images in [0, 1]: the original's BGR constants, reordered to RGB.
+    mean: list[float] = dataclasses.field(
+        default_factory=lambda: [0.47026115, 0.44719302, 0.40789654]
+    )
+    std: list[float] = dataclasses.field(
+        default_factory=lambda: [0.27809835, 0.27408164, 0.28863828]
+    )
+    shuffle_buffer: int = 1000
+    num_parallel_calls: int = -1  # -1 = tf.data.AUTOTUNE
+    deterministic: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check(len(self.input_size) == 2, f"data.input_size needs [height, width], got {self.input_size}")
+        _check(len(self.output_size) == 2, f"data.output_size needs [height, width], got {self.output_size}")
+        _check(all(s > 0 for s in self.input_size + self.output_size), "data sizes must be positive")
+        _check(self.max_objects >= 1, f"data.max_objects must be >= 1, got {self.max_objects}")
+        _check(0.0 < self.gaussian_iou < 1.0, f"data.gaussian_iou must be in (0, 1), got {self.gaussian_iou}")
+        _check(
+            len(self.random_scale) == 2 and 0 < self.random_scale[0] <= self.random_scale[1],
+            f"data.random_scale needs [min, max] with 0 < min <= max, got {self.random_scale}",
+        )
+        _check(len(self.mean) == 3 and len(self.std) == 3, "data.mean and data.std need 3 values (RGB)")
+        _check(all(s > 0 for s in self.std), f"data.std must be positive, got {self.std}")
+        _check(self.shapes_train >= 1 and self.shapes_val >= 1, "data.shapes_train/shapes_val must be >= 1")
+        _check(self.shapes_image_size >= 32, f"data.shapes_image_size must be >= 32, got {self.shapes_image_size}")
+        if self.dataset == "coco":
+            _check(
+                bool(self.train_annotations and self.train_images),
+                "data.dataset=coco needs data.train_annotations and data.train_images",
+            )
+        if self.dataset == "tfrecord":
+            _check(bool(self.train_tfrecords), "data.dataset=tfrecord needs data.train_tfrecords")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation, schedule, loss weights, checkpoints and logging."""
+
+    batch_size: int = 49  # global batch, split over replicas
+    steps: int = 500_000
+    optimizer: Literal["adam", "adamw"] = "adam"
+    learning_rate: float = 2.5e-4
+    weight_decay: float = 0.0  # adamw only
+    lr_schedule: Literal["constant", "step", "cosine"] = "step"
+    lr_decay_steps: list[int] = dataclasses.field(default_factory=lambda: [450_000])
+    lr_decay_factor: float = 0.1
+    warmup_steps: int = 0
+    clip_norm: Optional[float] = None
+    pull_weight: float = 0.1
+    push_weight: float = 0.1
+    offset_weight: float = 1.0
+    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    sync_batchnorm: bool = False
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 20
+    eval_every: int = 0  # 0 = only at the end
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
+        _check(self.learning_rate > 0, f"train.learning_rate must be > 0, got {self.learning_rate}")
+        _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(
+            list(self.lr_decay_steps) == sorted(self.lr_decay_steps),
+            f"train.lr_decay_steps must be increasing, got {self.lr_decay_steps}",
+        )
+        _check(0 < self.lr_decay_factor <= 1, f"train.lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
+        _check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.clip_norm is None or self.clip_norm > 0, f"train.clip_norm must be > 0, got {self.clip_norm}")
+        for name in ("pull_weight", "push_weight", "offset_weight"):
+            _check(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        _check(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
+        _check(self.eval_every >= 0, f"train.eval_every must be >= 0, got {self.eval_every}")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Decoding and test-time augmentation (official test settings by default)."""
+
+    top_k: int = 100
+    nms_kernel: int = 3
+    ae_threshold: float = 0.5
+    num_dets: int = 1000
+    max_per_image: int = 100
+    flip: bool = True
+    scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    test_mode: Literal["pad", "resize"] = "pad"
+    soft_nms_sigma: float = 0.5
+    score_threshold: float = 0.0
+    max_images: int = 0  # 0 = all
+    # CenterNet central-region check: boxes larger than this area (input pixels) use n = 5.
+    center_area_threshold: float = 22500.0
+
+    def validate(self) -> None:
+        _check(self.top_k >= 1, f"eval.top_k must be >= 1, got {self.top_k}")
+        _check(self.nms_kernel >= 1 and self.nms_kernel % 2 == 1, f"eval.nms_kernel must be odd, got {self.nms_kernel}")
+        _check(self.ae_threshold > 0, f"eval.ae_threshold must be > 0, got {self.ae_threshold}")
+        _check(self.num_dets >= 1, f"eval.num_dets must be >= 1, got {self.num_dets}")
+        _check(self.max_per_image >= 1, f"eval.max_per_image must be >= 1, got {self.max_per_image}")
+        _check(len(self.scales) >= 1 and all(s > 0 for s in self.scales), f"eval.scales must be positive, got {self.scales}")
+        _check(self.soft_nms_sigma > 0, f"eval.soft_nms_sigma must be > 0, got {self.soft_nms_sigma}")
+        _check(self.max_images >= 0, f"eval.max_images must be >= 0, got {self.max_images}")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """What the SavedModel bakes in."""
+
+    max_detections: int = 100
+    score_threshold: float = 0.0
+    flip: bool = False
+    corner_pool: Literal["vectorized", "scan", "op"] = "vectorized"
+    test_mode: Literal["pad", "resize"] = "resize"
+
+    def validate(self) -> None:
+        _check(self.max_detections >= 1, f"export.max_detections must be >= 1, got {self.max_detections}")
+        _check(0 <= self.score_threshold < 1, f"export.score_threshold must be in [0, 1), got {self.score_threshold}")
+
+
+@dataclasses.dataclass
+class Config:
+    """The whole resolved configuration, saved beside every checkpoint and export."""
+
+    name: str = "custom"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def validate(self) -> None:
+        for section in (self.model, self.data, self.train, self.eval, self.export):
+            section.validate()
+        for inp, out in zip(self.data.input_size, self.data.output_size):
+            _check(
+                out == (inp + 1) // 4,
+                f"data.output_size {self.data.output_size} must be (input_size + 1) // 4 of "
+                f"data.input_size {self.data.input_size} (e.g. 511 -> 128)",
+            )
+            _check(
+                out % 2**self.model.depth == 0,
+                f"data.output_size side {out} must be divisible by 2**model.depth = "
+                f"{2**self.model.depth} (input 511 or 512 for depth 5, 127 or 128 for depth 3)",
+            )
+        if self.data.class_names:
+            _check(
+                len(self.data.class_names) == self.model.num_classes,
+                f"data.class_names has {len(self.data.class_names)} names but model.num_classes is "
+                f"{self.model.num_classes}",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the resolved config atomically (write to a temporary file, then rename)."""
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml())
+        os.replace(tmp, path)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp` and convert where lossless (int -> float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        _check(value in args, f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            _check(type(None) in args, f"{where}: must not be null")
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        _check(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            f"{where}: expected a number, got {value!r}",
+        )
+        return float(value)
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        _check(isinstance(value, str), f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, where)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    _check(
+        not unknown,
+        f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {names}",
+    )
+    kwargs = {
+        key: _coerce(value, hints[key], f"{where}.{key}" if where else key) for key, value in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        _check(isinstance(child, dict), f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `section.key=value` and parse the value as YAML (so `8` is an int, `[1, 2]` a list)."""
+    _check("=" in text, f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    _check(bool(key) and all(key.split(".")), f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return key, value
+
+
+def resolve_config_path(path_or_name: str | os.PathLike) -> pathlib.Path:
+    """A file path, or the name of a bundled config (`shapes_tiny` -> configs/shapes_tiny.yaml)."""
+    candidate = pathlib.Path(path_or_name).expanduser()
+    if candidate.is_file():
+        return candidate
+    name = candidate.name if candidate.suffix in (".yaml", ".yml") else f"{candidate.name}.yaml"
+    if (CONFIG_DIR / name).is_file():
+        return CONFIG_DIR / name
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {str(path_or_name)!r} not found; bundled configs: {known}")
+
+
+def config_from_dict(values: dict[str, Any], overrides: Iterable[str] = ()) -> Config:
+    """Build and validate a `Config` from a nested mapping plus dotted overrides."""
+    tree = dict(values or {})
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    config = _from_dict(Config, tree, "")
+    config.validate()
+    return config
+
+
+def load_config(path_or_name: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML config (default `shapes_tiny`), apply overrides and validate.
+
+    Raises `ConfigError` naming the offending key for unknown keys, wrong types and
+    impossible values.
+    """
+    path = resolve_config_path(path_or_name or "shapes_tiny")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    _check(isinstance(values, dict), f"{path}: top level must be a mapping of sections")
+    values.setdefault("name", path.stem)
+    return config_from_dict(values, overrides)
