@@ -1,0 +1,103 @@
+"""Train CornerNet: `python -m cornernet_tf.train [--config FILE] [--set key=value ...]
+[--strategy default|one_device|mirrored|multi_worker|tpu] [--model_dir DIR] [--resume]`.
+
+With no config it trains `configs/shapes_tiny.yaml` on the built-in shapes dataset (generated on
+first use), then evaluates on its validation split and writes a picture of detections.
+Starting the same command again after an interruption continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import keras
+import tensorflow as tf
+
+from cornernet_tf.config import Config, ConfigError, load_config
+from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
+from cornernet_tf.training.progress import ProgressLogger
+from cornernet_tf.training.strategy import STRATEGIES, make_strategy
+
+SAVED_CONFIG = "config.yaml"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cornernet_tf.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="shapes_tiny", help="YAML file or bundled config name")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.batch_size=8 (repeatable)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default")
+    parser.add_argument("--model_dir", default=None, help="checkpoints, logs and results (default runs/<config>)")
+    parser.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
+    parser.add_argument("--no_eval", action="store_true", help="skip the final evaluation")
+    return parser.parse_args(argv)
+
+
+def check_saved_config(model_dir: pathlib.Path, config: Config) -> None:
+    """Refuse to resume a model directory whose saved architecture differs from this config."""
+    saved = model_dir / SAVED_CONFIG
+    if not saved.is_file():
+        return
+    previous = load_config(saved)
+    if previous.model != config.model:
+        raise ConfigError(
+            f"{model_dir} holds a run with a different model config ({saved}); "
+            f"use another --model_dir or the same model settings"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    model_dir = pathlib.Path(args.model_dir or pathlib.Path("runs") / config.name)
+    check_saved_config(model_dir, config)
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.mixed_precision != "float32":
+        keras.mixed_precision.set_global_policy(config.train.mixed_precision)
+
+    from cornernet_tf.data.pipeline import train_dataset  # noqa: PLC0415 (heavy import after arg checks)
+
+    strategy = make_strategy(args.strategy)
+    trainer = Trainer(
+        config,
+        strategy,
+        model_dir,
+        dataset_fn=lambda ctx, start: train_dataset(config, input_context=ctx, start_step=start),
+    )
+    start = trainer.restore(require=args.resume)
+    if trainer.chief:
+        config.save(model_dir / SAVED_CONFIG)
+    print(
+        f"training {config.name} on {strategy.num_replicas_in_sync} replica(s) ({args.strategy}), "
+        f"global batch {config.train.batch_size}, {'resuming at step ' + str(start) if start else 'from scratch'}, "
+        f"model_dir {model_dir}"
+    )
+    progress = ProgressLogger(
+        config.train.steps,
+        config.train.batch_size,
+        start_step=start,
+        every=config.train.log_every,
+        log_dir=str(model_dir / "logs" / "train") if trainer.chief else None,
+    )
+    try:
+        trainer.fit(progress)
+    except StopRequested as stop:
+        progress.message(str(stop))
+        return 128 + stop.signum
+    except NonFiniteLossError as err:
+        progress.message(f"error: {err}")
+        return 1
+    finally:
+        progress.close()
+    print(f"finished at step {int(trainer.step.numpy())}; checkpoints in {trainer.manager.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

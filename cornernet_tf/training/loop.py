@@ -1,0 +1,241 @@
+"""One custom training loop for every tf.distribute strategy.
+
+Keras 3 `fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the
+loop is `strategy.run` inside a `tf.function`. `Trainer.train_step` keeps Keras' train_step
+semantics for one replica's batch.
+
+Losses are normalised by counts of the whole global batch (positives per heatmap, objects),
+all-reduced across replicas first, so the per-replica losses add up to the loss of the global
+batch and the optimizer's cross-replica gradient sum is the gradient of that loss.
+
+Resuming is exact: the input pipeline is a pure function of the sample index, so a run that
+restarts from the checkpoint of step `s` sees the same batches from `s` on that an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import shutil
+import signal
+from typing import Any, Callable, Iterator, Mapping
+
+import keras
+import tensorflow as tf
+
+from cornernet_tf.config import Config
+from cornernet_tf.losses import cornernet_loss
+from cornernet_tf.models import build_model
+from cornernet_tf.training.progress import ProgressLogger
+from cornernet_tf.training.schedule import make_optimizer
+from cornernet_tf.training.strategy import is_chief, worker_id
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss part became NaN or Inf; the message names the step and the part."""
+
+
+class StopRequested(Exception):
+    """SIGTERM or Ctrl-C arrived; a checkpoint was saved before raising."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved")
+        self.signum = signum
+        self.step = step
+
+
+class _SignalFlag:
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalFlag":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _positive_counts(targets: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Per-replica counts the losses normalise by: exact 1.0 peaks per heatmap, and objects."""
+    counts = {
+        key: tf.reduce_sum(tf.cast(tf.equal(targets[key], 1.0), tf.float32))
+        for key in ("tl_heatmap", "br_heatmap", "ct_heatmap")
+        if key in targets
+    }
+    counts["objects"] = tf.reduce_sum(tf.cast(targets["mask"], tf.float32))
+    return counts
+
+
+class Trainer:
+    """Builds model, optimizer and checkpointing inside `strategy.scope()` and runs the loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        strategy: tf.distribute.Strategy,
+        model_dir: str | os.PathLike,
+        dataset_fn: Callable[[tf.distribute.InputContext, int], tf.data.Dataset],
+    ):
+        self.config = config
+        self.strategy = strategy
+        self.model_dir = pathlib.Path(model_dir)
+        self.dataset_fn = dataset_fn
+        self.global_batch = config.train.batch_size
+        replicas = strategy.num_replicas_in_sync
+        if self.global_batch % replicas:
+            raise ValueError(
+                f"train.batch_size {self.global_batch} must be divisible by the {replicas} replicas "
+                f"of the strategy (global batch is split evenly)"
+            )
+        height, width = config.data.input_size
+        with strategy.scope():
+            self.model = build_model(config.model)
+            self.model(tf.zeros([1, height, width, 3]), training=False)
+            self.optimizer = make_optimizer(config.train)
+            self.optimizer.build(self.model.trainable_variables)
+            self.step = tf.Variable(
+                0, dtype=tf.int64, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
+            )
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        self.chief = is_chief(strategy)
+        directory = self.model_dir / CHECKPOINT_SUBDIR
+        if not self.chief:  # other workers save to a scratch folder they delete afterwards
+            directory = self.model_dir / ".workers" / f"worker_{worker_id(strategy)}"
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(directory), max_to_keep=config.train.keep_checkpoints
+        )
+        self._distributed_step = self._make_distributed_step()
+
+    # ---- Keras-like step functions (one replica) ----
+
+    def compute_losses(self, images: tf.Tensor, targets: Mapping[str, tf.Tensor], training: bool) -> dict:
+        """Forward all stacks and return the loss parts for this replica's batch."""
+        context = tf.distribute.get_replica_context()
+        counts = _positive_counts(targets)
+        if context is not None:
+            counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+        outputs = self.model(images, training=training, return_all_stacks=True)
+        outputs = [{key: tf.cast(value, tf.float32) for key, value in stack.items()} for stack in outputs]
+        train = self.config.train
+        return cornernet_loss(
+            outputs,
+            targets,
+            pull_weight=train.pull_weight,
+            push_weight=train.push_weight,
+            offset_weight=train.offset_weight,
+            num_positives={key: value for key, value in counts.items() if key != "objects"},
+            num_objects=counts["objects"],
+        )
+
+    def train_step(self, images: tf.Tensor, targets: Mapping[str, tf.Tensor]) -> dict:
+        """One optimisation step on this replica's batch (gradients are summed across replicas)."""
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(images, targets, training=True)
+            loss = losses["total"]
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return losses
+
+    def test_step(self, images: tf.Tensor, targets: Mapping[str, tf.Tensor]) -> dict:
+        """Loss parts in inference mode (BatchNorm uses its moving statistics)."""
+        return self.compute_losses(images, targets, training=False)
+
+    def _make_distributed_step(self) -> Callable[[Iterator], dict]:
+        strategy = self.strategy
+
+        @tf.function
+        def distributed_step(iterator):
+            images, targets = next(iterator)
+            per_replica = strategy.run(self.train_step, args=(images, targets))
+            self.step.assign_add(1)
+            return {
+                key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                for key, value in per_replica.items()
+            }
+
+        return distributed_step
+
+    # ---- checkpoints ----
+
+    def restore(self, require: bool = False) -> int:
+        """Restore the latest checkpoint of model_dir, if any; returns the step reached."""
+        latest = tf.train.latest_checkpoint(str(self.model_dir / CHECKPOINT_SUBDIR))
+        if latest is None:
+            if require:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.model_dir / CHECKPOINT_SUBDIR}")
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return int(self.step.numpy())
+
+    def save(self) -> str | None:
+        """Save a checkpoint of the current step (every worker must call it under multi-worker)."""
+        path = self.manager.save(checkpoint_number=int(self.step.numpy()))
+        if not self.chief:
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
+            return None
+        return path
+
+    # ---- the loop ----
+
+    def learning_rate(self) -> float:
+        return float(self.optimizer.learning_rate.numpy()) if hasattr(self.optimizer.learning_rate, "numpy") else float(
+            self.optimizer.learning_rate
+        )
+
+    def fit(
+        self,
+        progress: ProgressLogger | None = None,
+        on_eval: Callable[[int], None] | None = None,
+        max_steps: int | None = None,
+    ) -> int:
+        """Train from the current step to `train.steps` (or `max_steps`); returns the final step.
+
+        Saves every `train.checkpoint_every` steps, at the end, and when SIGTERM/Ctrl-C arrives
+        (then raises `StopRequested`). Raises `NonFiniteLossError` on a NaN/Inf loss part.
+        """
+        train = self.config.train
+        total = min(train.steps, max_steps) if max_steps else train.steps
+        start = int(self.step.numpy())
+        if start >= total:
+            return start
+        dataset = self.strategy.distribute_datasets_from_function(lambda ctx: self.dataset_fn(ctx, start))
+        iterator = iter(dataset)
+        with _SignalFlag() as stop:
+            for _ in range(start, total):
+                losses = {key: float(value) for key, value in self._distributed_step(iterator).items()}
+                step = int(self.step.numpy())
+                for name, value in losses.items():
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(
+                            f"step {step}: loss part '{name}' is {value}; check the input data "
+                            f"(NaN pixels or boxes) and lower train.learning_rate"
+                        )
+                if progress is not None:
+                    progress.update(step, losses, self.learning_rate())
+                if stop.signum is not None:
+                    self.save()
+                    raise StopRequested(stop.signum, step)
+                if step % train.checkpoint_every == 0 or step == total:
+                    self.save()
+                if on_eval is not None and train.eval_every and step % train.eval_every == 0 and step != total:
+                    on_eval(step)
+        return int(self.step.numpy())

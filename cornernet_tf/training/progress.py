@@ -1,0 +1,100 @@
+"""Progress a person can follow: a one-line bar (or periodic lines when not a terminal) and
+TensorBoard scalars."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Mapping, TextIO
+
+import tensorflow as tf
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours:d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+
+
+class ProgressLogger:
+    """Prints `step/total [bar] loss parts lr img/s ETA` and writes the same scalars to TensorBoard.
+
+    Averages the loss parts over the steps since the last print, so the numbers shown are
+    smoother than single-step values.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        global_batch: int,
+        start_step: int = 0,
+        every: int = 20,
+        log_dir: str | None = None,
+        stream: TextIO = sys.stdout,
+    ):
+        self.total_steps = total_steps
+        self.global_batch = global_batch
+        self.every = every
+        self.stream = stream
+        self.interactive = stream.isatty()
+        self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._window_start = time.perf_counter()
+        self._window_step = start_step
+        self._throughput = 0.0
+
+    def update(self, step: int, losses: Mapping[str, float], learning_rate: float) -> None:
+        """Record the losses of `step` (1-based count of finished steps)."""
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0.0) + float(value)
+        self._count += 1
+        if step % self.every and step != self.total_steps:
+            return
+        now = time.perf_counter()
+        steps = step - self._window_step
+        if steps > 0:
+            self._throughput = steps * self.global_batch / max(now - self._window_start, 1e-9)
+        means = {name: total / self._count for name, total in self._sums.items()}
+        self._print(step, means, learning_rate)
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name, value in means.items():
+                    tf.summary.scalar(f"loss/{name}", value)
+                tf.summary.scalar("learning_rate", learning_rate)
+                tf.summary.scalar("images_per_second", self._throughput)
+        self._sums, self._count = {}, 0
+        self._window_start, self._window_step = now, step
+
+    def _print(self, step: int, means: Mapping[str, float], learning_rate: float) -> None:
+        width = 20
+        filled = int(width * step / max(self.total_steps, 1))
+        bar = "=" * filled + "." * (width - filled)
+        eta = (self.total_steps - step) * self.global_batch / self._throughput if self._throughput else 0.0
+        parts = " ".join(f"{name} {value:.4f}" for name, value in means.items())
+        line = (
+            f"step {step}/{self.total_steps} [{bar}] {parts} lr {learning_rate:.2e} "
+            f"{self._throughput:.1f} img/s ETA {_format_duration(eta)}"
+        )
+        if self.interactive:
+            end = "\n" if step == self.total_steps else ""
+            self.stream.write("\r" + line + end)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """Print a line without breaking an interactive bar."""
+        self.stream.write(("\n" if self.interactive else "") + text + "\n")
+        self.stream.flush()
+
+    def scalars(self, step: int, values: Mapping[str, float], prefix: str) -> None:
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar(f"{prefix}/{name}", value)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
