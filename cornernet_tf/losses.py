@@ -1,0 +1,172 @@
+"""CornerNet / CenterNet training losses (NHWC), as the official `kp_utils.py` and `kp.py: AELoss`.
+
+Heatmaps arrive as logits. Normalisers (positive peaks, objects) can be passed in for the whole
+global batch: the training loop all-reduces (SUM) the per-replica counts across replicas and
+passes them here, so each replica's loss is its share of the global-batch loss, the replica
+losses add up to it, and the optimizer's cross-replica gradient sum is its gradient. Without
+them, the counts of the batch at hand are used (the original's single-device behaviour).
+Pull and push are sums over images, so they add up across replicas without any count.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import tensorflow as tf
+
+_CLAMP = 1e-4  # the original's `_sigmoid` clamps probabilities to [1e-4, 1 - 1e-4]
+_EPS = 1e-4  # added to every count in a denominator, as the original
+# Per-object outputs and the target indices they are gathered at.
+_INDICES = {
+    "tl_embedding": "tl_indices",
+    "br_embedding": "br_indices",
+    "tl_offset": "tl_indices",
+    "br_offset": "br_indices",
+    "ct_offset": "ct_indices",
+}
+
+
+def focal_loss(
+    gt_heatmap: tf.Tensor, logits: tf.Tensor, num_positives: Optional[tf.Tensor] = None
+) -> tf.Tensor:
+    """Corner focal loss (alpha 2, beta 4) of one stack, the original `_neg_loss` per stack.
+
+    gt_heatmap, logits [B, H, W, C]. Positives are cells with gt exactly 1; negatives are
+    weighted by (1 - gt)^4. Returns -(pos_sum + neg_sum) / num_pos, or -neg_sum when there is
+    no positive; num_pos is an integer count, so both are -(pos_sum + neg_sum) / max(num_pos, 1).
+    `num_positives`: the global-batch count of positives (default: count them in `gt_heatmap`).
+    """
+    gt = tf.cast(gt_heatmap, tf.float32)
+    prob = tf.clip_by_value(tf.sigmoid(tf.cast(logits, tf.float32)), _CLAMP, 1.0 - _CLAMP)
+    positive = tf.equal(gt, 1.0)
+    pos = tf.where(positive, tf.math.log(prob) * tf.square(1.0 - prob), 0.0)
+    neg_weight = tf.square(tf.square(1.0 - gt))
+    neg = tf.where(gt < 1.0, tf.math.log(1.0 - prob) * tf.square(prob) * neg_weight, 0.0)
+    if num_positives is None:
+        num_positives = tf.reduce_sum(tf.cast(positive, tf.float32))
+    num_positives = tf.maximum(tf.cast(num_positives, tf.float32), 1.0)
+    return -(tf.reduce_sum(pos) + tf.reduce_sum(neg)) / num_positives
+
+
+def gather_at(feature_map: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """Values of `feature_map` [B, H, W, D] at flat cell indices (y * W + x) [B, M] -> [B, M, D]."""
+    shape = tf.shape(feature_map)
+    flat = tf.reshape(feature_map, [shape[0], shape[1] * shape[2], shape[3]])
+    return tf.gather(flat, tf.cast(indices, tf.int32), batch_dims=1)
+
+
+def pull_push_loss(
+    tl_embedding: tf.Tensor, br_embedding: tf.Tensor, mask: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Associative-embedding pull and push losses, the original `_ae_loss`, summed over images.
+
+    tl_embedding, br_embedding: gathered tags [B, M, 1]; mask [B, M] (prefix of ones). Per image
+    with n objects and e_k = (t_k + b_k) / 2: pull = sum_k ((t_k - e_k)^2 + (b_k - e_k)^2) / (n + 1e-4);
+    push = sum over pairs (j, k), j = k included, of (relu(1 - |e_j - e_k|) - 1 / (n + 1e-4))
+    / (n (n - 1) + 1e-4); for n >= 2 the diagonal cancels the -1/n terms (up to the eps).
+    Deviation: an image with n = 1 has push exactly 0. The original gives ~1.0 there, an artefact
+    of the eps (1 - 1/(1 + 1e-4)) / 1e-4 with no pair to push apart. Also unlike the original,
+    a batch of one works (it squeezes the batch dimension away). Returns scalars (pull, push).
+    """
+    mask = tf.cast(mask, tf.float32)
+    tl = tf.cast(tl_embedding, tf.float32)[..., 0]
+    br = tf.cast(br_embedding, tf.float32)[..., 0]
+    num = tf.reduce_sum(mask, axis=1, keepdims=True)  # [B, 1]
+    mean = (tl + br) / 2.0
+    pull = tf.reduce_sum(((tl - mean) ** 2 + (br - mean) ** 2) / (num + _EPS) * mask)
+    pair_mask = mask[:, :, tf.newaxis] * mask[:, tf.newaxis, :]  # [B, M, M]
+    num = num[:, :, tf.newaxis]  # [B, 1, 1]
+    dist = tf.nn.relu(1.0 - tf.abs(mean[:, :, tf.newaxis] - mean[:, tf.newaxis, :]))
+    dist = (dist - 1.0 / (num + _EPS)) / ((num - 1.0) * num + _EPS)
+    has_pairs = tf.cast(num >= 2.0, tf.float32)
+    push = tf.reduce_sum(dist * pair_mask * has_pairs)
+    return pull, push
+
+
+def offset_loss(
+    pred: tf.Tensor, gt: tf.Tensor, mask: tf.Tensor, num_objects: Optional[tf.Tensor] = None
+) -> tf.Tensor:
+    """Smooth-L1 (beta 1) offset loss, the original `_regr_loss`.
+
+    pred, gt: gathered offsets [B, M, 2]; mask [B, M]. Summed over the masked objects' x and y,
+    divided by (number of objects + 1e-4); `num_objects` is the global-batch count (default:
+    the sum of `mask`).
+    """
+    mask = tf.cast(mask, tf.float32)
+    diff = tf.abs(tf.cast(pred, tf.float32) - tf.cast(gt, tf.float32))
+    smooth = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
+    if num_objects is None:
+        num_objects = tf.reduce_sum(mask)
+    return tf.reduce_sum(smooth * mask[:, :, tf.newaxis]) / (tf.cast(num_objects, tf.float32) + _EPS)
+
+
+def cornernet_loss_from_gathered(
+    stack_outputs: Sequence[Mapping[str, tf.Tensor]],
+    targets: Mapping[str, tf.Tensor],
+    pull_weight: float = 0.1,
+    push_weight: float = 0.1,
+    offset_weight: float = 1.0,
+    num_positives: Optional[Mapping[str, tf.Tensor]] = None,
+    num_objects: Optional[tf.Tensor] = None,
+) -> dict[str, tf.Tensor]:
+    """The official `AELoss` on per-stack outputs whose embeddings and offsets are gathered.
+
+    stack_outputs: one dict per stack with tl_heatmap, br_heatmap [B, H, W, C] logits,
+    tl_embedding, br_embedding [B, M, 1], tl_offset, br_offset [B, M, 2] (gathered at the target
+    indices), and for CenterNet ct_heatmap, ct_offset [B, M, 2]. targets: batched
+    `build_targets` output. Returns scalars total, focal, pull, push, offset; pull, push and
+    offset carry their weights and every part is divided by the number of stacks, so total is
+    their sum (the original's value). CenterNet's center heatmap and offset, when present in
+    both outputs and targets, add to focal and offset (embeddings stay tl/br only).
+    `num_positives` maps heatmap keys to global-batch positive counts.
+    """
+    mask = targets["mask"]
+    present = [key for key in targets if key in stack_outputs[0]]
+    heatmaps = [key for key in ("tl_heatmap", "br_heatmap", "ct_heatmap") if key in present]
+    offsets = [key for key in ("tl_offset", "br_offset", "ct_offset") if key in present]
+    focal = pull = push = offset = 0.0
+    for outputs in stack_outputs:
+        for key in heatmaps:
+            count = None if num_positives is None else num_positives[key]
+            focal += focal_loss(targets[key], outputs[key], count)
+        stack_pull, stack_push = pull_push_loss(outputs["tl_embedding"], outputs["br_embedding"], mask)
+        pull += stack_pull
+        push += stack_push
+        for key in offsets:
+            offset += offset_loss(outputs[key], targets[key], mask, num_objects)
+    nstack = float(len(stack_outputs))
+    parts = {
+        "focal": focal / nstack,
+        "pull": pull_weight * pull / nstack,
+        "push": push_weight * push / nstack,
+        "offset": offset_weight * offset / nstack,
+    }
+    return {"total": parts["focal"] + parts["pull"] + parts["push"] + parts["offset"], **parts}
+
+
+def cornernet_loss(
+    stack_outputs: Sequence[Mapping[str, tf.Tensor]],
+    targets: Mapping[str, tf.Tensor],
+    pull_weight: float = 0.1,
+    push_weight: float = 0.1,
+    offset_weight: float = 1.0,
+    num_positives: Optional[Mapping[str, tf.Tensor]] = None,
+    num_objects: Optional[tf.Tensor] = None,
+) -> dict[str, tf.Tensor]:
+    """Training loss from full per-stack maps: gathers embeddings/offsets at the target indices.
+
+    stack_outputs: one dict per stack as the model returns them (tl_heatmap, br_heatmap
+    [B, H, W, C] logits; tl_embedding, br_embedding [B, H, W, 1]; tl_offset, br_offset
+    [B, H, W, 2]; optionally ct_heatmap, ct_offset). targets: batched `build_targets` output
+    (tl_indices [B, M], mask [B, M], ...). See `cornernet_loss_from_gathered` for the result.
+    """
+    gathered = [
+        {
+            key: gather_at(value, targets[_INDICES[key]]) if _INDICES.get(key) in targets else value
+            for key, value in outputs.items()
+        }
+        for outputs in stack_outputs
+    ]
+    return cornernet_loss_from_gathered(
+        gathered, targets, pull_weight, push_weight, offset_weight, num_positives, num_objects
+    )

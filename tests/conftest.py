@@ -1,0 +1,65 @@
+"""Shared test helpers: the reference fixtures of the official code, and a Keras layer check."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+
+
+def reference_path(name: str) -> pathlib.Path:
+    """Path of a fixture made with the official code; fails (never skips) when it is missing."""
+    path = REFERENCE_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"reference fixture {name!r} not found at {path}; the fixture folder "
+            f"{REFERENCE_DIR} must sit beside the repository (shared/reference)"
+        )
+    return path
+
+
+def load_reference(name: str) -> dict[str, np.ndarray]:
+    """All arrays of a reference .npz, loaded eagerly."""
+    with np.load(reference_path(name)) as data:
+        return {key: data[key] for key in data.files}
+
+
+def reference_config(arrays: dict[str, np.ndarray]) -> dict:
+    """The hyperparameters stored as JSON in a fixture (`ref/config_json`)."""
+    return json.loads(str(arrays["ref/config_json"]))
+
+
+def nhwc(a: np.ndarray) -> np.ndarray:
+    """NCHW (the fixtures' PyTorch layout) -> NHWC."""
+    return np.transpose(a, (0, 2, 3, 1))
+
+
+def check_layer(layer: keras.layers.Layer, input_shape: tuple, expected_output_shape: tuple, **call_kwargs):
+    """Config round trip, output shape, compute_output_shape and a gradient to every weight.
+
+    Returns the layer's output on a seeded random input [input_shape].
+    """
+    x = np.random.default_rng(0).standard_normal(input_shape).astype("float32")
+    y = layer(x, **call_kwargs)
+    assert tuple(y.shape) == tuple(expected_output_shape)
+    assert tuple(layer.compute_output_shape(input_shape)) == tuple(expected_output_shape)
+
+    config = keras.saving.serialize_keras_object(layer)
+    clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(config)))
+    assert clone.get_config() == layer.get_config()
+    clone(x, **call_kwargs)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(clone(x, **call_kwargs), y)
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(layer(x, training=True, **call_kwargs)))
+    grads = tape.gradient(loss, layer.trainable_weights)
+    missing = [w.path for w, g in zip(layer.trainable_weights, grads) if g is None]
+    assert not missing, f"no gradient for {missing}"
+    return y
