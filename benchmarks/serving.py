@@ -1,0 +1,215 @@
+"""Load test of `python -m cornernet_tf.serve` (or any TF Serving REST endpoint) on loopback.
+
+    python benchmarks/serving.py                                   # stand-in model, own server
+    python benchmarks/serving.py --model_base_path exports/cornernet --model_name cornernet
+    python benchmarks/serving.py --url http://127.0.0.1:8501/v1/models/cornernet \
+        --model_base_path exports/cornernet                        # e.g. the tensorflow/serving image
+
+N client threads (keep-alive connections) send a bounded number of `:predict` requests, each a
+batch of b64 JPEGs, and the script prints throughput, p50/p99 latency and the error count (which
+must be 0; the exit status is 1 otherwise). The ratio printed against a direct in-process call of
+the same signature on the same batch is the serving overhead (latency) and the concurrency gain
+(throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import http.client
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+import tensorflow as tf
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 300.0
+CLIENT_TIMEOUT_S = 600.0
+
+
+class StandIn(tf.Module):
+    """Follows the export contract (encoded images in, detection tensors out) at tiny cost:
+    decode + resize like a real preprocessing, then per-image statistics."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def detect(self, images):
+        def summarize(data):
+            image = tf.image.resize(tf.io.decode_image(data, channels=3, expand_animations=False), [128, 128])
+            return tf.reduce_mean(image, axis=[0, 1])
+
+        color = tf.map_fn(summarize, images, fn_output_signature=tf.TensorSpec([3], tf.float32)) / 255.0
+        rank = tf.broadcast_to(tf.range(100, dtype=tf.float32) / 100.0, [tf.shape(images)[0], 100])
+        return {
+            "detection_boxes": tf.stack([rank * 0.5, rank * 0.5, rank * 0.5 + 0.5, rank * 0.5 + 0.5], -1),
+            "detection_scores": color[:, :1] * (1.0 - rank),
+            "detection_classes": tf.math.floormod(100.0 * rank, 3.0),
+            "num_detections": tf.fill([tf.shape(images)[0]], 100.0),
+        }
+
+
+def write_stand_in(base: pathlib.Path) -> None:
+    module = StandIn()
+    tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.detect})
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(base: pathlib.Path, name: str, threads: int | None) -> tuple[subprocess.Popen, str]:
+    """Run `serve` on a free loopback port and wait (bounded) until the model is available."""
+    port = free_port()
+    command = [sys.executable, "-m", "cornernet_tf.serve", "--model_name", name, "--model_base_path", str(base),
+               "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port),
+               "--rest_api_timeout_in_ms", "0"]  # measure slow models too, never cut them off
+    if threads:
+        command += ["--rest_api_num_threads", str(threads)]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1/models/{name}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            status, _ = request(url, "GET")
+            if status == 200:
+                return process, url
+        time.sleep(0.5)
+    process.kill()
+    raise TimeoutError(f"serve not ready after {START_TIMEOUT_S} s")
+
+
+def request(url: str, method: str, body: bytes | None = None,
+            connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    parts = urllib.parse.urlsplit(url)
+    conn = connection or http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
+    try:
+        conn.request(method, parts.path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        if connection is None:
+            conn.close()
+
+
+def make_batch(batch: int, size: int) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    return [tf.io.encode_jpeg(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).numpy() for _ in range(batch)]
+
+
+def load_test(url: str, body: bytes, clients: int, total: int) -> tuple[list[float], int, float]:
+    """(latencies in s of the successful requests, error count, wall time in s)."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    remaining = iter(range(total))
+    parts = urllib.parse.urlsplit(url)
+
+    def client() -> None:
+        nonlocal errors
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
+        try:
+            while True:
+                with lock:
+                    if next(remaining, None) is None:
+                        return
+                start = time.perf_counter()
+                try:
+                    status, _ = request(url + ":predict", "POST", body, connection)
+                except (OSError, http.client.HTTPException):
+                    status = -1
+                    connection.close()
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if status == 200:
+                        latencies.append(elapsed)
+                    else:
+                        errors += 1
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.perf_counter() - start
+
+
+def direct_latency(base: pathlib.Path, signature: str, images: list[bytes], repeats: int) -> float:
+    """Median seconds of calling the highest version's signature in-process, one call at a time."""
+    version = max(int(p.name) for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
+    function = tf.saved_model.load(str(base / str(version))).signatures[signature]
+    batch = tf.constant(images)
+    function(images=batch)  # first call outside the timing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(images=batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model_base_path", type=pathlib.Path, help="default: export the stand-in model")
+    parser.add_argument("--model_name", default="standin")
+    parser.add_argument("--url", help="test this running endpoint (.../v1/models/NAME) instead of starting serve")
+    parser.add_argument("--signature", default="serving_default")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=1, help="images per request")
+    parser.add_argument("--image_size", type=int, default=320, help="side of the random test JPEGs")
+    parser.add_argument("--rest_api_num_threads", type=int, help="passed to serve")
+    args = parser.parse_args(argv)
+
+    images = make_batch(args.batch, args.image_size)
+    body = json.dumps({"signature_name": args.signature,
+                       "instances": [{"b64": base64.b64encode(data).decode()} for data in images]}).encode()
+    with tempfile.TemporaryDirectory() as scratch:
+        base = args.model_base_path
+        if base is None and args.url is None:
+            base = pathlib.Path(scratch) / args.model_name
+            write_stand_in(base)
+        process, url = (None, args.url) if args.url else start_server(base, args.model_name, args.rest_api_num_threads)
+        try:
+            for _ in range(5):  # warm-up; also fails fast on a wrong URL or signature
+                status, answer = request(url + ":predict", "POST", body)
+                if status != 200:
+                    raise RuntimeError(f"warm-up request failed with {status}: {answer[:300]!r}")
+            latencies, errors, wall = load_test(url, body, args.clients, args.requests)
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)
+        direct = direct_latency(base, args.signature, images, repeats=30) if base is not None else None
+
+    p50, p99 = (np.percentile(latencies, [50, 99]) * 1000) if latencies else (float("nan"),) * 2
+    throughput = len(latencies) / wall
+    print(f"requests {args.requests}  clients {args.clients}  batch {args.batch}  image {args.image_size}px  "
+          f"CPUs {os.cpu_count()}")
+    print(f"throughput {throughput:.1f} req/s ({throughput * args.batch:.1f} img/s)  "
+          f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}")
+    if direct is not None:
+        print(f"direct in-process call p50 {direct * 1000:.1f} ms: "
+              f"latency ratio serve/direct {p50 / 1000 / direct:.2f}, "
+              f"throughput ratio serve/sequential-direct {throughput * direct:.2f}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""`python -m cornernet_tf.serve` against TF Serving's REST contract, on a tiny stand-in
+SavedModel (no CornerNet): the server runs in a subprocess on a loopback port, and every answer
+is compared with calling the same SavedModel directly."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODEL = "standin"
+MAX_REQUEST_BYTES = 1_000_000
+START_TIMEOUT_S = 120.0
+TIMEOUT_MS = 2000
+
+
+class StandIn(tf.Module):
+    """Detection-shaped outputs computed from the decoded image, so they differ per image."""
+
+    def __init__(self, offset: float):
+        super().__init__()
+        self.offset = tf.Variable(offset)
+
+    def _detections(self, stats: tf.Tensor) -> dict[str, tf.Tensor]:
+        # stats [B, 3]: mean pixel, height, width.
+        mean, height, width = stats[:, 0], stats[:, 1], stats[:, 2]
+        rank = tf.broadcast_to(tf.range(100, dtype=tf.float32) / 100.0, [tf.shape(stats)[0], 100])
+        aspect = (height / (height + width))[:, None]
+        return {
+            "detection_boxes": tf.stack([0.1 * rank, 0.2 * rank, aspect + 0 * rank, rank + width[:, None] / 1e3], -1),
+            "detection_scores": (mean[:, None] / 255.0) * (1.0 - rank) + self.offset,
+            "detection_classes": tf.math.floormod(100.0 * rank + height[:, None], 3.0),
+            "num_detections": height + width,
+        }
+
+    @staticmethod
+    def _stats(image: tf.Tensor) -> tf.Tensor:
+        shape = tf.cast(tf.shape(image), tf.float32)
+        return tf.stack([tf.reduce_mean(tf.cast(image, tf.float32)), shape[0], shape[1]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def detect(self, images):
+        def decode(data):
+            return self._stats(tf.io.decode_image(data, channels=3, expand_animations=False))
+
+        return self._detections(tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([3], tf.float32)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    def detect_tensor(self, images):
+        return self._detections(tf.map_fn(self._stats, images, fn_output_signature=tf.TensorSpec([3], tf.float32)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)])
+    def echo(self, payload_bytes, label):
+        return {"payload_bytes": payload_bytes, "label": label, "length": tf.strings.length(payload_bytes)}
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int64)])
+    def wait(self, micros):
+        """Sleeps at least `micros` without using CPU: keeps a request in flight."""
+        numbers = tf.data.Dataset.from_tensors(micros)
+        sleeping = tf.raw_ops.SleepDataset(input_dataset=tf.data.experimental.to_variant(numbers),
+                                           sleep_microseconds=micros, output_types=[tf.int64], output_shapes=[[]])
+        waited = tf.data.experimental.from_variant(sleeping, numbers.element_spec)
+        return {"waited": waited.reduce(tf.constant(0, tf.int64), lambda total, x: total + x)[None]}
+
+
+def write_model(base: pathlib.Path, version: int, offset: float) -> pathlib.Path:
+    """Export version `version` next to the base path, then rename it in (as exporters should)."""
+    module = StandIn(offset)
+    staging = base.parent / f".staging-{version}"
+    tf.saved_model.save(module, str(staging), signatures={
+        "serving_default": module.detect, "serving_tensor": module.detect_tensor,
+        "echo": module.echo, "wait": module.wait,
+    })
+    target = base / str(version)
+    staging.rename(target)
+    return target
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(url: str, method: str = "GET", body: bytes | dict | None = None) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) for any status."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+class Server:
+    """A `serve` subprocess on a free loopback port."""
+
+    def __init__(self, base: pathlib.Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1/models/{MODEL}"
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cornernet_tf.serve", "--model_name", MODEL, "--model_base_path", str(base),
+             "--rest_api_host", "127.0.0.1", "--rest_api_port", str(self.port),
+             "--rest_api_num_threads", "4", "--max_request_bytes", str(MAX_REQUEST_BYTES), *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = self.process.stderr.read().decode()
+                raise RuntimeError(f"serve exited with {self.process.returncode}: {log}")
+            with contextlib.suppress(OSError):
+                if call(self.url)[0] == 200:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"serve not ready after {START_TIMEOUT_S} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self.process.stderr.close()
+
+
+@contextlib.contextmanager
+def running(base: pathlib.Path, *extra: str):
+    server = Server(base, *extra)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("serve") / "models"
+    path.mkdir()
+    write_model(path, 1, offset=0.0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(base):
+    with running(base, "--file_system_poll_wait_seconds", "0", "--rest_api_timeout_in_ms", str(TIMEOUT_MS)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def direct(base):
+    return tf.saved_model.load(str(base / "1")).signatures
+
+
+def image(height: int, width: int, fmt: str, seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    encode = tf.io.encode_jpeg if fmt == "jpeg" else tf.io.encode_png
+    return encode(pixels).numpy()
+
+
+IMAGES = [image(24, 32, "jpeg", 0), image(17, 11, "png", 1), image(40, 9, "jpeg", 2)]
+
+
+def b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def expected(direct, signature: str, **inputs) -> dict[str, np.ndarray]:
+    return {name: tensor.numpy() for name, tensor in direct[signature](**inputs).items()}
+
+
+def test_status(server):
+    assert call(server.url) == (200, {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+    assert call(server.url + "/versions/1")[0] == 200
+
+
+def test_metadata(server):
+    for url in (server.url + "/metadata", server.url + "/versions/1/metadata"):
+        status, answer = call(url)
+        assert status == 200
+        assert answer["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
+        signatures = answer["metadata"]["signature_def"]["signature_def"]
+        assert {"serving_default", "serving_tensor", "echo", "wait"} <= set(signatures)
+        default = signatures["serving_default"]
+        assert default["method_name"] == "tensorflow/serving/predict"
+        images = default["inputs"]["images"]
+        assert images["dtype"] == "DT_STRING"
+        assert images["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False}
+        assert set(default["outputs"]) == {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
+        assert default["outputs"]["detection_boxes"]["tensor_shape"]["dim"][1:] == [
+            {"size": "100", "name": ""}, {"size": "4", "name": ""}]
+        assert signatures["serving_tensor"]["inputs"]["images"]["dtype"] == "DT_UINT8"
+
+
+def test_predict_row_matches_direct_call(server, direct):
+    status, answer = call(server.url + ":predict", "POST", {"instances": [b64(data) for data in IMAGES]})
+    assert status == 200, answer
+    want = expected(direct, "serving_default", images=tf.constant(IMAGES))
+    assert len(answer["predictions"]) == len(IMAGES)
+    for index, row in enumerate(answer["predictions"]):
+        assert set(row) == set(want)
+        for name, value in row.items():
+            np.testing.assert_array_equal(np.array(value, np.float32), want[name][index])
+
+
+def test_predict_columnar_and_named_rows(server, direct):
+    want = expected(direct, "serving_default", images=tf.constant(IMAGES[:2]))
+    status, answer = call(server.url + "/versions/1:predict", "POST",
+                          {"signature_name": "serving_default", "inputs": {"images": [b64(d) for d in IMAGES[:2]]}})
+    assert status == 200, answer
+    for name, value in answer["outputs"].items():
+        np.testing.assert_array_equal(np.array(value, np.float32), want[name])
+    status, answer = call(server.url + ":predict", "POST", {"instances": [{"images": b64(d)} for d in IMAGES[:2]]})
+    assert status == 200, answer
+    np.testing.assert_array_equal(np.array([row["num_detections"] for row in answer["predictions"]]),
+                                  want["num_detections"])
+
+
+def test_predict_tensor_signature(server, direct):
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    want = expected(direct, "serving_tensor", images=tf.constant(pixels))
+    status, answer = call(server.url + ":predict", "POST",
+                          {"signature_name": "serving_tensor", "instances": pixels.tolist()})
+    assert status == 200, answer
+    np.testing.assert_array_equal(np.array([r["detection_scores"] for r in answer["predictions"]], np.float32),
+                                  want["detection_scores"])
+
+
+def test_strings_and_bytes_outputs(server):
+    """Named multi-input rows; outputs named *_bytes come back as {"b64": ...}, others as text."""
+    payload = bytes(range(256))
+    status, answer = call(server.url + ":predict", "POST", {
+        "signature_name": "echo", "instances": [{"payload_bytes": b64(payload), "label": "héllo"}]})
+    assert status == 200, answer
+    assert answer["predictions"] == [{"payload_bytes": b64(payload), "label": "héllo", "length": 256}]
+    status, answer = call(server.url + ":predict", "POST", {
+        "signature_name": "echo", "inputs": {"payload_bytes": ["abc"], "label": ["x"]}})
+    assert answer == {"outputs": {"payload_bytes": [b64(b"abc")], "label": ["x"], "length": [3]}}
+
+
+NOT_AN_IMAGE = {"instances": [b64(b"this is not an image")]}
+
+
+@pytest.mark.parametrize("method, suffix, body, status", [
+    ("POST", ":predict", b"{not json", 400),
+    ("POST", ":predict", b"", 400),
+    ("POST", ":predict", b"[1, 2]", 400),
+    ("POST", ":predict", {"signature_name": "serving_default"}, 400),
+    ("POST", ":predict", {"instances": [{"b64": "%%%not base64%%%"}]}, 400),
+    ("POST", ":predict", NOT_AN_IMAGE, 400),
+    ("POST", ":predict", {"instances": []}, 400),
+    ("POST", ":predict", {"inputs": {"images": []}}, 400),
+    ("POST", ":predict", {"instances": [b64(IMAGES[0])], "inputs": [b64(IMAGES[0])]}, 400),
+    ("POST", ":predict", {"signature_name": "nope", "instances": [b64(IMAGES[0])]}, 400),
+    ("POST", ":predict", {"instances": [1, 2]}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2]]]]}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 3]], [[1, 2]]]]}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 300]]]]}, 400),
+    ("POST", ":predict", {"signature_name": "echo", "instances": ["a"]}, 400),
+    ("POST", "/labels/stable:predict", {"instances": [b64(IMAGES[0])]}, 400),
+    ("POST", "/versions/7:predict", {"instances": [b64(IMAGES[0])]}, 404),
+    ("GET", "/versions/7", None, 404),
+    ("GET", "/versions/7/metadata", None, 404),
+    ("GET", ":predict", None, 405),
+    ("POST", "/metadata", b"{}", 405),
+    ("GET", "/nothing/here", None, 404),
+])
+def test_bad_requests_get_json_errors_and_server_keeps_serving(server, method, suffix, body, status):
+    got, answer = call(server.url + suffix, method, body)
+    assert got == status, answer
+    assert set(answer) == {"error"} and answer["error"]
+    assert call(server.url)[0] == 200
+
+
+def test_unknown_model_is_404(server):
+    other = server.url.replace(MODEL, "other")
+    for url, method, body in ((other, "GET", None), (other + "/metadata", "GET", None),
+                              (other + ":predict", "POST", {"instances": [b64(IMAGES[0])]})):
+        status, answer = call(url, method, body)
+        assert status == 404 and "other" in answer["error"]
+
+
+def test_oversize_body_is_413(server):
+    body = json.dumps({"instances": [{"b64": "A" * MAX_REQUEST_BYTES}]}).encode()
+    status, answer = call(server.url + ":predict", "POST", body)
+    assert status == 413 and "max_request_bytes" in answer["error"]
+    assert call(server.url)[0] == 200
+
+
+def test_slow_prediction_gets_504_and_server_keeps_serving(server):
+    status, answer = call(server.url + ":predict", "POST",
+                          {"signature_name": "wait", "inputs": {"micros": 2 * TIMEOUT_MS * 1000}})
+    assert status == 504 and "Deadline exceeded" in answer["error"]
+    assert call(server.url)[0] == 200
+
+
+def test_concurrent_requests(server, direct):
+    want = expected(direct, "serving_default", images=tf.constant(IMAGES))["detection_scores"]
+    results: list = [None] * 8
+
+    def client(index: int) -> None:
+        data = IMAGES[index % len(IMAGES)]
+        results[index] = call(server.url + ":predict", "POST", {"instances": [b64(data)]})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(results))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for index, (status, answer) in enumerate(results):
+        assert status == 200, answer
+        np.testing.assert_array_equal(np.array(answer["predictions"][0]["detection_scores"], np.float32),
+                                      want[index % len(IMAGES)])
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.2)
+
+
+def version_state(server: Server, version: int) -> dict | None:
+    status, answer = call(f"{server.url}/versions/{version}")
+    return answer["model_version_status"][0] if status == 200 else None
+
+
+def test_new_versions_are_picked_up_without_restart(tmp_path):
+    base = tmp_path / "models"
+    base.mkdir()
+    write_model(base, 1, offset=0.0)
+    retries = ("--max_num_load_retries", "1000", "--load_retry_interval_micros", "500000")
+    with running(base, "--file_system_poll_wait_seconds", "0.2", *retries) as server:
+        (base / "3").mkdir()  # incomplete (no saved_model.pb): must be ignored
+        (base / "notes").mkdir()
+        write_model(base, 2, offset=10.0)
+        wait_for(lambda: (version_state(server, 2) or {}).get("state") == "AVAILABLE")
+        assert call(server.url)[1]["model_version_status"] == [
+            {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
+            {"version": "1", "state": "END", "status": {"error_code": "OK", "error_message": ""}},
+        ]
+        status, answer = call(server.url + ":predict", "POST", {"instances": [b64(IMAGES[0])]})
+        assert status == 200 and min(answer["predictions"][0]["detection_scores"]) >= 10.0
+        assert call(server.url + "/versions/1:predict", "POST", {"instances": [b64(IMAGES[0])]})[0] == 404
+        assert call(server.url + "/metadata")[1]["model_spec"]["version"] == "2"
+
+        (base / "4").mkdir()  # a half-copied export: reported, while version 2 keeps serving
+        (base / "4" / "saved_model.pb").write_bytes(b"not a SavedModel yet")
+        seen: list[dict] = []  # retries flip it END -> LOADING -> END: keep the END we saw
+
+        def failed() -> bool:
+            seen.append(version_state(server, 4) or {})
+            return seen[-1].get("state") == "END"
+
+        wait_for(failed)
+        assert seen[-1]["status"]["error_code"] != "OK" and "version 4" in seen[-1]["status"]["error_message"]
+        assert call(server.url + ":predict", "POST", {"instances": [b64(IMAGES[0])]})[0] == 200
+        assert call(server.url + "/metadata")[1]["model_spec"]["version"] == "2"
+
+        (base / "4").rename(tmp_path / "broken")  # the copy completes: the retry loads it
+        write_model(base, 4, offset=20.0)
+        wait_for(lambda: (version_state(server, 4) or {}).get("state") == "AVAILABLE")
+        assert version_state(server, 2)["state"] == "END"
+        answer = call(server.url + ":predict", "POST", {"instances": [b64(IMAGES[0])]})[1]
+        assert min(answer["predictions"][0]["detection_scores"]) >= 20.0
+
+
+def test_sigterm_finishes_in_flight_request_and_exits_0(base):
+    server = Server(base, "--file_system_poll_wait_seconds", "0")
+    try:
+        server.wait_ready()
+        answers = []
+        worker = threading.Thread(target=lambda: answers.append(
+            call(server.url + ":predict", "POST", {"signature_name": "wait", "inputs": {"micros": 2_000_000}})))
+        worker.start()
+        time.sleep(0.5)  # the request is now being computed
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        worker.join(timeout=60)
+        assert answers == [(200, {"outputs": [2_000_000]})]
+        with pytest.raises(OSError):
+            call(server.url)
+    finally:
+        server.stop()
