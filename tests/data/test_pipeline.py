@@ -1,0 +1,216 @@
+"""Input pipelines: batch structure, targets from real boxes, bad files, sharding, tf.distribute."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cornernet_tf.config import load_config
+from cornernet_tf.data import pipeline, shapes, tfrecord
+from cornernet_tf.data.coco import load_coco
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHAPES = dict(shapes_train=8, shapes_val=4, shapes_image_size=64)
+PLAIN = ["data.random_crop=false", "data.flip=false", "data.color_jitter=false", "data.lighting=false"]
+
+
+def _config(*overrides: str):
+    return load_config("shapes_tiny", list(overrides))
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("shapes") / "ds"
+    shapes.ensure_dataset(root, SHAPES["shapes_train"], SHAPES["shapes_val"], SHAPES["shapes_image_size"])
+    return str(root)
+
+
+def _shapes_config(shapes_dir: str, *overrides: str):
+    return _config(f"data.shapes_dir={shapes_dir}", *(f"data.{k}={v}" for k, v in SHAPES.items()), *overrides)
+
+
+def _coco_config(annotations, images, *overrides: str):
+    return _config(
+        "data.dataset=coco", f"data.train_annotations={annotations}", f"data.train_images={images}",
+        f"data.val_annotations={annotations}", f"data.val_images={images}", *overrides,
+    )
+
+
+def test_train_batches_have_the_documented_shapes_and_dtypes(shapes_dir):
+    config = _shapes_config(shapes_dir)
+    images, targets = next(iter(pipeline.train_dataset(config, batch_size=3)))
+    assert images.shape == (3, 128, 128, 3) and images.dtype == tf.float32
+    expected = {
+        "tl_heatmap": ((3, 32, 32, 3), tf.float32), "br_heatmap": ((3, 32, 32, 3), tf.float32),
+        "tl_indices": ((3, 16), tf.int32), "br_indices": ((3, 16), tf.int32),
+        "tl_offset": ((3, 16, 2), tf.float32), "br_offset": ((3, 16, 2), tf.float32), "mask": ((3, 16), tf.float32),
+    }
+    assert {k: (tuple(v.shape), v.dtype) for k, v in targets.items()} == expected
+    assert -3.0 < float(tf.reduce_mean(images)) < 3.0  # normalized, not [0, 255]
+
+
+def test_centernet_adds_center_targets(shapes_dir):
+    config = _shapes_config(shapes_dir, "model.type=centernet")
+    _, targets = next(iter(pipeline.train_dataset(config, batch_size=2)))
+    assert targets["ct_heatmap"].shape == (2, 32, 32, 3) and targets["ct_indices"].shape == (2, 16)
+
+
+def test_targets_peak_at_the_box_corners(coco_writer, encode_image):
+    image = encode_image(np.full((64, 64, 3), 90, np.uint8))
+    boxes = [[8, 12, 32, 32], [30, 5, 30, 20]]  # xywh; x 2 into the 128 input, / 4 into the 32 map
+    path, images_dir = coco_writer([("a.png", image, 64, 64)], [(1, 1, boxes[0], 0), (1, 3, boxes[1], 0)],
+                                   [(1, "a"), (2, "b"), (3, "c")])
+    config = _coco_config(path, images_dir, *PLAIN)
+    _, targets = next(iter(pipeline.train_dataset(config, batch_size=1)))
+    targets = {k: v.numpy()[0] for k, v in targets.items()}
+    # input px: [16, 24, 80, 88] and [60, 10, 120, 50]; map: (4, 6)-(20, 22) and (15, 2.5)-(30, 12.5)
+    for name, cells, offsets in (("tl", [(6, 4, 0), (2, 15, 2)], [[0, 0], [0, 0.5]]),
+                                 ("br", [(22, 20, 0), (12, 30, 2)], [[0, 0], [0, 0.5]])):
+        heatmap = targets[f"{name}_heatmap"]
+        assert [heatmap[c] for c in cells] == [1.0, 1.0]
+        assert (heatmap == 1.0).sum() == 2
+        assert targets[f"{name}_indices"][:2].tolist() == [y * 32 + x for y, x, _ in cells]
+        np.testing.assert_allclose(targets[f"{name}_offset"][:2], offsets)
+    assert targets["mask"].tolist() == [1.0, 1.0] + [0.0] * 14
+
+
+def test_eval_dataset_resize_and_pad(shapes_dir):
+    config = _shapes_config(shapes_dir)
+    batches = list(pipeline.eval_dataset(config, batch_size=3))
+    assert [b[0].shape[0] for b in batches] == [3, 1]
+    ids = np.concatenate([b[1]["image_id"].numpy() for b in batches])
+    assert ids.tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(batches[0][1]["image_info"][0], [2, 2, 0, 0, 64, 64])
+    images, meta = next(iter(pipeline.eval_dataset(config, mode="pad", batch_size=2)))
+    assert images.shape == (2, 95, 95, 3)  # 64 | 31 for depth 3: (95 + 1) / 4 = 24 = 3 * 2**3
+    np.testing.assert_allclose(meta["image_info"][0], [1, 1, 15, 15, 64, 64])
+    corner = images[0, 0, 0].numpy() * config.data.std + config.data.mean
+    np.testing.assert_allclose(corner, 0.0, atol=1e-6)  # the border is black before normalization
+
+
+def test_bad_files_are_skipped_and_counted(coco_writer, encode_image):
+    rng = np.random.default_rng(0)
+    good = encode_image(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), ".jpg")
+    rgba = np.zeros((30, 30, 4), np.uint8)
+    rgba[...] = (200, 100, 50, 0)
+    rgba[:15, :, 3] = 255
+    grey = np.full((30, 20), 77, np.uint8)
+    images = [("good.jpg", good, 40, 50), ("cut.jpg", good[: len(good) // 2], 40, 50),
+              ("rgba.png", encode_image(rgba), 30, 30), ("grey.png", encode_image(grey), 30, 20)]
+    annotations = [(1, 1, [5, 5, 10, 10], 0), (1, 2, [60, 5, 10, 10], 0),  # the second is outside
+                   (2, 1, [1, 1, 5, 5], 0), (3, 1, [2, 2, 8, 8], 0), (4, 1, [2, 2, 8, 8], 0)]
+    path, images_dir = coco_writer(images, annotations, [(1, "a"), (2, "b"), (3, "c")])
+    assert load_coco(path, images_dir).counts["outside_boxes"] == 1
+
+    config = _coco_config(path, images_dir)
+    counter = pipeline.SkipCounter()
+    batches = list(pipeline.eval_dataset(config, skip_counter=counter))
+    assert [int(m["image_id"][0]) for _, m in batches] == [1, 3, 4]
+    assert (counter.kept, counter.skipped) == (3, 1)
+    pixels = {int(m["image_id"][0]): im[0].numpy() * config.data.std + config.data.mean for im, m in batches}
+    np.testing.assert_allclose(pixels[3][64, 64], np.array([200, 100, 50]) / 255, atol=1e-5)  # alpha dropped
+    np.testing.assert_allclose(pixels[4][..., 0], pixels[4][..., 2], atol=1e-5)  # grey -> RGB
+    np.testing.assert_allclose(pixels[4][64, 64], 77 / 255, atol=1e-5)
+
+    train_counter = pipeline.SkipCounter()
+    train = pipeline.train_dataset(_coco_config(path, images_dir, "data.deterministic=true"), batch_size=2,
+                                   skip_counter=train_counter)
+    for images, _ in train.take(4):
+        assert np.isfinite(images.numpy()).all()
+    assert train_counter.kept >= 8 and train_counter.skipped >= 2
+
+
+def _eval_ids(config, **kwargs) -> list[int]:
+    return [int(i) for _, meta in pipeline.eval_dataset(config, **kwargs) for i in meta["image_id"]]
+
+
+def test_input_context_shards_files_and_splits_the_batch(shapes_dir, tmp_path):
+    config = _shapes_config(shapes_dir)
+    contexts = [tf.distribute.InputContext(2, i, 4) for i in range(2)]
+    ids = [_eval_ids(config, input_context=c) for c in contexts]
+    assert sorted(ids[0] + ids[1]) == [1, 2, 3, 4] and not set(ids[0]) & set(ids[1])
+    images, _ = next(iter(pipeline.train_dataset(config, batch_size=8, input_context=contexts[1])))
+    assert images.shape[0] == 2  # 8 over 4 replicas
+
+    source = load_coco(*shapes.ensure_dataset(shapes_dir, *SHAPES.values())["val"])
+    tfrecord.write_tfrecords(source, str(tmp_path), "val", num_shards=2, progress=lambda _: None)
+    records = _config("data.dataset=tfrecord", f"data.train_tfrecords={tmp_path}/val-*.tfrecord",
+                      f"data.val_tfrecords={tmp_path}/val-*.tfrecord")
+    ids = [_eval_ids(records, input_context=c) for c in contexts]
+    assert ids == [[1, 2], [3, 4]]  # one file each
+    assert _eval_ids(records, batch_size=3) == [1, 2, 3, 4]
+    images, targets = next(iter(pipeline.train_dataset(records, batch_size=2)))
+    assert images.shape == (2, 128, 128, 3) and targets["mask"].shape == (2, 16)
+    info = pipeline.dataset_info(records)
+    assert info.class_names == list(shapes.CLASS_NAMES) and info.num_images == 4
+
+
+def _batches(config, count: int, **kwargs) -> list[np.ndarray]:
+    return [images.numpy() for images, _ in pipeline.train_dataset(config, batch_size=2, **kwargs).take(count)]
+
+
+def test_start_step_resumes_the_exact_stream(shapes_dir, tmp_path):
+    config = _shapes_config(shapes_dir, "data.deterministic=true")
+    full = _batches(config, 6)  # 12 samples: one and a half epochs of the 8 images
+    resumed = _batches(config, 2, start_step=4)
+    np.testing.assert_array_equal(resumed, full[4:6])
+    assert not np.array_equal(full[0], full[4])  # epochs are reshuffled, crops re-drawn
+
+    source = load_coco(*shapes.ensure_dataset(shapes_dir, *SHAPES.values())["train"])
+    tfrecord.write_tfrecords(source, str(tmp_path), "train", num_shards=3, progress=lambda _: None)
+    records = _config("data.dataset=tfrecord", f"data.train_tfrecords={tmp_path}/train-*.tfrecord",
+                      "data.deterministic=true", "data.shuffle_buffer=4")
+    full = _batches(records, 6)
+    np.testing.assert_array_equal(_batches(records, 2, start_step=3), full[3:5])
+
+
+def test_every_image_once_per_epoch(shapes_dir):
+    source = load_coco(*shapes.ensure_dataset(shapes_dir, *SHAPES.values())["train"])
+    stream = pipeline._train_files(_shapes_config(shapes_dir), source, 1, 0, first_sample=0)
+    ids = [int(example["image_id"]) for _, example in stream.take(16)]
+    assert sorted(ids[:8]) == sorted(ids[8:]) == list(range(1, 9)) and ids[:8] != ids[8:]
+
+
+_DISTRIBUTED = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from cornernet_tf.config import load_config
+    from cornernet_tf.data import pipeline
+    config = load_config("shapes_tiny", sys.argv[1:])
+    counter = pipeline.SkipCounter()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline.train_dataset(config, batch_size=4, input_context=ctx, skip_counter=counter))
+    images, targets = next(iter(dist))
+    objects = strategy.run(tf.function(lambda im, t: tf.reduce_sum(t["mask"])), args=(images, targets))
+    rebatched, _ = next(iter(strategy.experimental_distribute_dataset(pipeline.train_dataset(config, batch_size=4))))
+    print(json.dumps({
+        "rebatched": [list(t.shape) for t in strategy.experimental_local_results(rebatched)],
+        "replicas": strategy.num_replicas_in_sync,
+        "images": [list(t.shape) for t in strategy.experimental_local_results(images)],
+        "heatmaps": [list(t.shape) for t in strategy.experimental_local_results(targets["tl_heatmap"])],
+        "objects": float(strategy.reduce("SUM", objects, axis=None)),
+        "skipped": counter.skipped,
+    }))
+""")
+
+
+def test_mirrored_strategy_gets_per_replica_batches(shapes_dir):
+    overrides = [f"data.shapes_dir={shapes_dir}", *(f"data.{k}={v}" for k, v in SHAPES.items())]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    run = subprocess.run([sys.executable, "-c", _DISTRIBUTED, *overrides], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["images"] == result["rebatched"] == [[2, 128, 128, 3]] * 2
+    assert result["heatmaps"] == [[2, 32, 32, 3]] * 2
+    assert result["objects"] >= 4 and result["skipped"] == 0

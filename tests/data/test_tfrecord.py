@@ -1,0 +1,81 @@
+"""TFRecord round trip: bytes, ids, boxes and classes come back; sidecar; atomic, stale-free shards; CLI."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cornernet_tf.data import coco, tfrecord
+
+
+@pytest.fixture
+def source(coco_writer, encode_image):
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(5):
+        h, w = 20 + 3 * i, 30 - 2 * i
+        images.append((f"{i}.png", encode_image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), h, w))
+        for k in range(i % 3):  # 0, 1 or 2 objects
+            annotations.append((i + 1, 1 + k, [1.5 + k, 2.0, 5.25, 6.0 + k], 0))
+    path, images_dir = coco_writer(images, annotations, [(1, "cat"), (2, "dog")])
+    return coco.load_coco(path, images_dir)
+
+
+def _read_back(pattern: str) -> list[dict]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    ds = tf.data.TFRecordDataset(files).map(tfrecord.parse_example)
+    return [{k: v.numpy() for k, v in ex.items()} for ex in ds]
+
+
+def test_round_trip_returns_the_source_examples(source, tmp_path):
+    paths = tfrecord.write_tfrecords(source, str(tmp_path), "train", num_shards=2, progress=lambda _: None)
+    assert [os.path.basename(p) for p in paths] == ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    examples = _read_back(str(tmp_path / "train-*.tfrecord"))
+    assert [int(e["image_id"]) for e in examples] == list(source.image_ids)
+    for row, example in enumerate(examples):
+        with open(source.image_paths[row], "rb") as f:
+            assert example["encoded"] == f.read()
+        np.testing.assert_array_equal(example["boxes"], source.boxes[row])
+        np.testing.assert_array_equal(example["classes"], source.classes[row])
+        assert example["boxes"].shape == (len(source.boxes[row]), 4) and example["classes"].dtype == np.int32
+
+
+def test_sidecar_and_no_temporary_files(source, tmp_path):
+    tfrecord.write_tfrecords(source, str(tmp_path), "val", num_shards=3, progress=lambda _: None)
+    meta = tfrecord.read_sidecar(str(tmp_path / "val-*.tfrecord"))
+    assert meta["class_names"] == ["cat", "dog"] and meta["category_ids"] == [1, 2]
+    assert meta["num_examples"] == 5 and meta["num_boxes"] == source.num_boxes
+    assert meta["annotations"] == os.path.abspath(source.annotations)
+    assert meta["shard_sizes"] == {f"val-0000{k}-of-00003.tfrecord": n for k, n in enumerate([2, 2, 1])}
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_rewrite_with_fewer_shards_removes_stale_ones(source, tmp_path):
+    tfrecord.write_tfrecords(source, str(tmp_path), "train", num_shards=4, progress=lambda _: None)
+    tfrecord.write_tfrecords(source, str(tmp_path), "train", num_shards=2, progress=lambda _: None)
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tfrecord")) == [
+        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"
+    ]
+    assert len(_read_back(str(tmp_path / "train-*.tfrecord"))) == 5
+
+
+def test_more_shards_than_images_is_capped(source, tmp_path):
+    paths = tfrecord.write_tfrecords(source, str(tmp_path), "x", num_shards=50, progress=lambda _: None)
+    assert len(paths) == 5
+
+
+def test_missing_pattern_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
+        tfrecord.read_sidecar(str(tmp_path / "nothing-*.tfrecord"))
+
+
+def test_cli_writes_shards_and_reports_progress(source, tmp_path, capsys):
+    out = tmp_path / "out"
+    images_dir = os.path.dirname(source.image_paths[0])
+    tfrecord.main(["--coco", source.annotations, "--images", images_dir, "--out", str(out), "--shards", "2"])
+    captured = capsys.readouterr()
+    assert "shard 2/2, 5/5 images" in captured.err
+    assert "instances-*.tfrecord" in captured.out
+    assert json.loads((out / "instances.json").read_text())["num_examples"] == 5
