@@ -51,10 +51,14 @@ def check_saved_config(model_dir: pathlib.Path, config: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as err:
+        return train(args)
+    except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def train(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
     model_dir = pathlib.Path(args.model_dir or pathlib.Path("runs") / config.name)
     check_saved_config(model_dir, config)
     keras.utils.set_random_seed(config.train.seed)

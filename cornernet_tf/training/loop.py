@@ -162,15 +162,19 @@ class Trainer:
     def _make_distributed_step(self) -> Callable[[Iterator], dict]:
         strategy = self.strategy
 
+        def replica_step(images, targets):
+            # Optimised graphs can turn NaN pixels into finite activations, so inputs are
+            # checked directly rather than trusted to poison the loss.
+            bad_pixels = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(images)), tf.float32))
+            return self.train_step(images, targets), bad_pixels
+
         @tf.function
         def distributed_step(iterator):
             images, targets = next(iterator)
-            per_replica = strategy.run(self.train_step, args=(images, targets))
+            losses, bad_pixels = strategy.run(replica_step, args=(images, targets))
             self.step.assign_add(1)
-            return {
-                key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-                for key, value in per_replica.items()
-            }
+            reduce = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
+            return {key: reduce(value) for key, value in losses.items()}, reduce(bad_pixels)
 
         return distributed_step
 
@@ -221,8 +225,14 @@ class Trainer:
         iterator = iter(dataset)
         with _SignalFlag() as stop:
             for _ in range(start, total):
-                losses = {key: float(value) for key, value in self._distributed_step(iterator).items()}
+                losses, bad_pixels = self._distributed_step(iterator)
+                losses = {key: float(value) for key, value in losses.items()}
                 step = int(self.step.numpy())
+                if bad_pixels > 0:
+                    raise NonFiniteLossError(
+                        f"step {step}: the input batch has {int(bad_pixels)} NaN/Inf pixel values; "
+                        f"check the dataset's images and the normalization (data.std)"
+                    )
                 for name, value in losses.items():
                     if not math.isfinite(value):
                         raise NonFiniteLossError(

@@ -1,0 +1,70 @@
+"""The custom training loop in-process: it learns, it reports NaNs, its schedule is right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cornernet_tf.config import load_config
+from cornernet_tf.data.pipeline import train_dataset
+from cornernet_tf.training.loop import NonFiniteLossError, Trainer
+from cornernet_tf.training.schedule import WarmupSchedule
+
+from .conftest import tiny_overrides
+
+
+def _fixed_batch_fn(config, poison: bool = False, poison_offsets: bool = False):
+    images, targets = next(iter(train_dataset(config)))
+    if poison:
+        images = tf.tensor_scatter_nd_update(images, [[0, 3, 3, 0]], [float("nan")])
+    if poison_offsets:
+        targets = dict(targets, tl_offset=tf.fill(tf.shape(targets["tl_offset"]), float("nan")))
+    fixed = tf.data.Dataset.from_tensors((images, targets)).repeat()
+    return lambda ctx, start: fixed
+
+
+def test_loss_goes_down_substantially_on_a_fixed_batch(shapes_dir, tmp_path):
+    config = load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=60) + ["train.learning_rate=0.003"])
+    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config))
+    first = {k: float(v) for k, v in trainer.test_step(*next(iter(_fixed_batch_fn(config)(None, 0)))).items()}
+    trainer.fit()
+    last = {k: float(v) for k, v in trainer.test_step(*next(iter(_fixed_batch_fn(config)(None, 0)))).items()}
+    assert int(trainer.step.numpy()) == 60
+    assert last["total"] < 0.3 * first["total"], (first, last)
+    assert last["focal"] < 0.3 * first["focal"], (first, last)
+    assert trainer.manager.latest_checkpoint.endswith("ckpt-60")
+
+
+def test_nan_input_names_the_step_and_loss_part(shapes_dir, tmp_path):
+    config = load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=3))
+    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config, poison=True))
+    with pytest.raises(NonFiniteLossError, match="step 1: the input batch has 1 NaN/Inf pixel values"):
+        trainer.fit()
+
+
+def test_nan_loss_names_the_loss_part(shapes_dir, tmp_path):
+    config = load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=3))
+    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config, poison_offsets=True))
+    with pytest.raises(NonFiniteLossError, match="step 1: loss part 'total' is nan"):
+        trainer.fit()
+
+
+def test_global_batch_must_split_over_replicas(shapes_dir, tmp_path):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    config = load_config("shapes_tiny", tiny_overrides(shapes_dir) + ["train.batch_size=5"])
+    with pytest.raises(ValueError, match="batch_size 5 must be divisible by the 2 replicas"):
+        Trainer(config, TwoReplicas(), tmp_path, lambda ctx, start: None)
+
+
+def test_schedule_warmup_step_and_cosine():
+    step = WarmupSchedule(1.0, "step", total_steps=100, decay_steps=(50, 80), decay_factor=0.1, warmup_steps=10)
+    values = [float(step(s)) for s in (0, 9, 10, 49, 50, 79, 80, 99)]
+    np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+    cosine = WarmupSchedule(2.0, "cosine", total_steps=100)
+    np.testing.assert_allclose([float(cosine(s)) for s in (0, 50, 100)], [2.0, 1.0, 0.0], atol=1e-6)
+    assert float(WarmupSchedule(0.5)(1000)) == 0.5
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        WarmupSchedule(1.0, "linear")

@@ -1,0 +1,102 @@
+"""`python -m cornernet_tf.train` as a user runs it: to the end, killed and resumed, stopped."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import REPO_ROOT, run_module, tiny_overrides
+
+
+def _train_args(model_dir, shapes_dir, steps, extra=()):
+    sets = [arg for item in tiny_overrides(shapes_dir, steps) + list(extra) for arg in ("--set", item)]
+    return ["-m", "cornernet_tf.train", "--model_dir", str(model_dir), "--no_eval", *sets]
+
+
+def _checkpoint_steps(model_dir: pathlib.Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in (model_dir / "checkpoints").glob("ckpt-*.index")
+                  if (m := re.match(r"ckpt-(\d+)\.index", p.name)))
+
+
+def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"trainer exited early with {process.returncode}: {process.stdout.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the trainer")
+        time.sleep(0.2)
+
+
+def test_runs_to_the_end_and_saves_config_checkpoint_and_logs(tmp_path, shapes_dir):
+    result = run_module(_train_args(tmp_path, shapes_dir, steps=4))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "step 4/4" in result.stdout and "from scratch" in result.stdout
+    assert "img/s" in result.stdout and "ETA" in result.stdout
+    assert (tmp_path / "config.yaml").is_file()
+    assert _checkpoint_steps(tmp_path)[-1] == 4
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
+    again = run_module(_train_args(tmp_path, shapes_dir, steps=4))  # nothing left to do
+    assert again.returncode == 0 and "resuming at step 4" in again.stdout
+
+
+def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(tmp_path, shapes_dir):
+    args = _train_args(tmp_path, shapes_dir, steps=400, extra=["train.checkpoint_every=2"])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: len(_checkpoint_steps(tmp_path)) >= 2, 240, process)
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    saved = _checkpoint_steps(tmp_path)[-1]
+    resumed = run_module(_train_args(tmp_path, shapes_dir, steps=saved + 3, extra=["train.checkpoint_every=2"]))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming at step {saved}" in resumed.stdout
+    assert f"step {saved + 1}/{saved + 3}" in resumed.stdout and f"step {saved}/" not in resumed.stdout
+    assert _checkpoint_steps(tmp_path)[-1] == saved + 3
+
+
+def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, shapes_dir):
+    args = _train_args(tmp_path, shapes_dir, steps=100_000, extra=["train.checkpoint_every=100000"])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("step 3/"):
+                process.send_signal(signal.SIGTERM)
+                break
+        output = "".join(lines) + process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, output
+    match = re.search(r"stopped by SIGTERM at step (\d+); checkpoint saved", output)
+    assert match, output
+    assert _checkpoint_steps(tmp_path) == [int(match.group(1))]
+
+
+def test_resume_flag_requires_a_checkpoint_and_bad_config_is_reported(tmp_path, shapes_dir):
+    missing = run_module([*_train_args(tmp_path, shapes_dir, steps=2), "--resume"])
+    assert missing.returncode != 0 and "no checkpoint" in missing.stderr
+    bad = run_module(["-m", "cornernet_tf.train", "--set", "train.batch_sise=2"])
+    assert bad.returncode == 2 and "unknown key(s) ['batch_sise']" in bad.stderr
+
+
+def test_a_model_dir_of_another_architecture_is_refused(tmp_path, shapes_dir):
+    assert run_module(_train_args(tmp_path, shapes_dir, steps=1)).returncode == 0
+    other = run_module(_train_args(tmp_path, shapes_dir, steps=2, extra=["model.cnv_dim=16"]))
+    assert other.returncode == 2 and "different model config" in other.stderr
