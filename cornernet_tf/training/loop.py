@@ -82,6 +82,18 @@ def _positive_counts(targets: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return counts
 
 
+def synchronize_batchnorm(model: keras.Model) -> int:
+    """Make every BatchNormalization use statistics of the global batch (all replicas).
+
+    Returns how many layers were switched. Keras reads `synchronized` at call time, and it is
+    part of the layer config, so a saved model keeps the setting.
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
+
+
 class Trainer:
     """Builds model, optimizer and checkpointing inside `strategy.scope()` and runs the loop."""
 
@@ -107,6 +119,8 @@ class Trainer:
         with strategy.scope():
             self.model = build_model(config.model)
             self.model(tf.zeros([1, height, width, 3]), training=False)
+            if config.train.sync_batchnorm:
+                synchronize_batchnorm(self.model)
             self.optimizer = make_optimizer(config.train)
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(

@@ -1,0 +1,118 @@
+"""Several replicas and several workers give the training of one device on the same batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+
+from .conftest import REPO_ROOT, run_module, tiny_overrides
+
+MIRRORED_VS_ONE_DEVICE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    from cornernet_tf.config import load_config
+    from cornernet_tf.data.pipeline import train_dataset
+    from cornernet_tf.training.loop import Trainer
+    from cornernet_tf.training.strategy import make_strategy
+
+    config = load_config("shapes_tiny", json.loads(sys.argv[1]))
+    images, targets = next(iter(train_dataset(config)))
+    samples = tf.data.Dataset.from_tensor_slices((images, targets))
+
+    def run(strategy, directory):
+        def dataset_fn(ctx, start):
+            return samples.batch(ctx.get_per_replica_batch_size(config.train.batch_size)).repeat()
+
+        trainer = Trainer(config, strategy, directory, dataset_fn)
+        return trainer
+
+    one = run(tf.distribute.OneDeviceStrategy("/cpu:0"), sys.argv[2] + "/one")
+    two = run(make_strategy("mirrored"), sys.argv[2] + "/two")
+    assert two.strategy.num_replicas_in_sync == 2
+    two.model.set_weights(one.model.get_weights())
+
+    def gradients(trainer):
+        strategy = trainer.strategy
+        variables = trainer.model.trainable_variables
+
+        def replica(images, targets):
+            with tf.GradientTape() as tape:
+                losses = trainer.compute_losses(images, targets, training=True)
+            return losses, tape.gradient(losses["total"], variables)
+
+        @tf.function
+        def step(iterator):
+            losses, grads = strategy.run(replica, args=next(iterator))
+            total = lambda v: strategy.reduce("SUM", v, axis=None)
+            return {k: total(v) for k, v in losses.items()}, [total(g) for g in grads]
+
+        dataset = strategy.distribute_datasets_from_function(lambda ctx: trainer.dataset_fn(ctx, 0))
+        losses, grads = step(iter(dataset))
+        return {k: float(v) for k, v in losses.items()}, [g.numpy() for g in grads]
+
+    loss_one, grads_one = gradients(one)
+    loss_two, grads_two = gradients(two)
+    worst = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12)) for a, b in zip(grads_one, grads_two))
+    print(json.dumps({"one": loss_one, "two": loss_two, "worst_relative_gradient_error": worst}))
+    """
+)
+
+
+def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, shapes_dir):
+    overrides = tiny_overrides(shapes_dir) + ["train.sync_batchnorm=true"]
+    result = run_module(["-c", MIRRORED_VS_ONE_DEVICE, json.dumps(overrides), str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, value in report["one"].items():
+        assert abs(report["two"][name] - value) <= 1e-4 * max(1.0, abs(value)), report
+    assert report["worst_relative_gradient_error"] < 1e-3, report
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_two_multi_worker_processes_train_in_step(tmp_path, shapes_dir):
+    # Generate the dataset once, so the workers do not race to create it.
+    assert run_module(["-m", "cornernet_tf.data.shapes", "--out", shapes_dir, "--train", "24", "--val", "4",
+                       "--size", "64"]).returncode == 0
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    sets = [arg for item in tiny_overrides(shapes_dir, steps=3) for arg in ("--set", item)]
+    processes = []
+    try:
+        for index in range(2):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
+                       TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+            args = ["-m", "cornernet_tf.train", "--strategy", "multi_worker", "--model_dir", str(tmp_path),
+                    "--no_eval", *sets]
+            processes.append(subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, text=True,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        outputs = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert "on 2 replica(s) (multi_worker)" in out
+    losses = [re.findall(r"step \d+/3 .*? total ([\d.]+)", out) for out, _ in outputs]
+    assert len(losses[0]) == 3 and losses[0] == losses[1]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-3.*"))
+    assert not list((tmp_path / ".workers").glob("*/ckpt-*"))
