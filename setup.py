@@ -1,51 +1,105 @@
-"""Install cornernet_tf; `build_ext` also compiles the corner-pool op when it can.
+"""Install cornernet_tf; the build also compiles the corner-pool op when it can.
 
-A failed op build never fails the install: the package then uses the pure-TF corner pool and
-`cornernet_tf.ops.compiled.unavailable_reason()` says why (the reason is written beside the
-library as `_corner_pool_build.log`).
+The op (custom_ops/corner_pool, built by custom_ops/build.py) is compiled by `build_ext`, which
+runs in every kind of build: `pip install .` (into the wheel), `pip install -e .` (PEP 660
+editable install: in place, into cornernet_tf/ops/), `python setup.py build_ext --inplace` and
+`develop`. The distribution declares binary content (`has_ext_modules`), so setuptools runs
+`build_ext` even though there is no setuptools Extension, and wheels get a platform tag.
+
+It compiles against the TensorFlow of the environment being installed into when that one has
+TensorFlow (a subprocess outside pip's isolated build environment, so the op matches the
+TensorFlow that will load it), else against the build environment's (pyproject.toml's
+build requirements). A failed op build never fails the install: the package then uses the
+pure-TF corner pool, and `cornernet_tf.ops.compiled.unavailable_reason()` says why (the reason
+is written beside the library as `_corner_pool_build.log`). Rebuild by hand with
+`python -m custom_ops.build`.
 """
 
 import os
 import pathlib
+import subprocess
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_packages, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.command.develop import develop
 
 ROOT = pathlib.Path(__file__).resolve().parent
+OP_LOG = "_corner_pool_build.log"
+NO_TENSORFLOW_EXIT = 3  # custom_ops.build's exit status when TensorFlow is not importable
 
 
-def _build_corner_pool_op(out_dir: pathlib.Path) -> None:
-    log = out_dir / "_corner_pool_build.log"
+def _build_in_target_environment(out_dir: pathlib.Path) -> int:
+    """Build with this interpreter outside pip's build isolation (pip points PYTHONPATH at an
+    overlay that hides the target site-packages); returns the exit status of custom_ops.build."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cmd = [sys.executable, "-m", "custom_ops.build", "--out-dir", str(out_dir)]
     try:
-        sys.path.insert(0, str(ROOT))
+        proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True)
+    except OSError as err:
+        print(f"cornernet_tf: cannot run {sys.executable} for the op build ({err})")
+        return NO_TENSORFLOW_EXIT
+    if proc.returncode not in (0, NO_TENSORFLOW_EXIT):
+        print(proc.stderr.strip()[-2000:])
+    return proc.returncode
+
+
+def _build_in_this_environment(out_dir: pathlib.Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
         from custom_ops.build import build_library  # noqa: PLC0415 (needs TF, imported late)
 
-        library = build_library(out_dir)
-        log.write_text(f"built {library}\n")
-        print(f"cornernet_tf: built corner-pool op {library}")
-    except Exception as err:  # the pure-TF corner pool remains available
-        log.write_text(f"corner-pool op not built: {err}\n")
-        print(f"cornernet_tf: WARNING: corner-pool op not built ({err}); using the pure-TF path")
+        build_library(out_dir)
     finally:
         if sys.path and sys.path[0] == str(ROOT):
             sys.path.pop(0)
 
 
+def _build_corner_pool_op(out_dir: pathlib.Path) -> None:
+    """Compile the op into out_dir; never raises (the reason of a failure goes to the log)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / OP_LOG
+    try:
+        status = _build_in_target_environment(out_dir)
+        if status == NO_TENSORFLOW_EXIT:
+            _build_in_this_environment(out_dir)
+        elif status != 0:
+            raise RuntimeError(f"see {log}")
+        print(f"cornernet_tf: built the corner-pool op into {out_dir}")
+    except Exception as err:  # noqa: BLE001 (the pure-TF corner pool remains available)
+        if not log.is_file() or "FAILED" not in log.read_text():
+            log.write_text(f"FAILED: corner-pool op not built: {type(err).__name__}: {err}\n")
+        # a library left from an earlier build would contradict the log: the op is unavailable
+        (out_dir / "_corner_pool_ops.so").unlink(missing_ok=True)
+        print(f"cornernet_tf: WARNING: corner-pool op not built ({err}); the pure-TF corner pool is used")
+
+
 class BuildCornerPoolOp(build_ext):
-    """Compile the op into the package (in place for editable installs)."""
+    """Compile the op: in place for editable/inplace builds, else into build_lib (the wheel)."""
 
     def run(self) -> None:
-        target = ROOT / "cornernet_tf" / "ops" if self.inplace else pathlib.Path(self.build_lib) / "cornernet_tf" / "ops"
-        target.mkdir(parents=True, exist_ok=True)
+        if self.inplace or getattr(self, "editable_mode", False):
+            target = ROOT / "cornernet_tf" / "ops"
+        else:
+            target = pathlib.Path(self.build_lib) / "cornernet_tf" / "ops"
+            # build_py may have copied a library of the source tree: never ship one that this
+            # build did not make
+            (target / "_corner_pool_ops.so").unlink(missing_ok=True)
         _build_corner_pool_op(target)
 
+    def get_outputs(self):  # the library is not a setuptools Extension
+        return []
 
-class DevelopWithOp(develop):
-    def run(self) -> None:
-        super().run()
-        _build_corner_pool_op(ROOT / "cornernet_tf" / "ops")
+    def get_output_mapping(self):
+        return {}
+
+
+class BinaryDistribution(Distribution):
+    """Has compiled content, so `build` runs build_ext (also for PEP 660 editable wheels)."""
+
+    def has_ext_modules(self) -> bool:
+        return True
 
 
 setup(
@@ -64,12 +118,13 @@ setup(
         "pycocotools",
         "opencv-python-headless",
         "PyYAML",
+        "tensorboard",  # tf.summary needs it; TensorFlow 2.21 no longer installs it
     ],
     extras_require={
-        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "matplotlib"],
+        "serve": ["aiohttp>=3.9"],
+        "test": ["pytest", "aiohttp>=3.9", "nbclient", "nbformat", "ipykernel", "matplotlib"],
         "torch": ["torch==2.13.0"],
     },
-    cmdclass={"build_ext": BuildCornerPoolOp, "develop": DevelopWithOp},
-    # A placeholder extension so setuptools runs build_ext; the real build is in custom_ops/build.py.
-    ext_modules=[],
+    cmdclass={"build_ext": BuildCornerPoolOp},
+    distclass=BinaryDistribution,
 )

@@ -1,0 +1,282 @@
+"""Official CornerNet (PyTorch) weights -> our Keras CornerNet, and the command line around it.
+
+The official state_dict keys are mapped onto our layers by walking the model: every layer
+mirrors the original's module names (see `cornernet_tf.models`). Conv kernels go from OIHW to
+HWIO. The original reads BGR images while ours reads RGB, so the stem conv's input channels are
+reversed: official(x_bgr) == ours(x_bgr[..., ::-1]).
+
+    python -m cornernet_tf.convert --config configs/cornernet_hg104_coco.yaml \\
+        --checkpoint CornerNet_500000.pkl --out hg104.weights.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from typing import Any, Callable, Iterator, Mapping
+
+import keras
+import numpy as np
+
+from cornernet_tf.config import ModelConfig, load_config
+from cornernet_tf.models import build_model
+
+# official BatchNorm2d entry -> Keras BatchNormalization variable
+_BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+_OFFICIAL_KEYS = ("n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim")
+_MAX_LISTED = 20
+
+Entry = tuple[str, Any, Callable[[np.ndarray], np.ndarray]]
+
+
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _oihw_to_hwio(a: np.ndarray) -> np.ndarray:
+    return np.transpose(a, (2, 3, 1, 0))
+
+
+def _stem_oihw_to_hwio(a: np.ndarray) -> np.ndarray:
+    """The first conv: BGR input channels (official) -> RGB (ours), then OIHW -> HWIO."""
+    return _oihw_to_hwio(a[:, ::-1])
+
+
+def _conv(prefix: str, conv: keras.layers.Conv2D, kernel_fn=_oihw_to_hwio) -> Iterator[Entry]:
+    yield f"{prefix}.weight", conv.kernel, kernel_fn
+    if conv.use_bias:
+        yield f"{prefix}.bias", conv.bias, _identity
+
+
+def _bn(prefix: str, bn: keras.layers.BatchNormalization) -> Iterator[Entry]:
+    for official, ours in _BN_VARIABLES.items():
+        yield f"{prefix}.{official}", getattr(bn, ours), _identity
+
+
+def _conv_bn_relu(prefix: str, layer, kernel_fn=_oihw_to_hwio) -> Iterator[Entry]:
+    yield from _conv(f"{prefix}.conv", layer.conv, kernel_fn)
+    if layer.bn is not None:
+        yield from _bn(f"{prefix}.bn", layer.bn)
+
+
+def _residual(prefix: str, layer) -> Iterator[Entry]:
+    yield from _conv(f"{prefix}.conv1", layer.conv1)
+    yield from _bn(f"{prefix}.bn1", layer.bn1)
+    yield from _conv(f"{prefix}.conv2", layer.conv2)
+    yield from _bn(f"{prefix}.bn2", layer.bn2)
+    if layer.skip_conv is not None:
+        yield from _conv(f"{prefix}.skip.0", layer.skip_conv)
+        yield from _bn(f"{prefix}.skip.1", layer.skip_bn)
+
+
+def _residuals(prefix: str, layers) -> Iterator[Entry]:
+    for i, layer in enumerate(layers):
+        yield from _residual(f"{prefix}.{i}", layer)
+
+
+def _hourglass(prefix: str, module) -> Iterator[Entry]:
+    yield from _residuals(f"{prefix}.up1", module.up1)
+    yield from _residuals(f"{prefix}.low1", module.low1)
+    if isinstance(module.low2, list):
+        yield from _residuals(f"{prefix}.low2", module.low2)
+    else:
+        yield from _hourglass(f"{prefix}.low2", module.low2)
+    yield from _residuals(f"{prefix}.low3", module.low3)
+
+
+def _corner_pool(prefix: str, module) -> Iterator[Entry]:
+    yield from _conv_bn_relu(f"{prefix}.p1_conv1", module.p1_conv1)
+    yield from _conv_bn_relu(f"{prefix}.p2_conv1", module.p2_conv1)
+    yield from _conv(f"{prefix}.p_conv1", module.p_conv1)
+    yield from _bn(f"{prefix}.p_bn1", module.p_bn1)
+    yield from _conv(f"{prefix}.conv1", module.conv1)
+    yield from _bn(f"{prefix}.bn1", module.bn1)
+    yield from _conv_bn_relu(f"{prefix}.conv2", module.conv2)
+
+
+def _head(prefix: str, head) -> Iterator[Entry]:
+    yield from _conv_bn_relu(f"{prefix}.0", head.conv)
+    yield from _conv(f"{prefix}.1", head.out)
+
+
+def official_entries(model) -> Iterator[Entry]:
+    """(official key, our variable, numpy transform) for every weight of a built CornerNet."""
+    backbone = model.backbone
+    yield from _conv_bn_relu("pre.0", backbone.pre[0], _stem_oihw_to_hwio)
+    yield from _residual("pre.1", backbone.pre[1])
+    for s, module in enumerate(backbone.kps):
+        yield from _hourglass(f"kps.{s}", module)
+    for s, layer in enumerate(backbone.cnvs):
+        yield from _conv_bn_relu(f"cnvs.{s}", layer)
+    for name in ("tl_cnvs", "br_cnvs"):
+        for s, module in enumerate(getattr(model, name)):
+            yield from _corner_pool(f"{name}.{s}", module)
+    for name in ("tl_heats", "br_heats", "tl_tags", "br_tags", "tl_regrs", "br_regrs"):
+        for s, head in enumerate(getattr(model, name)):
+            yield from _head(f"{name}.{s}", head)
+    for s, layer in enumerate(backbone.inters):
+        yield from _residual(f"inters.{s}", layer)
+    for s in range(len(backbone.inters)):
+        yield from _conv(f"inters_.{s}.0", backbone.inters_conv[s])
+        yield from _bn(f"inters_.{s}.1", backbone.inters_bn[s])
+        yield from _conv(f"cnvs_.{s}.0", backbone.cnvs_conv[s])
+        yield from _bn(f"cnvs_.{s}.1", backbone.cnvs_bn[s])
+
+
+def _read_source(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, np.ndarray]:
+    """A flat {official key: array} from a dict, a .npz, or a torch .pkl/.pth/.pt checkpoint."""
+    if isinstance(source, Mapping):
+        return {str(k): np.asarray(v) for k, v in source.items()}
+    path = pathlib.Path(source)
+    if not path.is_file():
+        raise ValueError(f"weights file {str(path)!r} not found")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    if path.suffix in (".pkl", ".pth", ".pt"):
+        try:
+            import torch  # noqa: PLC0415 (optional dependency, only for conversion)
+        except ImportError:
+            raise ValueError(
+                f"reading {str(path)!r} needs PyTorch: pip install 'cornernet-tf[torch]' "
+                "(or save the state_dict as .npz)"
+            ) from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+            state = state["state_dict"]
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{str(path)!r} does not hold a state_dict (got {type(state).__name__})")
+        return {str(k): v.detach().cpu().numpy() for k, v in state.items()}
+    raise ValueError(f"weights file {str(path)!r}: unsupported suffix {path.suffix!r}; use .npz, .pkl, .pth or .pt")
+
+
+def _normalise_keys(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop the `module.` prefix (checkpoints saved from DataParallel) and BN step counters."""
+    out = {}
+    for key, value in params.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if key.endswith(".num_batches_tracked"):
+            continue
+        out[key] = value
+    return out
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+def load_official_weights(model, source: Mapping[str, Any] | str | os.PathLike) -> None:
+    """Assign official CornerNet weights to a built CornerNet, all or nothing.
+
+    source: {official key: array} (NCHW / OIHW, as in the PyTorch state_dict), a .npz of that,
+    or a torch .pkl/.pth/.pt checkpoint (read with torch, imported here only). A `module.`
+    prefix and missing `num_batches_tracked` entries are accepted. Raises ValueError naming
+    every unused checkpoint key, every model weight left unassigned, and every shape mismatch;
+    nothing is assigned in that case.
+    """
+    if not model.built:
+        raise ValueError("load_official_weights: build the model first (model.build((None, None, None, 3)))")
+    params = _normalise_keys(_read_source(source))
+    entries = list(official_entries(model))
+    expected = {key for key, _, _ in entries}
+    problems = []
+    missing = [f"{key} (for {v.path} {list(v.shape)})" for key, v, _ in entries if key not in params]
+    unused = sorted(set(params) - expected)
+    if missing:
+        problems.append(f"{len(missing)} model weight(s) missing from the checkpoint: {_listing(missing)}")
+    if unused:
+        problems.append(
+            f"{len(unused)} checkpoint key(s) not used by the model: "
+            + _listing([f"{k} {list(np.shape(params[k]))}" for k in unused])
+        )
+    assignments = []
+    mismatched = []
+    for key, variable, transform in entries:
+        if key not in params:
+            continue
+        value = transform(np.asarray(params[key]))
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched.append(
+                f"{key} {list(np.shape(params[key]))} -> {variable.path} expects {list(variable.shape)}"
+            )
+        assignments.append((variable, value))
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
+    assigned = {id(v) for v, _ in assignments}
+    unassigned = [w.path for w in model.weights if id(w) not in assigned]
+    if unassigned and not missing:
+        problems.append(f"{len(unassigned)} model weight(s) with no official key: {_listing(unassigned)}")
+    if problems:
+        raise ValueError("official weights do not fit this model: " + "; ".join(problems))
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype, copy=False))
+
+
+def config_from_official(d: Mapping[str, Any]) -> ModelConfig:
+    """ModelConfig from the original's hyperparameters {n, nstack, dims, modules, out_dim,
+    cnv_dim, pre_dims, pool_dim}; cnv_dim, pre_dims and pool_dim (hard-coded in the original)
+    default to the Hourglass-104 values 256, [128, 256] and 128."""
+    unknown = sorted(set(d) - set(_OFFICIAL_KEYS))
+    if unknown:
+        raise ValueError(f"config_from_official: unknown key(s) {unknown}; valid keys are {list(_OFFICIAL_KEYS)}")
+    missing = [k for k in ("n", "nstack", "dims", "modules", "out_dim") if k not in d]
+    if missing:
+        raise ValueError(f"config_from_official: missing key(s) {missing}")
+    config = ModelConfig(
+        type="cornernet",
+        num_classes=int(d["out_dim"]),
+        depth=int(d["n"]),
+        nstack=int(d["nstack"]),
+        dims=[int(v) for v in d["dims"]],
+        modules=[int(v) for v in d["modules"]],
+        cnv_dim=int(d.get("cnv_dim", 256)),
+        pre_dims=[int(v) for v in d.get("pre_dims", [128, 256])],
+        pool_dim=int(d.get("pool_dim", 128)),
+    )
+    config.validate()
+    return config
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cornernet_tf.convert",
+        description="Convert an official CornerNet checkpoint into Keras weights (.weights.h5).",
+    )
+    parser.add_argument("--config", default="cornernet_hg104_coco", help="YAML config or bundled config name")
+    parser.add_argument("--checkpoint", required=True, help="official checkpoint: .pkl/.pth (torch) or .npz")
+    parser.add_argument("--out", required=True, help="output file, must end with .weights.h5")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 2 bad input)."""
+    args = _parse_args(argv)
+    out = pathlib.Path(args.out)
+    if not out.name.endswith(".weights.h5"):
+        print(f"error: --out {args.out!r} must end with .weights.h5 (Keras weights file)", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config, args.set)
+        model = build_model(config.model, corner_pool="vectorized")
+        load_official_weights(model, args.checkpoint)
+    except ValueError as err:  # includes ConfigError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {out} ({sum(int(np.prod(w.shape)) for w in model.weights)} values)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

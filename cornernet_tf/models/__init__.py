@@ -1,0 +1,48 @@
+"""Keras models and layers; `build_model` is the only place that reads a ModelConfig."""
+
+from __future__ import annotations
+
+from cornernet_tf.config import ModelConfig
+from cornernet_tf.models.corner_pool import CornerPoolModule
+from cornernet_tf.models.cornernet import OUTPUT_KEYS, CornerNet
+from cornernet_tf.models.heads import PredictionHead
+from cornernet_tf.models.hourglass import HourglassBackbone, HourglassModule
+from cornernet_tf.models.layers import ConvBNReLU, Residual
+
+
+def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwargs) -> CornerNet:
+    """A built (weights created) CornerNet from a validated ModelConfig.
+
+    corner_pool overrides model_config.corner_pool (export uses "vectorized"); kwargs go to
+    keras.Model (name, dtype).
+    """
+    model_config.validate()
+    if model_config.type != "cornernet":
+        raise ValueError(f"build_model: model.type {model_config.type!r} is not supported here; use 'cornernet'")
+    model = CornerNet(
+        num_classes=model_config.num_classes,
+        nstack=model_config.nstack,
+        dims=model_config.dims,
+        modules=model_config.modules,
+        cnv_dim=model_config.cnv_dim,
+        pre_dims=model_config.pre_dims,
+        pool_dim=model_config.pool_dim,
+        corner_pool=corner_pool or model_config.corner_pool,
+        heatmap_bias=model_config.heatmap_bias,
+        **kwargs,
+    )
+    model.build((None, None, None, 3))
+    return model
+
+
+__all__ = [
+    "OUTPUT_KEYS",
+    "ConvBNReLU",
+    "CornerNet",
+    "CornerPoolModule",
+    "HourglassBackbone",
+    "HourglassModule",
+    "PredictionHead",
+    "Residual",
+    "build_model",
+]

@@ -1,0 +1,199 @@
+"""The stacked Hourglass backbone of CornerNet (the original's `kp_module` and `kp` trunk), NHWC.
+
+Attribute names mirror the original's module paths (`pre`, `kps`, `up1`, `low1`, `low2`,
+`low3`, `cnvs`, `inters`, `inters_`, `cnvs_`) so official weights map onto them by name.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from cornernet_tf.models.layers import ConvBNReLU, Residual, SymmetricConv2D, batch_norm, strided_side
+
+
+@keras.saving.register_keras_serializable(package="cornernet_tf")
+class HourglassModule(keras.layers.Layer):
+    """One hourglass of depth len(dims) - 1, built recursively (the original's `kp_module`).
+
+    up1 = modules[0] residuals at dims[0]; low1 = a stride-2 residual dims[0] -> dims[1] and
+    modules[0] - 1 more; low2 = the hourglass on dims[1:], modules[1:] (innermost: modules[1]
+    residuals at dims[-1]); low3 = modules[0] - 1 residuals, then dims[1] -> dims[0]; the result
+    is up1 + nearest-upsampled low3 (the original's max1 is the identity).
+    [B, H, W, dims[0]] -> [B, H, W, dims[0]]; H and W must be divisible by 2**(len(dims) - 1).
+    """
+
+    def __init__(self, dims: Sequence[int], modules: Sequence[int], **kwargs):
+        super().__init__(**kwargs)
+        if len(dims) < 2 or len(dims) != len(modules):
+            raise ValueError(
+                f"HourglassModule needs len(dims) == len(modules) >= 2, got dims={list(dims)}, "
+                f"modules={list(modules)}"
+            )
+        self.dims = list(dims)
+        self.modules = list(modules)
+        curr_dim, next_dim = self.dims[0], self.dims[1]
+        curr_mod, next_mod = self.modules[0], self.modules[1]
+        policy = self.dtype_policy
+        self.up1 = [Residual(curr_dim, dtype=policy, name=f"up1_{i}") for i in range(curr_mod)]
+        self.low1 = [Residual(next_dim, strides=2, dtype=policy, name="low1_0")] + [
+            Residual(next_dim, dtype=policy, name=f"low1_{i}") for i in range(1, curr_mod)
+        ]
+        if len(self.dims) > 2:
+            self.low2 = HourglassModule(self.dims[1:], self.modules[1:], dtype=policy, name="low2")
+        else:
+            self.low2 = [Residual(next_dim, dtype=policy, name=f"low2_{i}") for i in range(next_mod)]
+        self.low3 = [Residual(next_dim, dtype=policy, name=f"low3_{i}") for i in range(curr_mod - 1)] + [
+            Residual(curr_dim, dtype=policy, name=f"low3_{curr_mod - 1}")
+        ]
+        self.up2 = keras.layers.UpSampling2D(size=2, interpolation="nearest", dtype=policy, name="up2")
+
+    @property
+    def depth(self) -> int:
+        """Number of stride-2 downsamplings (the original's `n`)."""
+        return len(self.dims) - 1
+
+    def build(self, input_shape) -> None:
+        curr = (None, None, None, self.dims[0])
+        low = (None, None, None, self.dims[1])
+        for layer in self.up1:
+            layer.build(curr)
+        self.low1[0].build(curr)
+        for layer in self.low1[1:]:
+            layer.build(low)
+        if isinstance(self.low2, HourglassModule):
+            self.low2.build(low)
+        else:
+            for layer in self.low2:
+                layer.build(low)
+        for layer in self.low3:
+            layer.build(low)
+
+    def call(self, x, training=None):
+        up1 = x
+        for layer in self.up1:
+            up1 = layer(up1, training=training)
+        low = x
+        for layer in self.low1:
+            low = layer(low, training=training)
+        if isinstance(self.low2, HourglassModule):
+            low = self.low2(low, training=training)
+        else:
+            for layer in self.low2:
+                low = layer(low, training=training)
+        for layer in self.low3:
+            low = layer(low, training=training)
+        return up1 + self.up2(low)
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(dims=self.dims, modules=self.modules)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cornernet_tf")
+class HourglassBackbone(keras.layers.Layer):
+    """Stem + `nstack` hourglasses with intermediate merges; returns every stack's features.
+
+    pre: 7x7/2 ConvBNReLU to pre_dims[0], stride-2 Residual to pre_dims[1] (= dims[0]): stride 4.
+    Per stack s: cnv_s = ConvBNReLU(3x3, cnv_dim)(hourglass_s(inter)); between stacks
+    inter = inters[s](ReLU(BN(conv1x1(inter)) + BN(conv1x1(cnv_s)))).
+    images [B, H, W, 3] -> list of nstack tensors [B, ceil(H / 4), ceil(W / 4), cnv_dim]
+    (511 -> 256 -> 128); the map side must be divisible by 2**(len(dims) - 1).
+    """
+
+    def __init__(
+        self,
+        nstack: int,
+        dims: Sequence[int],
+        modules: Sequence[int],
+        cnv_dim: int,
+        pre_dims: Sequence[int],
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(pre_dims) != 2 or pre_dims[1] != dims[0]:
+            raise ValueError(
+                f"HourglassBackbone needs pre_dims [c0, dims[0]], got {list(pre_dims)} for dims {list(dims)}"
+            )
+        if nstack < 1:
+            raise ValueError(f"HourglassBackbone needs nstack >= 1, got {nstack}")
+        self.nstack = nstack
+        self.dims = list(dims)
+        self.modules = list(modules)
+        self.cnv_dim = cnv_dim
+        self.pre_dims = list(pre_dims)
+        policy = self.dtype_policy
+        self.pre = [
+            ConvBNReLU(self.pre_dims[0], 7, strides=2, dtype=policy, name="pre_0"),
+            Residual(self.pre_dims[1], strides=2, dtype=policy, name="pre_1"),
+        ]
+        self.kps = [HourglassModule(self.dims, self.modules, dtype=policy, name=f"kps_{s}") for s in range(nstack)]
+        self.cnvs = [ConvBNReLU(cnv_dim, 3, dtype=policy, name=f"cnvs_{s}") for s in range(nstack)]
+        merges = range(nstack - 1)
+
+        def conv1x1(name: str) -> SymmetricConv2D:
+            return SymmetricConv2D(self.dims[0], 1, use_bias=False, dtype=policy, name=name)
+
+        self.inters = [Residual(self.dims[0], dtype=policy, name=f"inters_{s}") for s in merges]
+        self.inters_conv = [conv1x1(f"inters__{s}_0") for s in merges]
+        self.inters_bn = [batch_norm(policy, f"inters__{s}_1") for s in merges]
+        self.cnvs_conv = [conv1x1(f"cnvs__{s}_0") for s in merges]
+        self.cnvs_bn = [batch_norm(policy, f"cnvs__{s}_1") for s in merges]
+
+    @property
+    def depth(self) -> int:
+        """Number of stride-2 downsamplings in one hourglass (the original's `n`)."""
+        return len(self.dims) - 1
+
+    def build(self, input_shape) -> None:
+        self.pre[0].build(input_shape)
+        self.pre[1].build((None, None, None, self.pre_dims[0]))
+        hourglass = (None, None, None, self.dims[0])
+        cnv = (None, None, None, self.cnv_dim)
+        for s in range(self.nstack):
+            self.kps[s].build(hourglass)
+            self.cnvs[s].build(hourglass)
+        for s in range(self.nstack - 1):
+            self.inters[s].build(hourglass)
+            self.inters_conv[s].build(hourglass)
+            self.inters_bn[s].build(hourglass)
+            self.cnvs_conv[s].build(cnv)
+            self.cnvs_bn[s].build(hourglass)
+
+    def call(self, images, training=None):
+        inter = images
+        for layer in self.pre:
+            inter = layer(inter, training=training)
+        features = []
+        for s in range(self.nstack):
+            cnv = self.cnvs[s](self.kps[s](inter, training=training), training=training)
+            features.append(cnv)
+            if s < self.nstack - 1:
+                inter = ops.relu(
+                    self.inters_bn[s](self.inters_conv[s](inter), training=training)
+                    + self.cnvs_bn[s](self.cnvs_conv[s](cnv), training=training)
+                )
+                inter = self.inters[s](inter, training=training)
+        return features
+
+    def compute_output_shape(self, input_shape) -> list:
+        batch, height, width, _ = input_shape
+        side = [strided_side(strided_side(n, 2), 2) for n in (height, width)]
+        return [(batch, side[0], side[1], self.cnv_dim)] * self.nstack
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            nstack=self.nstack,
+            dims=self.dims,
+            modules=self.modules,
+            cnv_dim=self.cnv_dim,
+            pre_dims=self.pre_dims,
+        )
+        return config

@@ -1,0 +1,172 @@
+"""The two building blocks of the Hourglass network, ConvBNReLU and Residual (NHWC), and the
+conv and BatchNorm they are made of.
+
+Both follow the original PyTorch code exactly: symmetric zero padding of (k - 1) // 2 on every
+side (SymmetricConv2D), and BatchNorm with PyTorch's defaults (epsilon 1e-5, momentum 0.1,
+i.e. Keras momentum 0.9).
+Attribute names mirror the original's module names (`conv`, `bn`, `conv1`, `skip`, ...) so that
+`cornernet_tf.convert` can map official checkpoint keys onto them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def strided_side(size: int | None, strides: int) -> int | None:
+    """Side length after a symmetric-padded odd-kernel conv: ceil(size / strides)."""
+    return None if size is None else (size - 1) // strides + 1
+
+
+def _strided_shape(input_shape, strides: int, filters: int) -> tuple:
+    batch, height, width, _ = input_shape
+    return (batch, strided_side(height, strides), strided_side(width, strides), filters)
+
+
+@keras.saving.register_keras_serializable(package="cornernet_tf")
+class SymmetricConv2D(keras.layers.Conv2D):
+    """Conv2D (odd kernel) with PyTorch's symmetric zero padding of (k - 1) // 2 on every side.
+
+    TF's "same" padding is asymmetric for stride 2 on even sizes (0 before, 1 after), which
+    shifts the sampling grid; so strided convs pad explicitly and run "valid". With stride 1,
+    "same" is already symmetric and saves the copy. A strided 1x1 conv subsamples first and
+    runs at stride 1: the same result at a quarter of the cost, and it avoids a oneDNN (CPU)
+    heap corruption in the backward pass of chained strided 1x1 convs (TF 2.21).
+    [B, H, W, C_in] -> [B, ceil(H / s), ceil(W / s), filters].
+    """
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, use_bias: bool = True, **kwargs):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"SymmetricConv2D needs an odd kernel_size, got {kernel_size}")
+        super().__init__(filters, kernel_size, strides=strides, padding="valid", use_bias=use_bias, **kwargs)
+
+    def call(self, x):
+        kernel, stride = self.kernel_size[0], self.strides[0]
+        if kernel == 1 and stride > 1:
+            x, stride = x[:, ::stride, ::stride, :], 1
+        pad = (kernel - 1) // 2
+        if pad and stride > 1:
+            x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        y = ops.conv(x, self.kernel, strides=stride, padding="same" if stride == 1 else "valid")
+        if self.use_bias:
+            y = y + self.bias
+        return y
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return _strided_shape(input_shape, self.strides[0], self.filters)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["kernel_size"] = self.kernel_size[0]
+        config["strides"] = self.strides[0]
+        del config["padding"]
+        return config
+
+
+def batch_norm(dtype: Any, name: str) -> keras.layers.BatchNormalization:
+    """A BatchNormalization with PyTorch's defaults (eps 1e-5, running-average momentum 0.1)."""
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=dtype, name=name)
+
+
+def _channels_only(input_shape) -> tuple:
+    """[B, H, W, C] with only C kept: weights depend on nothing else."""
+    return (None, None, None, input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="cornernet_tf")
+class ConvBNReLU(keras.layers.Layer):
+    """Conv (k x k, stride, symmetric padding) -> BatchNorm (or a conv bias) -> ReLU.
+
+    The original's `convolution(k, inp_dim, out_dim, stride, with_bn)`: the conv has a bias
+    exactly when there is no BatchNorm. [B, H, W, C_in] -> [B, ceil(H / s), ceil(W / s), filters].
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, strides: int = 1, with_bn: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.with_bn = with_bn
+        self.conv = SymmetricConv2D(
+            filters, kernel_size, strides, use_bias=not with_bn, dtype=self.dtype_policy, name="conv"
+        )
+        self.bn = batch_norm(self.dtype_policy, "bn") if with_bn else None
+
+    def build(self, input_shape) -> None:
+        self.conv.build(_channels_only(input_shape))
+        if self.bn is not None:
+            self.bn.build((None, None, None, self.filters))
+
+    def call(self, x, training=None):
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        return ops.relu(x)
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return _strided_shape(input_shape, self.strides, self.filters)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, with_bn=self.with_bn
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cornernet_tf")
+class Residual(keras.layers.Layer):
+    """The original's `residual`: two 3x3 conv-BN (ReLU between) plus a skip, then ReLU.
+
+    The skip is a 1x1 conv (same stride) + BN when `strides != 1` or the channel count changes,
+    otherwise the identity; it is created in `build`, once the input channels are known.
+    [B, H, W, C_in] -> [B, ceil(H / s), ceil(W / s), filters].
+    """
+
+    def __init__(self, filters: int, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.conv1 = SymmetricConv2D(filters, 3, strides, use_bias=False, dtype=self.dtype_policy, name="conv1")
+        self.bn1 = batch_norm(self.dtype_policy, "bn1")
+        self.conv2 = SymmetricConv2D(filters, 3, use_bias=False, dtype=self.dtype_policy, name="conv2")
+        self.bn2 = batch_norm(self.dtype_policy, "bn2")
+        self.skip_conv = None
+        self.skip_bn = None
+
+    def build(self, input_shape) -> None:
+        in_shape = _channels_only(input_shape)
+        out_shape = (None, None, None, self.filters)
+        self.conv1.build(in_shape)
+        self.bn1.build(out_shape)
+        self.conv2.build(out_shape)
+        self.bn2.build(out_shape)
+        if self.strides != 1 or input_shape[-1] != self.filters:
+            self.skip_conv = SymmetricConv2D(
+                self.filters, 1, self.strides, use_bias=False, dtype=self.dtype_policy, name="skip_conv"
+            )
+            self.skip_bn = batch_norm(self.dtype_policy, "skip_bn")
+            self.skip_conv.build(in_shape)
+            self.skip_bn.build(out_shape)
+
+    def call(self, x, training=None):
+        y = ops.relu(self.bn1(self.conv1(x), training=training))
+        y = self.bn2(self.conv2(y), training=training)
+        skip = x
+        if self.skip_conv is not None:
+            skip = self.skip_bn(self.skip_conv(x), training=training)
+        return ops.relu(y + skip)
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return _strided_shape(input_shape, self.strides, self.filters)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(filters=self.filters, strides=self.strides)
+        return config

@@ -1,0 +1,197 @@
+"""Directional corner pooling (CornerNet), NHWC, with one contract and three implementations.
+
+For an input x [B, H, W, C] the four pools are cumulative maxima along one spatial axis:
+
+| direction | output at (h, w)           | scan              |
+| --------- | -------------------------- | ----------------- |
+| top       | max x[h:, w]  (and below)  | along H, bottom up |
+| left      | max x[h, w:]  (and right)  | along W, right to left |
+| bottom    | max x[:h+1, w] (and above) | along H, top down |
+| right     | max x[h, :w+1] (and left)  | along W, left to right |
+
+Implementations:
+- "scan": `tf.scan` cumulative max; the readable reference (not XLA-compatible with gradients).
+- "vectorized": log-step shifted maxima (shifts 1, 2, 4, ...), pure TF, XLA-compatible and
+  exportable to a stock TF Serving.
+- "op": the compiled kernel of `cornernet_tf.ops.compiled` (fastest; not XLA-compatible).
+- "auto": "op" when the compiled library is loadable, else "vectorized".
+
+The forward pass is exact (a max never rounds), so all implementations agree bitwise. Gradients
+go to a maximal element of each window; on ties the element chosen may differ between
+implementations (and from the original's rule), but the total gradient is conserved.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import tensorflow as tf
+
+DIRECTIONS = ("top", "left", "bottom", "right")
+IMPLEMENTATIONS = ("auto", "op", "vectorized", "scan")
+CORNERS = ("top_left", "bottom_right")
+
+# direction -> (axis of [B, H, W, C], True when the window extends towards higher indices)
+_AXIS_AND_REVERSE = {
+    "top": (1, True),
+    "left": (2, True),
+    "bottom": (1, False),
+    "right": (2, False),
+}
+# corner -> (direction applied to the first input, direction applied to the second)
+_CORNER_DIRECTIONS = {"top_left": ("top", "left"), "bottom_right": ("bottom", "right")}
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"corner_pool: unknown direction {direction!r}; valid values are {list(DIRECTIONS)}")
+
+
+def _check_corner(corner: str) -> None:
+    if corner not in CORNERS:
+        raise ValueError(f"corner_pool_pair: unknown corner {corner!r}; valid values are {list(CORNERS)}")
+
+
+def _check_input(x: tf.Tensor, name: str) -> tf.Tensor:
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank != 4:
+        raise ValueError(f"{name}: expected a rank-4 NHWC tensor [B, H, W, C], got shape {x.shape}")
+    if not x.dtype.is_floating:
+        raise ValueError(f"{name}: expected a floating-point tensor, got {x.dtype.name}")
+    return x
+
+
+def _compiled_module():
+    """The compiled-op module, or the reason it cannot be used (imported lazily, never at load)."""
+    try:
+        from cornernet_tf.ops import compiled  # noqa: PLC0415 (optional, loads a shared library)
+    except ImportError as err:
+        return None, f"cornernet_tf.ops.compiled cannot be imported ({err})"
+    if not compiled.is_available():
+        return None, compiled.unavailable_reason()
+    return compiled, ""
+
+
+def compiled_available() -> bool:
+    """True when the compiled corner-pool op can be used ("auto" then picks it)."""
+    return _compiled_module()[0] is not None
+
+
+def resolve_implementation(implementation: str) -> str:
+    """Map "auto" to "op" or "vectorized"; validate the others. Raises ValueError if unknown."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"corner_pool: unknown implementation {implementation!r}; valid values are {list(IMPLEMENTATIONS)}"
+        )
+    if implementation == "auto":
+        return "op" if compiled_available() else "vectorized"
+    return implementation
+
+
+def _require_compiled():
+    module, reason = _compiled_module()
+    if module is None:
+        raise RuntimeError(
+            f"corner_pool implementation 'op' is unavailable: {reason}. "
+            "Rebuild it with `pip install -e .`, or use implementation='vectorized'."
+        )
+    return module
+
+
+def _compiled_corner_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
+    return _require_compiled().corner_pool(x, direction)
+
+
+def _compiled_fused_corner_pool(a: tf.Tensor, b: tf.Tensor, corner: str) -> tf.Tensor:
+    return _require_compiled().fused_corner_pool(a, b, corner)
+
+
+def _scan_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
+    """Cumulative max with tf.scan over the pooled axis moved to the front."""
+    axis, reverse = _AXIS_AND_REVERSE[direction]
+    perm = [axis] + [d for d in range(4) if d != axis]
+    inverse = [perm.index(d) for d in range(4)]
+    elems = tf.transpose(x, perm)
+    if reverse:
+        elems = tf.reverse(elems, axis=[0])
+    pooled = tf.scan(tf.maximum, elems)
+    if reverse:
+        pooled = tf.reverse(pooled, axis=[0])
+    return tf.transpose(pooled, inverse)
+
+
+def _shift(y: tf.Tensor, shift, axis: int, reverse: bool) -> tf.Tensor:
+    """y moved by `shift` (< its length) along `axis`, towards index 0 when `reverse`.
+
+    The vacated cells hold -inf, the identity of max, so they never win.
+    """
+    keep = [slice(None)] * 4
+    pad = [[0, 0] for _ in range(4)]
+    if reverse:  # out[i] = y[i + shift]
+        keep[axis] = slice(shift, None)
+        pad[axis] = [0, shift]
+    else:  # out[i] = y[i - shift]
+        keep[axis] = slice(None, -shift)
+        pad[axis] = [shift, 0]
+    shifted = tf.pad(y[tuple(keep)], pad, constant_values=tf.constant(-math.inf, dtype=y.dtype))
+    return tf.ensure_shape(shifted, y.shape)
+
+
+def _vectorized_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
+    """log2(N) steps of y = max(y, y shifted by 1, 2, 4, ...): y[i] then covers 2**k cells."""
+    axis, reverse = _AXIS_AND_REVERSE[direction]
+    size = x.shape[axis]
+    if size is not None:  # static: an unrolled, XLA-friendly chain of maxima
+        y, shift = x, 1
+        while shift < size:
+            y = tf.maximum(y, _shift(y, shift, axis, reverse))
+            shift *= 2
+        return y
+    # dynamic length (e.g. exported models with variable image sizes)
+    length = tf.shape(x)[axis]
+
+    def body(y: tf.Tensor, shift: tf.Tensor):
+        return tf.maximum(y, _shift(y, shift, axis, reverse)), shift * 2
+
+    y, _ = tf.while_loop(lambda y, shift: shift < length, body, (x, tf.constant(1)))
+    return y
+
+
+_IMPLEMENTATIONS: dict[str, Callable[[tf.Tensor, str], tf.Tensor]] = {
+    "scan": _scan_pool,
+    "vectorized": _vectorized_pool,
+    "op": _compiled_corner_pool,
+}
+
+
+def corner_pool(x: tf.Tensor, direction: str, implementation: str = "auto") -> tf.Tensor:
+    """Directional cumulative max of x [B, H, W, C] (float); returns [B, H, W, C].
+
+    direction: "top" (max of the position and all below), "left" (and all to its right),
+    "bottom" (and all above), "right" (and all to its left).
+    implementation: "auto" | "op" | "vectorized" | "scan" (see the module docstring).
+    Raises ValueError for an unknown direction/implementation or a non-rank-4 input, and
+    RuntimeError (with the reason) when "op" is asked for but the library is unavailable.
+    """
+    _check_direction(direction)
+    resolved = resolve_implementation(implementation)
+    x = _check_input(x, "corner_pool")
+    return _IMPLEMENTATIONS[resolved](x, direction)
+
+
+def corner_pool_pair(a: tf.Tensor, b: tf.Tensor, corner: str, implementation: str = "auto") -> tf.Tensor:
+    """The sum a corner-pool module needs: top(a) + left(b) or bottom(a) + right(b).
+
+    a, b: [B, H, W, C] of the same shape; corner: "top_left" | "bottom_right". The "op"
+    implementation uses the compiled fused kernel (one pass, no intermediate tensors).
+    """
+    _check_corner(corner)
+    resolved = resolve_implementation(implementation)
+    a = _check_input(a, "corner_pool_pair")
+    b = _check_input(b, "corner_pool_pair")
+    if resolved == "op":
+        return _compiled_fused_corner_pool(a, b, corner)
+    first, second = _CORNER_DIRECTIONS[corner]
+    pool = _IMPLEMENTATIONS[resolved]
+    return pool(a, first) + pool(b, second)

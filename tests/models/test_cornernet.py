@@ -1,0 +1,148 @@
+"""CornerNet against the official network (cornernet_tiny fixture), plus model-level behaviour."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cornernet_tf.config import load_config
+from cornernet_tf.convert import config_from_official, load_official_weights
+from cornernet_tf.models import OUTPUT_KEYS, CornerNet, build_model
+from tests.conftest import load_reference, nhwc, reference_config
+
+TOL = {"atol": 1e-3, "rtol": 1e-3}
+# our output key -> the fixture's name
+OFFICIAL_NAMES = {
+    "tl_heatmap": "tl_heat",
+    "br_heatmap": "br_heat",
+    "tl_embedding": "tl_tag",
+    "br_embedding": "br_tag",
+    "tl_offset": "tl_regr",
+    "br_offset": "br_regr",
+}
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return load_reference("cornernet_tiny.npz")
+
+
+@pytest.fixture(scope="module")
+def tiny(ref):
+    model = build_model(config_from_official(reference_config(ref)), corner_pool="vectorized")
+    load_official_weights(model, {k: v for k, v in ref.items() if not k.startswith("ref/")})
+    return model
+
+
+@pytest.fixture(scope="module")
+def images(ref):
+    """The official BGR input, as our RGB NHWC input."""
+    return nhwc(ref["ref/image"])[..., ::-1].copy()
+
+
+def test_last_stack_matches_the_official_test_path(ref, tiny, images):
+    out = tiny(images)
+    assert sorted(out) == sorted(OUTPUT_KEYS)
+    for key, name in OFFICIAL_NAMES.items():
+        expected = nhwc(ref[f"ref/eval_last/{name}"])
+        assert out[key].dtype == tf.float32 and out[key].shape == expected.shape
+        np.testing.assert_allclose(out[key], expected, **TOL, err_msg=key)
+
+
+def test_every_stack_matches_the_official_train_path(ref, tiny, images):
+    stacks = tiny(images, return_all_stacks=True)
+    assert isinstance(stacks, list) and len(stacks) == 2
+    for s, out in enumerate(stacks):
+        for key, name in OFFICIAL_NAMES.items():
+            np.testing.assert_allclose(out[key], nhwc(ref[f"ref/stack{s}/{name}"]), **TOL, err_msg=f"stack {s} {key}")
+
+
+def test_intermediate_activations_match(ref, tiny, images):
+    backbone = tiny.backbone
+    pre = backbone.pre[1](backbone.pre[0](images))
+    kps = backbone.kps[0](pre)
+    cnv = backbone.cnvs[0](kps)
+    inter_in = tf.nn.relu(
+        backbone.inters_bn[0](backbone.inters_conv[0](pre)) + backbone.cnvs_bn[0](backbone.cnvs_conv[0](cnv))
+    )
+    ours = {
+        "pre.out": pre,
+        "kps.0.out": kps,
+        "cnvs.0.out": cnv,
+        "tl_cnvs.0.out": tiny.tl_cnvs[0](cnv),
+        "br_cnvs.0.out": tiny.br_cnvs[0](cnv),
+        "inters.0.in": inter_in,
+        "inters.0.out": backbone.inters[0](inter_in),
+    }
+    for name, value in ours.items():
+        np.testing.assert_allclose(value, nhwc(ref[f"ref/act/{name}"]), **TOL, err_msg=name)
+
+
+def test_inference_path_uses_only_the_last_stack_heads(tiny, images):
+    before = tiny(images[:1])
+    saved = [w.numpy() for w in tiny.tl_heats[0].weights]
+    try:
+        for w in tiny.tl_heats[0].weights:
+            w.assign(np.full(w.shape, np.nan))
+        after = tiny(images[:1])
+        for key in OUTPUT_KEYS:
+            np.testing.assert_array_equal(after[key], before[key])
+        assert np.isnan(tiny(images[:1], return_all_stacks=True)[0]["tl_heatmap"]).all()
+    finally:
+        for w, value in zip(tiny.tl_heats[0].weights, saved):
+            w.assign(value)
+
+
+def test_odd_non_square_input(tiny):
+    out = tiny(np.zeros((1, 127, 255, 3), "float32"))
+    assert out["tl_heatmap"].shape == (1, 32, 64, 3)
+    assert out["br_offset"].shape == (1, 32, 64, 2)
+    assert out["tl_embedding"].shape == (1, 32, 64, 1)
+
+
+def test_config_round_trip_gives_the_same_network(tiny, images):
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(tiny)))
+    clone = keras.saving.deserialize_keras_object(config)
+    assert isinstance(clone, CornerNet) and clone.get_config() == tiny.get_config()
+    assert clone.built  # from the serialized build config
+    clone.set_weights(tiny.get_weights())
+    out, expected = clone(images[:1]), tiny(images[:1])
+    for key in OUTPUT_KEYS:
+        np.testing.assert_array_equal(out[key], expected[key])
+
+
+def test_build_model_reads_the_config_and_trains_one_step():
+    config = load_config("shapes_tiny").model
+    model = build_model(config, corner_pool="vectorized")
+    assert model.supports_jit and model.depth == config.depth
+    assert model.tl_heats[0].out.bias.numpy() == pytest.approx([config.heatmap_bias] * config.num_classes)
+    x = tf.random.stateless_normal((2, 64, 64, 3), seed=(0, 1))
+    with tf.GradientTape() as tape:
+        stacks = model(x, training=True, return_all_stacks=True)
+        loss = tf.add_n([tf.reduce_mean(v**2) for out in stacks for v in out.values()])
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert all(g is not None for g in grads)
+
+
+@pytest.mark.parametrize("implementation", ["scan", "auto"])
+def test_other_corner_pools_agree_and_declare_xla_support(tiny, images, implementation):
+    model = CornerNet.from_config({**tiny.get_config(), "corner_pool": implementation})
+    pools = model.tl_cnvs + model.br_cnvs
+    assert model.supports_jit == all(p.resolved_implementation == "vectorized" for p in pools)
+    if not model.supports_jit:  # Keras refuses to XLA-compile it
+        with pytest.warns(UserWarning, match="jit_compile"):
+            model.compile(jit_compile=True)
+        assert model.jit_compile is False
+    model.build((None, None, None, 3))
+    model.set_weights(tiny.get_weights())
+    np.testing.assert_array_equal(model(images[:1])["br_heatmap"], tiny(images[:1])["br_heatmap"])
+
+
+def test_mixed_precision_outputs_float32():
+    model = CornerNet(2, 1, [8, 8], [1, 1], 8, [4, 8], 4, corner_pool="vectorized", dtype="mixed_bfloat16")
+    out = model(np.zeros((1, 16, 16, 3), "float32"))
+    assert all(v.dtype == tf.float32 for v in out.values())
+    assert model.backbone.pre[0].conv.compute_dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.weights)
