@@ -10,19 +10,13 @@ A *detections* dict holds, for B images and N rows:
 Invalid rows have score -1 (the original's marker) and sort last. A *centers* dict (CenterNet)
 holds `centers` [B, K, 2] (x, y), `scores` [B, K], `classes` [B, K].
 
-Image geometry (`image_info`), produced by the data pipelines, one row per image:
-  `scale_yx`  [B, 2] output-map pixels per image pixel, (y, x);
-  `offset_yx` [B, 2] output-map position of image pixel (0, 0), (y, x);
-  `image_size` [B, 2] (height, width) in image pixels, the clip bounds.
-so that `map = image * scale + offset`. The official "pad" test at test scale s (image resized
-by s, placed into an input canvas whose content starts at `border` = (top, left), output/input
-ratio r) gives `scale = r * s` and `offset = r * border`; "resize" to the input size gives
-`scale = output_size / image_size` and `offset = 0`. (The original clips to the resized size
-`int(H * s)` before dividing by s; pass `image_size = int(H * s) / s` to clip exactly there.)
+Image geometry: the pipelines' `image_info` [B, 6] vectors (`data/image_info.py` defines
+them: input px = image px * scale + offset, and the original size for clipping) plus the map
+stride, input size / output size per axis (`image_info.map_stride`).
 
 The official test, per image batch and scale (the network runs on [images; flipped images]):
   dets = flip_merge(decode_corners(outputs, ...), output_width)        # [B, 2N], map pixels
-  dets = detections_to_image(dets, image_info)                          # image pixels
+  dets = detections_to_image(dets, image_info, stride)                  # image pixels
   (CenterNet: the same for decode_centers at scale 1, reject_margin=5, then centernet_rescore)
 then, with d = merge_detections(per_scale), soft_nms(d["boxes"], d["scores"], d["classes"],
 d["valid"]) keeps the best 100.
@@ -35,6 +29,8 @@ speeds soft-NMS up about 5x and decode not at all (docs/benchmarks.md).
 from __future__ import annotations
 
 import tensorflow as tf
+
+from cornernet_tf.data import image_info as info_lib
 
 Detections = dict[str, tf.Tensor]
 
@@ -188,57 +184,56 @@ def centernet_rescore(
     return {**dets, "scores": scores, "valid": matched}
 
 
-def points_to_image(points: tf.Tensor, image_info: dict[str, tf.Tensor]) -> tf.Tensor:
-    """Map (x, y) points [B, N, 2] from output-map to image pixels (no clipping)."""
-    scale = tf.cast(image_info["scale_yx"], tf.float32)[:, None, ::-1]
-    offset = tf.cast(image_info["offset_yx"], tf.float32)[:, None, ::-1]
-    return (points - offset) / scale
+def points_to_image(points: tf.Tensor, image_info: tf.Tensor, stride: tf.Tensor) -> tf.Tensor:
+    """Map (x, y) pairs [B, N, 2k] from output-map to image pixels (no clipping).
+
+    image_info [B, 6] (`data/image_info.py`); stride: input px per map px, (y, x) [2] or a
+    scalar, shared by the batch.
+    """
+    points = tf.cast(points, tf.float32)
+    stride_xy = tf.reverse(tf.broadcast_to(tf.cast(stride, tf.float32), [2]), [0])
+    return info_lib.input_to_image(points * tf.tile(stride_xy, [points.shape[-1] // 2]), image_info)
 
 
-def boxes_to_image(boxes: tf.Tensor, image_info: dict[str, tf.Tensor], clip: bool = True) -> tf.Tensor:
+def boxes_to_image(boxes: tf.Tensor, image_info: tf.Tensor, stride: tf.Tensor, clip: bool = True) -> tf.Tensor:
     """Map boxes [B, N, 4] (x1, y1, x2, y2) from output-map to image pixels, clipped to the image.
 
-    Undoes the resize/pad described by `image_info` (module docstring); clipping is to
-    [0, width] x [0, height] as in the original.
+    Undoes the resize/pad described by image_info [B, 6] after scaling by the map stride (see
+    `points_to_image`); clipping is to [0, width] x [0, height] as in the original.
     """
-    shape = tf.shape(boxes)
-    corners = points_to_image(tf.reshape(boxes, [shape[0], -1, 2]), image_info)
-    boxes = tf.reshape(corners, shape)
-    return _clip(boxes, image_info["image_size"]) if clip else boxes
-
-
-def _clip(boxes: tf.Tensor, image_size: tf.Tensor) -> tf.Tensor:
-    """Clip boxes [B, N, 4] to [0, w] x [0, h] with image_size [B, 2] = (h, w)."""
-    size = tf.cast(image_size, tf.float32)
-    return tf.clip_by_value(boxes, 0.0, tf.tile(size[:, None, ::-1], [1, 1, 2]))
+    boxes = points_to_image(boxes, image_info, stride)
+    return info_lib.clip_to_image(boxes, image_info) if clip else boxes
 
 
 def detections_to_image(
-    dets: Detections, image_info: dict[str, tf.Tensor], reject_margin: float | None = None
+    dets: Detections, image_info: tf.Tensor, stride: tf.Tensor, reject_margin: float | None = None
 ) -> Detections:
-    """Map a detections (or centers) dict to image pixels: boxes clipped, centers not.
+    """Map a detections (or centers) dict from map to image pixels: boxes clipped, centers not.
 
-    reject_margin (CenterNet: 5): boxes reaching `reject_margin` pixels beyond any image edge
-    before clipping become invalid. The original measures those 5 pixels in the resized image,
-    i.e. 5 / s image pixels at test scale s.
+    image_info [B, 6] and stride as in `points_to_image`. reject_margin (CenterNet: 5): boxes
+    reaching `reject_margin` pixels beyond any image edge before clipping become invalid. The
+    original measures those 5 pixels in the resized image, i.e. 5 / s image pixels at test
+    scale s.
     """
     out = dict(dets)
     if "centers" in dets:
-        out["centers"] = points_to_image(dets["centers"], image_info)
+        out["centers"] = points_to_image(dets["centers"], image_info, stride)
     if "boxes" in dets:
-        boxes = boxes_to_image(dets["boxes"], image_info, clip=False)
+        boxes = boxes_to_image(dets["boxes"], image_info, stride, clip=False)
         if reject_margin is not None:
-            size = tf.cast(image_info["image_size"], tf.float32)
+            info = tf.cast(image_info, tf.float32)
+            height = info[:, info_lib.ORIGINAL_HEIGHT, None]
+            width = info[:, info_lib.ORIGINAL_WIDTH, None]
             x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
             outside = (
                 (x1 <= -reject_margin)
                 | (y1 <= -reject_margin)
-                | (x2 >= size[:, 1:2] + reject_margin)
-                | (y2 >= size[:, 0:1] + reject_margin)
+                | (x2 >= width + reject_margin)
+                | (y2 >= height + reject_margin)
             )
             out["valid"] = dets["valid"] & ~outside
             out["scores"] = tf.where(out["valid"], dets["scores"], -tf.ones_like(dets["scores"]))
-        out["boxes"] = _clip(boxes, image_info["image_size"])
+        out["boxes"] = info_lib.clip_to_image(boxes, image_info)
     return out
 
 

@@ -246,43 +246,44 @@ def test_boxes_to_image_undoes_the_official_pad(scale):
     border = inp // 2 - np.array([new_h // 2, new_w // 2])  # crop_image: content starts here
     rng = np.random.default_rng(int(scale * 10))
     boxes = rng.uniform(-5, 140, (50, 4)).astype(np.float32)
-    info = {
-        "scale_yx": tf.constant([ratio * scale], tf.float32),
-        "offset_yx": tf.constant([ratio * border], tf.float32),
-        "image_size": tf.constant([[new_h / scale, new_w / scale]], tf.float32),
-    }
-    got = decode.boxes_to_image(tf.constant(boxes[None]), info).numpy()[0]
+    # input = image * s + border; clip at the resized size int(H * s), in image px
+    info = tf.constant([[scale, scale, *border, new_h / scale, new_w / scale]], tf.float32)
+    got = decode.boxes_to_image(tf.constant(boxes[None]), info, stride=1 / ratio).numpy()[0]
     np.testing.assert_allclose(got, official_rescale(boxes, ratio, border, (new_h, new_w), scale), atol=1e-3)
     assert got.min() >= 0 and got[:, 0::2].max() <= new_w / scale + 1e-4
 
 
 def test_boxes_to_image_resize_mode_and_batch():
-    info = {
-        "scale_yx": tf.constant([[128 / 300, 128 / 400], [0.5, 0.25]]),
-        "offset_yx": tf.zeros([2, 2]),
-        "image_size": tf.constant([[300.0, 400.0], [256.0, 512.0]]),
-    }
+    # 512 x 512 inputs, stride 4: map px per image px (128 / 300, 128 / 400) and (0.5, 0.25)
+    info = tf.constant([[512 / 300, 512 / 400, 0, 0, 300, 400], [2.0, 1.0, 0, 0, 256, 512]])
     boxes = tf.constant([[[0.0, 0.0, 128.0, 128.0]], [[10.0, 20.0, 200.0, 40.0]]])
     np.testing.assert_allclose(
-        decode.boxes_to_image(boxes, info).numpy(), [[[0, 0, 400, 300]], [[40, 40, 512, 80]]], rtol=1e-6
+        decode.boxes_to_image(boxes, info, 4.0).numpy(), [[[0, 0, 400, 300]], [[40, 40, 512, 80]]], rtol=1e-6
     )
-    np.testing.assert_allclose(decode.boxes_to_image(boxes, info, clip=False).numpy()[1, 0, 2], 800, rtol=1e-6)
+    np.testing.assert_allclose(decode.boxes_to_image(boxes, info, 4.0, clip=False).numpy()[1, 0, 2], 800, rtol=1e-6)
+
+
+def test_points_to_image_uses_the_stride_per_axis():
+    info = tf.constant([[2.0, 0.5, 10.0, 4.0, 100, 100]])  # input y = 2 * y + 10, input x = x / 2 + 4
+    points = tf.constant([[[3.0, 5.0], [0.0, 0.0]]])
+    got = decode.points_to_image(points, info, stride=[4.0, 8.0]).numpy()  # (y, x)
+    np.testing.assert_allclose(got, [[[(3 * 8 - 4) / 0.5, (5 * 4 - 10) / 2], [-8, -5]]], rtol=1e-6)
 
 
 def test_detections_to_image_rejects_far_outside_boxes_and_keeps_centers_unclipped():
-    info = {"scale_yx": tf.ones([1, 2]), "offset_yx": tf.zeros([1, 2]), "image_size": tf.constant([[100.0, 100.0]])}
+    info = tf.constant([[1.0, 1.0, 0.0, 0.0, 100.0, 100.0]])
     dets = {
         "boxes": tf.constant([[[-4.9, 0, 50, 50], [-5.0, 0, 50, 50], [10, 10, 105.0, 50], [10, 10, 104.5, 50]]]),
         "scores": tf.constant([[0.9, 0.8, 0.7, 0.6]]),
         "classes": tf.zeros([1, 4], tf.int32),
         "valid": tf.ones([1, 4], tf.bool),
     }
-    out = decode.detections_to_image(dets, info, reject_margin=5.0)
+    out = decode.detections_to_image(dets, info, 1.0, reject_margin=5.0)
     np.testing.assert_array_equal(out["valid"].numpy(), [[True, False, False, True]])
     np.testing.assert_allclose(out["scores"].numpy(), [[0.9, -1, -1, 0.6]])
     np.testing.assert_allclose(out["boxes"].numpy()[0, [0, 3]], [[0, 0, 50, 50], [10, 10, 100, 50]])
     centers = {"centers": tf.constant([[[-3.0, 120.0]]]), "scores": tf.ones([1, 1])}
-    np.testing.assert_allclose(decode.detections_to_image(centers, info)["centers"].numpy(), [[[-3, 120]]])
+    np.testing.assert_allclose(decode.detections_to_image(centers, info, 1.0)["centers"].numpy(), [[[-3, 120]]])
 
 
 def test_flip_merge_layout_for_boxes_and_centers():

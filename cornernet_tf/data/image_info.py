@@ -1,21 +1,24 @@
-"""The `image_info` vector: how an evaluation input relates to its original image.
+"""The `image_info` vector: the one description of how a network input relates to its image.
 
 Every evaluation (and serving) image carries a float32 vector [6]:
 
     [scale_y, scale_x, offset_y, offset_x, original_height, original_width]
 
 with, per axis, ``input_px = image_px * scale + offset`` (continuous pixel-edge coordinates:
-0 is the top/left edge of the first pixel). So ``image_px = (input_px - offset) / scale``.
-The two evaluation transforms fill it as follows (see `augment.eval_resize`/`eval_pad`):
+0 is the top/left edge of the first pixel), so ``image_px = (input_px - offset) / scale``; the
+original size bounds clipping. The evaluation transforms (`augment.eval_resize`/`eval_pad`)
+fill it as follows:
 
 - 'resize': scale = input_size / original_size per axis, offset = 0.
-- 'pad': scale = resized / original (1 at test scale 1), offset = the top/left zero border
-  that centres the image in the padded canvas.
+- 'pad' (the original test transform at test scale s): scale = int(H * s) / H per axis (s up
+  to rounding), offset = the top/left zero border that centres the image in the canvas.
 
-Decoding works in output-map pixels. `decode.py` takes the geometry as a dict in map units
-({"scale_yx", "offset_yx", "image_size"}, map = image * scale + offset); `to_map_geometry`
-builds it from a batch's image_info and its input/output sizes (ratio output / input per
-axis, as the original: 128 / 511). `input_to_image` maps boxes already in input px.
+The network's maps are coarser than its input by the *map stride*, input size / output size per
+axis (`map_stride`; 511 / 128 for the original, exactly its ratio). So a detection decoded at
+map position m lies at image px ``(m * stride - offset) / scale``: `decode.boxes_to_image`,
+`points_to_image` and `detections_to_image` take the [B, 6] batch of vectors and the stride.
+The original divides by s and clips to int(H * s) / s; dividing by int(H * s) / H and clipping to
+H differs only where H * s is not an integer, by less than 1 / s pixel.
 """
 
 from __future__ import annotations
@@ -32,43 +35,47 @@ def make_image_info(scale_yx: tf.Tensor, offset_yx: tf.Tensor, original_hw: tf.T
     return tf.concat(parts, axis=0)
 
 
-def _xyxy_affine(image_info: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Scale and offset laid out as x1, y1, x2, y2: two [..., 1, 4] tensors."""
+def map_stride(input_hw: tf.Tensor, output_hw: tf.Tensor) -> tf.Tensor:
+    """Input px per output-map px, (y, x) float32 [2]: input size / output size per axis."""
+    return tf.cast(input_hw, tf.float32) / tf.cast(output_hw, tf.float32)
+
+
+def _xy_columns(image_info: tf.Tensor, x: int, y: int, width: int) -> tf.Tensor:
+    """Fields x, y of image_info [..., 6] repeated as (x, y, x, y, ...) to `width`: [..., 1, width]."""
     info = tf.convert_to_tensor(image_info, tf.float32)
-    scale = tf.gather(info, [SCALE_X, SCALE_Y, SCALE_X, SCALE_Y], axis=-1)[..., None, :]
-    offset = tf.gather(info, [OFFSET_X, OFFSET_Y, OFFSET_X, OFFSET_Y], axis=-1)[..., None, :]
-    return scale, offset
+    return tf.gather(info, [x, y] * (width // 2), axis=-1)[..., None, :]
 
 
-def input_to_image(boxes: tf.Tensor, image_info: tf.Tensor, clip: bool = False) -> tf.Tensor:
-    """Map boxes [..., N, 4] (x1, y1, x2, y2, input px) to original-image px.
-
-    `image_info` is [..., 6] with the same leading dimensions as `boxes` minus N. With `clip`,
-    coordinates are clipped to [0, width] and [0, height] of the original image.
-    """
-    scale, offset = _xyxy_affine(image_info)
-    mapped = (tf.cast(boxes, tf.float32) - offset) / scale
-    if not clip:
-        return mapped
-    info = tf.convert_to_tensor(image_info, tf.float32)
-    limit = tf.gather(info, [ORIGINAL_WIDTH, ORIGINAL_HEIGHT] * 2, axis=-1)[..., None, :]
-    return tf.clip_by_value(mapped, 0.0, limit)
+def _pairs(coords: tf.Tensor) -> int:
+    width = coords.shape[-1]
+    if width is None or width % 2:
+        raise ValueError(f"coordinates need a static, even last dimension of (x, y) pairs, got shape {coords.shape}")
+    return width
 
 
-def image_to_input(boxes: tf.Tensor, image_info: tf.Tensor) -> tf.Tensor:
-    """Map boxes [..., N, 4] (x1, y1, x2, y2, original px) to input px; inverse of `input_to_image`."""
-    scale, offset = _xyxy_affine(image_info)
-    return tf.cast(boxes, tf.float32) * scale + offset
+def clip_to_image(coords: tf.Tensor, image_info: tf.Tensor) -> tf.Tensor:
+    """Clip (x, y) pairs [..., N, 2k] (image px) to [0, original_width] x [0, original_height]."""
+    coords = tf.cast(coords, tf.float32)
+    limit = _xy_columns(image_info, ORIGINAL_WIDTH, ORIGINAL_HEIGHT, _pairs(coords))
+    return tf.clip_by_value(coords, 0.0, limit)
 
 
-def to_map_geometry(image_info: tf.Tensor, input_hw: tf.Tensor, output_hw: tf.Tensor) -> dict[str, tf.Tensor]:
-    """decode.py's geometry for a batch: image_info [B, 6], the batch's input (height, width)
-    and the model's output (height, width) -> {"scale_yx" [B, 2], "offset_yx" [B, 2],
-    "image_size" [B, 2]} with output-map px = image px * scale + offset."""
-    info = tf.convert_to_tensor(image_info, tf.float32)
-    ratio = tf.cast(output_hw, tf.float32) / tf.cast(input_hw, tf.float32)
-    return {
-        "scale_yx": info[:, SCALE_Y:SCALE_X + 1] * ratio,
-        "offset_yx": info[:, OFFSET_Y:OFFSET_X + 1] * ratio,
-        "image_size": info[:, ORIGINAL_HEIGHT:ORIGINAL_WIDTH + 1],
-    }
+def input_to_image(coords: tf.Tensor, image_info: tf.Tensor, clip: bool = False) -> tf.Tensor:
+    """Map (x, y) pairs [..., N, 2k] (boxes x1, y1, x2, y2 or points x, y) from input px to
+    original-image px; image_info [..., 6] has the leading dimensions of `coords` minus N.
+    With `clip`, the result is clipped to the original image."""
+    coords = tf.cast(coords, tf.float32)
+    width = _pairs(coords)
+    scale = _xy_columns(image_info, SCALE_X, SCALE_Y, width)
+    offset = _xy_columns(image_info, OFFSET_X, OFFSET_Y, width)
+    mapped = (coords - offset) / scale
+    return clip_to_image(mapped, image_info) if clip else mapped
+
+
+def image_to_input(coords: tf.Tensor, image_info: tf.Tensor) -> tf.Tensor:
+    """Map (x, y) pairs [..., N, 2k] from original-image px to input px; inverse of `input_to_image`."""
+    coords = tf.cast(coords, tf.float32)
+    width = _pairs(coords)
+    scale = _xy_columns(image_info, SCALE_X, SCALE_Y, width)
+    offset = _xy_columns(image_info, OFFSET_X, OFFSET_Y, width)
+    return coords * scale + offset

@@ -28,6 +28,7 @@ import tensorflow as tf
 from cornernet_tf.config import Config
 from cornernet_tf.losses import cornernet_loss
 from cornernet_tf.models import build_model
+from cornernet_tf.training.checkpoint import training_checkpoint
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.schedule import make_optimizer
 from cornernet_tf.training.strategy import is_chief, worker_id
@@ -126,7 +127,7 @@ class Trainer:
             self.step = tf.Variable(
                 0, dtype=tf.int64, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
             )
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        self.checkpoint = training_checkpoint(self.model, self.optimizer, self.step)
         self.chief = is_chief(strategy)
         directory = self.model_dir / CHECKPOINT_SUBDIR
         if not self.chief:  # other workers save to a scratch folder they delete afterwards

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cornernet_tf import decode
 from cornernet_tf.data import augment, image_info
 
 INPUT = (64, 80)  # (height, width), deliberately not square
@@ -234,15 +235,18 @@ def test_input_to_image_clips_to_the_original_size():
     np.testing.assert_allclose(image_info.input_to_image(boxes, info, clip=True), [[0, 0, 60, 15]])
 
 
-def test_map_geometry_for_decode_matches_the_original_pad_rescaling():
+def test_eval_pad_info_decodes_like_the_original_pad_rescaling():
     padded, info = augment.eval_pad(tf.zeros([100, 150, 3], tf.uint8), size_divisor=128)
-    geometry = image_info.to_map_geometry(info[None], tf.shape(padded)[:2], [32, 64])
-    map_box = np.array([10.0, 5.0, 40.0, 20.0])  # x1, y1, x2, y2 in the 32 x 64 map
+    stride = image_info.map_stride(tf.shape(padded)[:2], [32, 64])
+    np.testing.assert_allclose(stride, [127 / 32, 255 / 64])
+    map_box = np.array([10.0, 5.0, 60.0, 30.0])  # x1, y1, x2, y2 in the 32 x 64 map
     # test/coco.py: divide by the ratios (out / inp), subtract the border, clip to the image
     ratio_x, ratio_y = 64 / 255, 32 / 127
     border_x, border_y = float(info[3]), float(info[2])
     expected = map_box / [ratio_x, ratio_y, ratio_x, ratio_y] - [border_x, border_y, border_x, border_y]
-    scale = geometry["scale_yx"].numpy()[0, ::-1]
-    offset = geometry["offset_yx"].numpy()[0, ::-1]
-    np.testing.assert_allclose((map_box - np.tile(offset, 2)) / np.tile(scale, 2), expected, rtol=1e-5)
-    np.testing.assert_array_equal(geometry["image_size"], [[100, 150]])
+    got = decode.boxes_to_image(tf.constant([[map_box]], tf.float32), info[None], stride, clip=False)
+    np.testing.assert_allclose(got.numpy()[0, 0], expected, rtol=1e-5)
+    clipped = decode.boxes_to_image(tf.constant([[map_box]], tf.float32), info[None], stride).numpy()[0, 0]
+    np.testing.assert_allclose(clipped, np.clip(expected, 0, [150, 100, 150, 100]), rtol=1e-5)
+    # the clip bounds are 0 and the original size (w, h)
+    assert expected[0] < 0 and expected[2] > 150 and expected[3] > 100 and clipped[[0, 2, 3]].tolist() == [0, 150, 100]

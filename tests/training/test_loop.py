@@ -35,6 +35,13 @@ def test_loss_goes_down_substantially_on_a_fixed_batch(shapes_dir, tmp_path):
     assert last["focal"] < 0.3 * first["focal"], (first, last)
     assert trainer.manager.latest_checkpoint.endswith("ckpt-60")
 
+    resumed = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config))
+    assert resumed.restore(require=True) == 60
+    for got, want in zip(resumed.model.weights, trainer.model.weights):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
+    for got, want in zip(resumed.optimizer.variables, trainer.optimizer.variables):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
+
 
 def test_nan_input_names_the_step_and_loss_part(shapes_dir, tmp_path):
     config = load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=3))

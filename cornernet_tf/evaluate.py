@@ -1,0 +1,241 @@
+"""Evaluate a CornerNet on a split with the 12 COCO metrics, with optional flip / multi-scale test.
+
+CLI: `python -m cornernet_tf.evaluate --weights W [--config C] [--set key=value ...]
+[--flip/--no-flip] [--scales 0.5,0.75,1,1.25,1.5] [--max_images N] [--split val]
+[--results out.json] [--visualize DIR]`. W is a Keras `.weights.h5` (`model.save_weights`,
+`python -m cornernet_tf.convert`), a training model_dir (its latest checkpoint under
+`checkpoints/`), a checkpoints folder or a checkpoint prefix. Without --config, a model_dir's
+saved `config.yaml` is used, else `shapes_tiny`.
+
+Detections come from `inference.detect_multiscale`, the path export serves; test scales other
+than 1 use the original "pad" transform whatever eval.test_mode says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import sys
+import time
+from typing import Optional, Sequence
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco, format_metrics, write_results
+from cornernet_tf.config import Config, ConfigError, load_config
+from cornernet_tf.data import image_info as info_lib
+from cornernet_tf.data.pipeline import dataset_info, eval_dataset
+from cornernet_tf.inference import DetectionSettings, Model, detect_multiscale
+from cornernet_tf.models import build_model
+from cornernet_tf.train import SAVED_CONFIG
+from cornernet_tf.training.checkpoint import restore_model_weights
+from cornernet_tf.training.loop import CHECKPOINT_SUBDIR
+from cornernet_tf.visualize import draw_detections, save_png
+
+PROGRESS_EVERY_S = 5.0
+
+
+def load_weights(model: keras.Model, path: str | os.PathLike) -> str:
+    """Load `path` into the built `model`; returns the file or checkpoint prefix that was read.
+
+    A `.weights.h5` file goes through `model.load_weights`; a directory (model_dir or its
+    checkpoints folder) or a checkpoint prefix of `python -m cornernet_tf.train`,
+    ignoring the optimizer and step the trainer saved beside it. Every model variable must be
+    found: a checkpoint of another architecture is a ValueError, a missing one FileNotFoundError.
+    """
+    path = pathlib.Path(path).expanduser()
+    if path.is_dir():
+        prefix = tf.train.latest_checkpoint(str(path / CHECKPOINT_SUBDIR)) or tf.train.latest_checkpoint(str(path))
+        if prefix is None:
+            raise FileNotFoundError(
+                f"weights {str(path)!r}: no checkpoint in {path / CHECKPOINT_SUBDIR} or {path}; pass a model_dir "
+                f"of `python -m cornernet_tf.train`, its checkpoints folder or a .weights.h5 file"
+            )
+    elif path.is_file() and path.name.endswith(".weights.h5"):
+        try:
+            model.load_weights(str(path))
+        except ValueError as err:
+            raise ValueError(f"weights {str(path)!r} do not fit the model of this config: {err}") from None
+        return str(path)
+    elif tf.io.gfile.exists(f"{path}.index"):
+        prefix = str(path)
+    else:
+        raise FileNotFoundError(
+            f"weights {str(path)!r}: not found; expected a .weights.h5 file, a model_dir, a checkpoints folder "
+            f"or a checkpoint prefix (e.g. model_dir/checkpoints/ckpt-1000)"
+        )
+    try:
+        restore_model_weights(model, prefix)
+    except (AssertionError, ValueError) as err:  # missing variables, other shapes
+        raise ValueError(
+            f"checkpoint {prefix!r} does not fit the model of this config (use the config the run was trained "
+            f"with, saved as {SAVED_CONFIG} in its model_dir): {str(err)[:300]}"
+        ) from None
+    return prefix
+
+
+def restore_image(image: np.ndarray, image_info: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """The original image (approximately: resampled) from a normalized input [H, W, 3] and its
+    image_info [6]: undo the normalization, then warp input px back to image px.
+
+    Returns uint8 RGB [original_height, original_width, 3]; pixels the input never held are 0.
+    """
+    pixels = np.clip((np.asarray(image) * np.asarray(std) + np.asarray(mean)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    scale_y, scale_x, offset_y, offset_x, height, width = (float(v) for v in image_info)
+    # pixel centres: input (x + 0.5) * scale + offset - 0.5 holds image pixel x
+    to_input = np.array(
+        [[scale_x, 0.0, 0.5 * scale_x + offset_x - 0.5], [0.0, scale_y, 0.5 * scale_y + offset_y - 0.5]]
+    )
+    return cv2.warpAffine(
+        pixels, to_input, (int(round(width)), int(round(height))), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    )
+
+
+def _detector(model: Model, settings: DetectionSettings, num_scales: int):
+    """`detect_multiscale` as one tf.function for any batch and image size (no retracing)."""
+    spec = (tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, info_lib.IMAGE_INFO_SIZE]))
+    return tf.function(lambda inputs: detect_multiscale(model, inputs, settings), input_signature=[[spec] * num_scales])
+
+
+class _Progress:
+    """Prints `images done / total, images/s` at most every PROGRESS_EVERY_S seconds, and at the end."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            rate = done / max(now - self.start, 1e-9)
+            print(f"{self.label}: {done}/{self.total} images, {rate:.1f} images/s", flush=True)
+
+
+def evaluate_model(
+    model: Model,
+    config: Config,
+    split: str = "val",
+    flip: Optional[bool] = None,
+    scales: Optional[Sequence[float]] = None,
+    max_images: Optional[int] = None,
+    results_path: Optional[str | os.PathLike] = None,
+    visualize_dir: Optional[str | os.PathLike] = None,
+    num_visualize: int = 8,
+    batch_size: int = 1,
+) -> tuple[dict[str, float], list[dict]]:
+    """COCO metrics of `model` on `split`; returns (the 12 metrics, the COCO result records).
+
+    flip, scales, max_images default to config.eval (max_images 0 = all). Every scale runs its
+    own `eval_dataset` over the same images; their detections are merged before soft-NMS.
+    Metrics are computed against the split's annotations restricted to the evaluated images.
+    `results_path` receives the records as COCO results json; `visualize_dir` PNGs of the first
+    `num_visualize` images with their detections (drawn on the input nearest scale 1, mapped
+    back to the original image). The original evaluates one image per batch (`batch_size` 1);
+    larger pad-mode batches pad images to the batch's largest.
+    """
+    evaluation = dataclasses.replace(
+        config.eval,
+        flip=config.eval.flip if flip is None else flip,
+        scales=list(config.eval.scales if scales is None else scales),
+        max_images=config.eval.max_images if max_images is None else max_images,
+    )
+    evaluation.validate()
+    config = dataclasses.replace(config, eval=evaluation)
+    data, info = config.data, dataset_info(config, split)
+    mode = evaluation.test_mode if evaluation.scales == [1.0] else "pad"
+    if mode != evaluation.test_mode:
+        print(f"test scales {evaluation.scales} use the 'pad' transform (eval.test_mode is {evaluation.test_mode!r})")
+    datasets = [eval_dataset(config, split, batch_size, scale, mode) for scale in evaluation.scales]
+    detector = _detector(model, DetectionSettings.from_eval_config(evaluation), len(datasets))
+    shown = int(np.argmin([abs(scale - 1.0) for scale in evaluation.scales]))
+    total = min(info.num_images, evaluation.max_images or info.num_images)
+    progress = _Progress(f"eval {split} ({'flip, ' if evaluation.flip else ''}scales {evaluation.scales})", total)
+
+    records: list[dict] = []
+    image_ids: list[int] = []
+    for batches in zip(*datasets):
+        ids = batches[0][1]["image_id"].numpy()
+        if any(not np.array_equal(meta["image_id"].numpy(), ids) for _, meta in batches[1:]):
+            raise RuntimeError("the test scales' pipelines went out of step (different image ids in one batch)")
+        dets = {key: value.numpy() for key, value in detector([(i, m["image_info"]) for i, m in batches]).items()}
+        for row, image_id in enumerate(ids):
+            boxes, scores, classes = (dets[key][row][dets["valid"][row]] for key in ("boxes", "scores", "classes"))
+            records.extend(detections_to_coco(image_id, boxes, scores, classes, info.category_ids))
+            if visualize_dir is not None and len(image_ids) < num_visualize:
+                images, meta = batches[shown]
+                picture = restore_image(images[row].numpy(), meta["image_info"][row].numpy(), data.mean, data.std)
+                drawn = draw_detections(picture, boxes, scores, classes, info.class_names)
+                save_png(pathlib.Path(visualize_dir) / f"{split}_{int(image_id)}.png", drawn)
+            image_ids.append(int(image_id))
+        progress.update(len(image_ids))
+    progress.update(len(image_ids), final=True)
+    if not image_ids:
+        raise ValueError(f"no {split} image could be read; check the data paths of this config")
+    if results_path is not None:
+        write_results(results_path, records)
+    # pycocotools' loadRes adds keys to the records it is given: hand it copies
+    return coco_metrics(info.annotations, [dict(r) for r in records], image_ids=image_ids), records
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales wants numbers separated by commas, got {text!r}") from None
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cornernet_tf.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", required=True, help=".weights.h5 file, model_dir, checkpoints folder or prefix")
+    parser.add_argument("--config", default=None, help=f"YAML file or bundled name (default: the model_dir's "
+                        f"{SAVED_CONFIG}, else shapes_tiny)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set eval.top_k=50 (repeatable)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="also test mirrored images (default eval.flip)")
+    parser.add_argument("--scales", type=_scales, default=None, help="test scales, e.g. 0.5,0.75,1,1.25,1.5")
+    parser.add_argument("--max_images", type=int, default=None, help="evaluate the first N images (0 = all)")
+    parser.add_argument("--split", choices=("train", "val"), default="val")
+    parser.add_argument("--batch_size", type=int, default=1, help="images per batch (1 = the original)")
+    parser.add_argument("--results", default=None, help="write COCO results json here")
+    parser.add_argument("--visualize", default=None, metavar="DIR", help="write PNGs of detections here")
+    parser.add_argument("--num_visualize", type=int, default=8, help="how many images --visualize draws")
+    return parser.parse_args(argv)
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    saved = pathlib.Path(args.weights).expanduser() / SAVED_CONFIG
+    if args.config is None and saved.is_file():
+        print(f"using the run's config {saved}")
+        return str(saved)
+    return args.config or "shapes_tiny"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(_config_path(args), args.overrides)
+        model = build_model(config.model)
+        print(f"loaded weights {load_weights(model, args.weights)}")
+        metrics, _ = evaluate_model(
+            model, config, split=args.split, flip=args.flip, scales=args.scales, max_images=args.max_images,
+            results_path=args.results, visualize_dir=args.visualize, num_visualize=args.num_visualize,
+            batch_size=args.batch_size,
+        )
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_metrics(metrics))
+    if args.results:
+        print(f"results: {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
