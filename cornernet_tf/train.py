@@ -9,7 +9,9 @@ Starting the same command again after an interruption continues from the last ch
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import shutil
 import sys
 
 import keras
@@ -33,6 +35,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
     parser.add_argument("--no_eval", action="store_true", help="skip the final evaluation")
     return parser.parse_args(argv)
+
+
+def evaluate_and_report(trainer: Trainer, config: Config, model_dir: pathlib.Path, progress: ProgressLogger,
+                        step: int, final: bool) -> dict[str, float]:
+    """COCO metrics on the validation split, printed and logged to TensorBoard with a few
+    pictures of detections; the final evaluation also writes metrics.json and detections/*.png."""
+    from cornernet_tf.evaluate import evaluate_model  # noqa: PLC0415 (pulls in pycocotools)
+    from cornernet_tf.coco_metrics import format_metrics  # noqa: PLC0415
+
+    pictures = model_dir / ("detections" if final else f"detections_step_{step}")
+    metrics, _ = evaluate_model(
+        trainer.model, config, visualize_dir=pictures, num_visualize=8,
+        results_path=model_dir / "eval" / "results.json" if final else None,
+    )
+    progress.message(f"validation at step {step}:\n{format_metrics(metrics)}")
+    progress.scalars(step, metrics, prefix="val")
+    progress.images(step, sorted(pictures.glob("*.png"))[:4], name="val/detections")
+    if final:
+        (model_dir / "eval").mkdir(parents=True, exist_ok=True)
+        (model_dir / "eval" / "metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+        progress.message(f"metrics in {model_dir / 'eval' / 'metrics.json'}, pictures of detections in {pictures}")
+    else:
+        shutil.rmtree(pictures, ignore_errors=True)
+    return metrics
 
 
 def check_saved_config(model_dir: pathlib.Path, config: Config) -> None:
@@ -89,8 +115,14 @@ def train(args: argparse.Namespace) -> int:
         every=config.train.log_every,
         log_dir=str(model_dir / "logs" / "train") if trainer.chief else None,
     )
+    def periodic_eval(step: int) -> None:
+        if trainer.chief:
+            evaluate_and_report(trainer, config, model_dir, progress, step, final=False)
+
     try:
-        trainer.fit(progress)
+        trainer.fit(progress, on_eval=periodic_eval)
+        if trainer.chief and not args.no_eval:
+            evaluate_and_report(trainer, config, model_dir, progress, int(trainer.step.numpy()), final=True)
     except StopRequested as stop:
         progress.message(str(stop))
         return 128 + stop.signum

@@ -95,6 +95,17 @@ class ProgressLogger:
                 for name, value in values.items():
                     tf.summary.scalar(f"{prefix}/{name}", value)
 
+    def images(self, step: int, paths, name: str) -> None:
+        """Log PNG files (e.g. pictures of detections) as one TensorBoard image summary."""
+        if self.writer is None or not paths:
+            return
+        pictures = [tf.io.decode_png(tf.io.read_file(str(path)), channels=3) for path in paths]
+        height = max(int(p.shape[0]) for p in pictures)
+        width = max(int(p.shape[1]) for p in pictures)
+        batch = tf.stack([tf.image.resize_with_crop_or_pad(p, height, width) for p in pictures])
+        with self.writer.as_default(step=step):
+            tf.summary.image(name, batch, max_outputs=len(pictures))
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
