@@ -1,4 +1,5 @@
-"""Official CornerNet (PyTorch) weights -> our Keras CornerNet, and the command line around it.
+"""Official CornerNet / CenterNet (PyTorch) weights -> our Keras models, and the command line
+around it.
 
 The official state_dict keys are mapped onto our layers by walking the model: every layer
 mirrors the original's module names (see `cornernet_tf.models`). Conv kernels go from OIHW to
@@ -7,6 +8,8 @@ reversed: official(x_bgr) == ours(x_bgr[..., ::-1]).
 
     python -m cornernet_tf.convert --config configs/cornernet_hg104_coco.yaml \\
         --checkpoint CornerNet_500000.pkl --out hg104.weights.h5
+    python -m cornernet_tf.convert --config centernet_hg104_coco \\
+        --checkpoint CenterNet-104_480000.pkl --out centernet104.weights.h5
 """
 
 from __future__ import annotations
@@ -15,17 +18,25 @@ import argparse
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import keras
 import numpy as np
 
 from cornernet_tf.config import ModelConfig, load_config
-from cornernet_tf.models import build_model
+from cornernet_tf.models import (
+    MODEL_TYPES,
+    CascadeCornerPoolModule,
+    CenterNet,
+    CornerNet,
+    PoolModule,
+    PredictionHead,
+    build_model,
+)
 
 # official BatchNorm2d entry -> Keras BatchNormalization variable
 _BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-_OFFICIAL_KEYS = ("n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim")
+_OFFICIAL_KEYS = ("type", "n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim")
 _MAX_LISTED = 20
 
 Entry = tuple[str, Any, Callable[[np.ndarray], np.ndarray]]
@@ -86,7 +97,8 @@ def _hourglass(prefix: str, module) -> Iterator[Entry]:
     yield from _residuals(f"{prefix}.low3", module.low3)
 
 
-def _corner_pool(prefix: str, module) -> Iterator[Entry]:
+def _pool(prefix: str, module: PoolModule) -> Iterator[Entry]:
+    """Any pool module (corner, cascade corner, center): the shared part, then the look convs."""
     yield from _conv_bn_relu(f"{prefix}.p1_conv1", module.p1_conv1)
     yield from _conv_bn_relu(f"{prefix}.p2_conv1", module.p2_conv1)
     yield from _conv(f"{prefix}.p_conv1", module.p_conv1)
@@ -94,15 +106,21 @@ def _corner_pool(prefix: str, module) -> Iterator[Entry]:
     yield from _conv(f"{prefix}.conv1", module.conv1)
     yield from _bn(f"{prefix}.bn1", module.bn1)
     yield from _conv_bn_relu(f"{prefix}.conv2", module.conv2)
+    if isinstance(module, CascadeCornerPoolModule):
+        yield from _conv_bn_relu(f"{prefix}.look_conv1", module.look_conv1)
+        yield from _conv_bn_relu(f"{prefix}.look_conv2", module.look_conv2)
+        yield from _conv(f"{prefix}.P1_look_conv", module.P1_look_conv)
+        yield from _conv(f"{prefix}.P2_look_conv", module.P2_look_conv)
 
 
-def _head(prefix: str, head) -> Iterator[Entry]:
+def _head(prefix: str, head: PredictionHead) -> Iterator[Entry]:
     yield from _conv_bn_relu(f"{prefix}.0", head.conv)
     yield from _conv(f"{prefix}.1", head.out)
 
 
-def official_entries(model) -> Iterator[Entry]:
-    """(official key, our variable, numpy transform) for every weight of a built CornerNet."""
+def official_entries(model: CornerNet) -> Iterator[Entry]:
+    """(official key, our variable, numpy transform) for every weight of a built CornerNet or
+    CenterNet (its per-stack layers are listed in `model.stack_layer_names`)."""
     backbone = model.backbone
     yield from _conv_bn_relu("pre.0", backbone.pre[0], _stem_oihw_to_hwio)
     yield from _residual("pre.1", backbone.pre[1])
@@ -110,12 +128,10 @@ def official_entries(model) -> Iterator[Entry]:
         yield from _hourglass(f"kps.{s}", module)
     for s, layer in enumerate(backbone.cnvs):
         yield from _conv_bn_relu(f"cnvs.{s}", layer)
-    for name in ("tl_cnvs", "br_cnvs"):
-        for s, module in enumerate(getattr(model, name)):
-            yield from _corner_pool(f"{name}.{s}", module)
-    for name in ("tl_heats", "br_heats", "tl_tags", "br_tags", "tl_regrs", "br_regrs"):
-        for s, head in enumerate(getattr(model, name)):
-            yield from _head(f"{name}.{s}", head)
+    for name in model.stack_layer_names:
+        for s, layer in enumerate(getattr(model, name)):
+            entries = _head if isinstance(layer, PredictionHead) else _pool
+            yield from entries(f"{name}.{s}", layer)
     for s, layer in enumerate(backbone.inters):
         yield from _residual(f"inters.{s}", layer)
     for s in range(len(backbone.inters)):
@@ -169,8 +185,16 @@ def _listing(items: list[str]) -> str:
     return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
 
 
-def load_official_weights(model, source: Mapping[str, Any] | str | os.PathLike) -> None:
-    """Assign official CornerNet weights to a built CornerNet, all or nothing.
+def official_model_type(keys: Iterable[str]) -> str:
+    """"centernet" when official state_dict keys hold CenterNet's center branch (`ct_*`, a
+    `module.` prefix allowed), else "cornernet"."""
+    centernet = any(key.removeprefix("module.").startswith("ct_") for key in keys)
+    return "centernet" if centernet else "cornernet"
+
+
+def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os.PathLike) -> None:
+    """Assign official CornerNet / CenterNet weights to a built CornerNet / CenterNet, all or
+    nothing.
 
     source: {official key: array} (NCHW / OIHW, as in the PyTorch state_dict), a .npz of that,
     or a torch .pkl/.pth/.pt checkpoint (read with torch, imported here only). A `module.`
@@ -184,6 +208,12 @@ def load_official_weights(model, source: Mapping[str, Any] | str | os.PathLike) 
     entries = list(official_entries(model))
     expected = {key for key, _, _ in entries}
     problems = []
+    model_type = "centernet" if isinstance(model, CenterNet) else "cornernet"
+    checkpoint_type = official_model_type(params)
+    if checkpoint_type != model_type:
+        problems.append(
+            f"this is a {checkpoint_type} checkpoint but a {model_type} model (set model.type={checkpoint_type})"
+        )
     missing = [f"{key} (for {v.path} {list(v.shape)})" for key, v, _ in entries if key not in params]
     unused = sorted(set(params) - expected)
     if missing:
@@ -216,18 +246,26 @@ def load_official_weights(model, source: Mapping[str, Any] | str | os.PathLike) 
         variable.assign(value.astype(variable.dtype, copy=False))
 
 
-def config_from_official(d: Mapping[str, Any]) -> ModelConfig:
+def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None) -> ModelConfig:
     """ModelConfig from the original's hyperparameters {n, nstack, dims, modules, out_dim,
-    cnv_dim, pre_dims, pool_dim}; cnv_dim, pre_dims and pool_dim (hard-coded in the original)
-    default to the Hourglass-104 values 256, [128, 256] and 128."""
+    cnv_dim, pre_dims, pool_dim} and an optional type ("cornernet" | "centernet"); cnv_dim,
+    pre_dims and pool_dim (hard-coded in the original) default to the Hourglass-104 values 256,
+    [128, 256] and 128. Without a type, it is detected from the checkpoint `keys` when given
+    (`official_model_type`), else "cornernet"; a type that contradicts the keys is an error."""
     unknown = sorted(set(d) - set(_OFFICIAL_KEYS))
     if unknown:
         raise ValueError(f"config_from_official: unknown key(s) {unknown}; valid keys are {list(_OFFICIAL_KEYS)}")
     missing = [k for k in ("n", "nstack", "dims", "modules", "out_dim") if k not in d]
     if missing:
         raise ValueError(f"config_from_official: missing key(s) {missing}")
+    detected = None if keys is None else official_model_type(keys)
+    model_type = d.get("type", detected or "cornernet")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"config_from_official: unknown type {model_type!r}; valid values are {list(MODEL_TYPES)}")
+    if detected not in (None, model_type):
+        raise ValueError(f"config_from_official: type {model_type!r}, but the checkpoint keys are a {detected}'s")
     config = ModelConfig(
-        type="cornernet",
+        type=model_type,
         num_classes=int(d["out_dim"]),
         depth=int(d["n"]),
         nstack=int(d["nstack"]),
@@ -244,7 +282,7 @@ def config_from_official(d: Mapping[str, Any]) -> ModelConfig:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cornernet_tf.convert",
-        description="Convert an official CornerNet checkpoint into Keras weights (.weights.h5).",
+        description="Convert an official CornerNet or CenterNet checkpoint into Keras weights (.weights.h5).",
     )
     parser.add_argument("--config", default="cornernet_hg104_coco", help="YAML config or bundled config name")
     parser.add_argument("--checkpoint", required=True, help="official checkpoint: .pkl/.pth (torch) or .npz")

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 from cornernet_tf.config import ModelConfig
-from cornernet_tf.models.corner_pool import CornerPoolModule
+from cornernet_tf.models.centernet import CENTERNET_OUTPUT_KEYS, CenterNet
+from cornernet_tf.models.corner_pool import (
+    CascadeCornerPoolModule,
+    CenterPoolModule,
+    CornerPoolModule,
+    PoolModule,
+)
 from cornernet_tf.models.cornernet import OUTPUT_KEYS, CornerNet
 from cornernet_tf.models.heads import PredictionHead
 from cornernet_tf.models.hourglass import HourglassBackbone, HourglassModule
 from cornernet_tf.models.layers import ConvBNReLU, Residual
 
+MODEL_TYPES = {"cornernet": CornerNet, "centernet": CenterNet}
+
 
 def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwargs) -> CornerNet:
-    """A built (weights created) CornerNet from a validated ModelConfig.
+    """A built (weights created) CornerNet or CenterNet (model_config.type) from a validated
+    ModelConfig.
 
     corner_pool overrides model_config.corner_pool (export uses "vectorized"); kwargs go to
     keras.Model (name, dtype).
     """
     model_config.validate()
-    if model_config.type != "cornernet":
-        raise ValueError(f"build_model: model.type {model_config.type!r} is not supported here; use 'cornernet'")
-    model = CornerNet(
+    if model_config.type not in MODEL_TYPES:
+        raise ValueError(f"build_model: unknown model.type {model_config.type!r}; valid values are {list(MODEL_TYPES)}")
+    model = MODEL_TYPES[model_config.type](
         num_classes=model_config.num_classes,
         nstack=model_config.nstack,
         dims=model_config.dims,
@@ -36,12 +45,18 @@ def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwa
 
 
 __all__ = [
+    "CENTERNET_OUTPUT_KEYS",
+    "MODEL_TYPES",
     "OUTPUT_KEYS",
+    "CascadeCornerPoolModule",
+    "CenterNet",
+    "CenterPoolModule",
     "ConvBNReLU",
     "CornerNet",
     "CornerPoolModule",
     "HourglassBackbone",
     "HourglassModule",
+    "PoolModule",
     "PredictionHead",
     "Residual",
     "build_model",

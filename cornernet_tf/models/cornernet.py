@@ -33,6 +33,11 @@ class CornerNet(keras.Model):
     compile(jit_compile="auto") picks False.
     """
 
+    output_keys = OUTPUT_KEYS
+    # the per-stack layer lists, which `build` and `cornernet_tf.convert` walk
+    stack_layer_names = ("tl_cnvs", "br_cnvs", "tl_heats", "br_heats", "tl_tags", "br_tags", "tl_regrs", "br_regrs")
+    corner_pool_module: type = CornerPoolModule  # CenterNet: cascade corner pooling
+
     def __init__(
         self,
         num_classes: int,
@@ -58,26 +63,27 @@ class CornerNet(keras.Model):
         self.heatmap_bias = heatmap_bias
         policy = self.dtype_policy
         self.backbone = HourglassBackbone(nstack, dims, modules, cnv_dim, pre_dims, dtype=policy, name="backbone")
-        stacks = range(nstack)
-
-        def pools(corner: str, prefix: str) -> list:
-            return [
-                CornerPoolModule(cnv_dim, pool_dim, corner, corner_pool, dtype=policy, name=f"{prefix}_{s}")
-                for s in stacks
-            ]
-
-        def heads(out_dim: int, prefix: str, bias: float = 0.0) -> list:
-            return [PredictionHead(self.dims[0], out_dim, bias, dtype=policy, name=f"{prefix}_{s}") for s in stacks]
-
-        self.tl_cnvs = pools("top_left", "tl_cnvs")
-        self.br_cnvs = pools("bottom_right", "br_cnvs")
-        self.tl_heats = heads(num_classes, "tl_heats", heatmap_bias)
-        self.br_heats = heads(num_classes, "br_heats", heatmap_bias)
-        self.tl_tags = heads(1, "tl_tags")
-        self.br_tags = heads(1, "br_tags")
-        self.tl_regrs = heads(2, "tl_regrs")
-        self.br_regrs = heads(2, "br_regrs")
+        self.tl_cnvs = self._corner_pools("tl_cnvs", "top_left")
+        self.br_cnvs = self._corner_pools("br_cnvs", "bottom_right")
+        self.tl_heats = self._heads("tl_heats", num_classes, heatmap_bias)
+        self.br_heats = self._heads("br_heats", num_classes, heatmap_bias)
+        self.tl_tags = self._heads("tl_tags", 1)
+        self.br_tags = self._heads("br_tags", 1)
+        self.tl_regrs = self._heads("tl_regrs", 2)
+        self.br_regrs = self._heads("br_regrs", 2)
         self.supports_jit = all(pool.supports_jit for pool in self.tl_cnvs + self.br_cnvs)
+
+    def _per_stack(self, layer_class: type, prefix: str, *args) -> list:
+        """One layer_class(*args) per stack, named `{prefix}_{s}`."""
+        return [layer_class(*args, dtype=self.dtype_policy, name=f"{prefix}_{s}") for s in range(self.nstack)]
+
+    def _corner_pools(self, prefix: str, corner: str) -> list:
+        """One `corner_pool_module` per stack (cascade corner pooling in CenterNet)."""
+        return self._per_stack(self.corner_pool_module, prefix, self.cnv_dim, self.pool_dim, corner, self.corner_pool)
+
+    def _heads(self, prefix: str, out_dim: int, bias: float = 0.0) -> list:
+        """One PredictionHead (hidden width dims[0]) per stack."""
+        return self._per_stack(PredictionHead, prefix, self.dims[0], out_dim, bias)
 
     @property
     def depth(self) -> int:
@@ -87,17 +93,15 @@ class CornerNet(keras.Model):
     def build(self, input_shape) -> None:
         self.backbone.build(input_shape)
         cnv = (None, None, None, self.cnv_dim)
-        per_stack = (self.tl_cnvs, self.br_cnvs, self.tl_heats, self.br_heats)
-        per_stack += (self.tl_tags, self.br_tags, self.tl_regrs, self.br_regrs)
-        for layers in per_stack:
-            for layer in layers:
+        for name in self.stack_layer_names:
+            for layer in getattr(self, name):
                 layer.build(cnv)
 
-    def _stack_outputs(self, s: int, cnv, training) -> dict:
-        """Heads of stack s on its features cnv [B, Ho, Wo, cnv_dim]."""
+    def _head_maps(self, s: int, cnv, training) -> dict:
+        """{output key: map} of stack s on its features cnv [B, Ho, Wo, cnv_dim], compute dtype."""
         tl = self.tl_cnvs[s](cnv, training=training)
         br = self.br_cnvs[s](cnv, training=training)
-        maps = {
+        return {
             "tl_heatmap": self.tl_heats[s](tl),
             "br_heatmap": self.br_heats[s](br),
             "tl_embedding": self.tl_tags[s](tl),
@@ -105,8 +109,12 @@ class CornerNet(keras.Model):
             "tl_offset": self.tl_regrs[s](tl),
             "br_offset": self.br_regrs[s](br),
         }
+
+    def _stack_outputs(self, s: int, cnv, training) -> dict:
+        """Heads of stack s, in `output_keys` order."""
+        maps = self._head_maps(s, cnv, training)
         # Losses and decoding work in float32 whatever the compute dtype (mixed precision).
-        return {key: ops.cast(maps[key], "float32") for key in OUTPUT_KEYS}
+        return {key: ops.cast(maps[key], "float32") for key in self.output_keys}
 
     def call(self, images, training=False, return_all_stacks=False):
         features = self.backbone(images, training=training)
