@@ -4,28 +4,21 @@ is compared with calling the same SavedModel directly."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
-import os
 import pathlib
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import serving_helpers
+from tests.serving_helpers import b64, call
+
 MODEL = "standin"
 MAX_REQUEST_BYTES = 1_000_000
-START_TIMEOUT_S = 120.0
 TIMEOUT_MS = 2000
 
 
@@ -91,64 +84,15 @@ def write_model(base: pathlib.Path, version: int, offset: float) -> pathlib.Path
     return target
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SERVE_FLAGS = ("--rest_api_num_threads", "4", "--max_request_bytes", str(MAX_REQUEST_BYTES))
 
 
-def call(url: str, method: str = "GET", body: bytes | dict | None = None) -> tuple[int, dict]:
-    """(HTTP status, JSON answer) for any status."""
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+def start_server(base: pathlib.Path, *extra: str) -> serving_helpers.Server:
+    return serving_helpers.Server(base, MODEL, *SERVE_FLAGS, *extra)
 
 
-class Server:
-    """A `serve` subprocess on a free loopback port."""
-
-    def __init__(self, base: pathlib.Path, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1/models/{MODEL}"
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cornernet_tf.serve", "--model_name", MODEL, "--model_base_path", str(base),
-             "--rest_api_host", "127.0.0.1", "--rest_api_port", str(self.port),
-             "--rest_api_num_threads", "4", "--max_request_bytes", str(MAX_REQUEST_BYTES), *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = self.process.stderr.read().decode()
-                raise RuntimeError(f"serve exited with {self.process.returncode}: {log}")
-            with contextlib.suppress(OSError):
-                if call(self.url)[0] == 200:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"serve not ready after {START_TIMEOUT_S} s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-        self.process.stderr.close()
-
-
-@contextlib.contextmanager
 def running(base: pathlib.Path, *extra: str):
-    server = Server(base, *extra)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    return serving_helpers.running(base, MODEL, *SERVE_FLAGS, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +121,6 @@ def image(height: int, width: int, fmt: str, seed: int) -> bytes:
 
 
 IMAGES = [image(24, 32, "jpeg", 0), image(17, 11, "png", 1), image(40, 9, "jpeg", 2)]
-
-
-def b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode()}
 
 
 def expected(direct, signature: str, **inputs) -> dict[str, np.ndarray]:
@@ -340,7 +280,7 @@ def wait_for(condition, timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def version_state(server: Server, version: int) -> dict | None:
+def version_state(server: serving_helpers.Server, version: int) -> dict | None:
     status, answer = call(f"{server.url}/versions/{version}")
     return answer["model_version_status"][0] if status == 200 else None
 
@@ -386,7 +326,7 @@ def test_new_versions_are_picked_up_without_restart(tmp_path):
 
 
 def test_sigterm_finishes_in_flight_request_and_exits_0(base):
-    server = Server(base, "--file_system_poll_wait_seconds", "0")
+    server = start_server(base, "--file_system_poll_wait_seconds", "0")
     try:
         server.wait_ready()
         answers = []
