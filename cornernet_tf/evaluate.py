@@ -22,7 +22,6 @@ import time
 from typing import Optional, Sequence
 
 import cv2
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -32,51 +31,10 @@ from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.data.pipeline import dataset_info, eval_dataset
 from cornernet_tf.inference import DetectionSettings, Model, detect_multiscale
 from cornernet_tf.models import build_model
-from cornernet_tf.train import SAVED_CONFIG
-from cornernet_tf.training.checkpoint import restore_model_weights
-from cornernet_tf.training.loop import CHECKPOINT_SUBDIR
+from cornernet_tf.training.checkpoint import SAVED_CONFIG, load_weights
 from cornernet_tf.visualize import draw_detections, save_png
 
 PROGRESS_EVERY_S = 5.0
-
-
-def load_weights(model: keras.Model, path: str | os.PathLike) -> str:
-    """Load `path` into the built `model`; returns the file or checkpoint prefix that was read.
-
-    A `.weights.h5` file goes through `model.load_weights`; a directory (model_dir or its
-    checkpoints folder) or a checkpoint prefix of `python -m cornernet_tf.train`,
-    ignoring the optimizer and step the trainer saved beside it. Every model variable must be
-    found: a checkpoint of another architecture is a ValueError, a missing one FileNotFoundError.
-    """
-    path = pathlib.Path(path).expanduser()
-    if path.is_dir():
-        prefix = tf.train.latest_checkpoint(str(path / CHECKPOINT_SUBDIR)) or tf.train.latest_checkpoint(str(path))
-        if prefix is None:
-            raise FileNotFoundError(
-                f"weights {str(path)!r}: no checkpoint in {path / CHECKPOINT_SUBDIR} or {path}; pass a model_dir "
-                f"of `python -m cornernet_tf.train`, its checkpoints folder or a .weights.h5 file"
-            )
-    elif path.is_file() and path.name.endswith(".weights.h5"):
-        try:
-            model.load_weights(str(path))
-        except ValueError as err:
-            raise ValueError(f"weights {str(path)!r} do not fit the model of this config: {err}") from None
-        return str(path)
-    elif tf.io.gfile.exists(f"{path}.index"):
-        prefix = str(path)
-    else:
-        raise FileNotFoundError(
-            f"weights {str(path)!r}: not found; expected a .weights.h5 file, a model_dir, a checkpoints folder "
-            f"or a checkpoint prefix (e.g. model_dir/checkpoints/ckpt-1000)"
-        )
-    try:
-        restore_model_weights(model, prefix)
-    except (AssertionError, ValueError) as err:  # missing variables, other shapes
-        raise ValueError(
-            f"checkpoint {prefix!r} does not fit the model of this config (use the config the run was trained "
-            f"with, saved as {SAVED_CONFIG} in its model_dir): {str(err)[:300]}"
-        ) from None
-    return prefix
 
 
 def restore_image(image: np.ndarray, image_info: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -46,10 +46,10 @@ import tensorflow as tf
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.data import augment
 from cornernet_tf.data import image_info as info_lib
-from cornernet_tf.evaluate import load_weights
 from cornernet_tf.inference import MIN_SCORE_THRESHOLD, DetectionSettings, Model, detect
 from cornernet_tf.models import build_model
 from cornernet_tf.ops.corner_pool import compiled_available
+from cornernet_tf.training.checkpoint import load_weights
 
 CLASS_NAMES_ASSET = "class_names.txt"
 CONFIG_ASSET = "config.yaml"

@@ -6,9 +6,15 @@ served. Per scale (the official test, `decode.py`): run the network (with `flip`
 `image_info` [B, 6] (`data/image_info.py`) and the map stride input size / output size; then
 all scales together go through one per-class soft-NMS that keeps the best `max_detections`.
 
+CenterNet (a model whose outputs hold `ct_heatmap`), the official test: per scale also
+`decode_centers` with the same k, flipped and mapped like the boxes, and boxes reaching 5 input
+px beyond the image are dropped; then the boxes of all scales go through `centernet_rescore`
+against the centers of scale 1 (in original-image px), and only then soft-NMS.
+
 A *model* is any callable `model(images, training=False) -> dict` of last-stack maps
-(`tl_heatmap` logits, `tl_embedding`, `tl_offset`, and `br_*`, see `models/cornernet.py`): a
-`CornerNet`, or a plain function returning fixed maps (the tests feed ground-truth maps).
+(`tl_heatmap` logits, `tl_embedding`, `tl_offset`, and `br_*`, see `models/cornernet.py`;
+CenterNet adds `ct_heatmap`, `ct_offset`): a `CornerNet` / `CenterNet`, or a plain function
+returning fixed maps (the tests feed ground-truth maps).
 Nothing here is decorated; everything runs inside `tf.function` with unknown B, H and W.
 """
 
@@ -24,6 +30,9 @@ from cornernet_tf.data import image_info as info_lib
 
 Model = Callable[..., dict]
 MIN_SCORE_THRESHOLD = 0.001  # the original's soft-NMS threshold
+CENTERNET_MARGIN = 5.0  # CenterNet drops boxes reaching this many input px beyond the image
+DETECTION_KEYS = ("boxes", "scores", "classes", "valid")
+CENTERS_KEY = "center_keypoints"  # a CenterNet scale's centers dict in `decode_to_image`'s result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +41,9 @@ class DetectionSettings:
 
     k: corners kept per heatmap; nms_kernel: heatmap max-pool window; ae_threshold: largest
     embedding distance of a pair; num_dets: pairs kept per image and scale; flip: also run the
-    mirrored images; soft_nms_sigma: Gaussian soft-NMS sigma; max_detections: rows returned.
+    mirrored images; soft_nms_sigma: Gaussian soft-NMS sigma; max_detections: rows returned;
+    center_area_threshold (CenterNet): boxes larger than this area in original-image px use the
+    central 1/5 region, smaller ones the central 1/3 (`decode.centernet_rescore`).
     score_threshold: the lowest score a returned detection may have. Soft-NMS drops a box as soon
     as its decayed score falls below it (the original's 0.001), and rows below it are returned
     invalid. The original keeps boxes whose score is below 0.001 before any decay; they rank
@@ -47,6 +58,7 @@ class DetectionSettings:
     soft_nms_sigma: float = 0.5
     max_detections: int = 100
     score_threshold: float = MIN_SCORE_THRESHOLD
+    center_area_threshold: float = 22500.0
 
     @classmethod
     def from_eval_config(cls, eval_config) -> "DetectionSettings":
@@ -62,7 +74,30 @@ class DetectionSettings:
             soft_nms_sigma=eval_config.soft_nms_sigma,
             max_detections=eval_config.max_per_image,
             score_threshold=max(eval_config.score_threshold, MIN_SCORE_THRESHOLD),
+            center_area_threshold=eval_config.center_area_threshold,
         )
+
+
+def has_centers(outputs: dict) -> bool:
+    """Whether model outputs are CenterNet's: they hold center keypoint maps (`ct_heatmap`)."""
+    return "ct_heatmap" in outputs
+
+
+def _mean_scale(image_info: tf.Tensor) -> tf.Tensor:
+    """Input px per image px of image_info [..., 6], the mean of both axes: [...]."""
+    info = tf.cast(image_info, tf.float32)
+    return (info[..., info_lib.SCALE_Y] + info[..., info_lib.SCALE_X]) / 2
+
+
+def _to_image(
+    dets: decode.Detections, map_width: tf.Tensor, image_info: tf.Tensor, stride: tf.Tensor,
+    settings: DetectionSettings, reject_margin: tf.Tensor | None = None,
+) -> decode.Detections:
+    """A detections or centers dict of the network batch ([2B, N] with flip, else [B, N]) in
+    map px -> [B, N] (flip: [B, 2N], `flip_merge`) in image px; see `decode.detections_to_image`."""
+    if settings.flip:
+        dets = decode.flip_merge(dets, map_width)
+    return decode.detections_to_image(dets, image_info, stride, reject_margin)
 
 
 def decode_to_image(
@@ -72,7 +107,9 @@ def decode_to_image(
 
     images [B, H, W, 3] normalized; image_info [B, 6]. Returns a detections dict [B, N] with
     N = min(num_dets, k * k) (twice that with flip), boxes clipped to the image, invalid rows
-    score -1.
+    score -1. CenterNet: boxes reaching CENTERNET_MARGIN input px beyond the image are invalid
+    (the original's rule), and CENTERS_KEY holds this scale's centers dict [B, k] (2k with
+    flip), centers in image px, not clipped.
     """
     images = tf.convert_to_tensor(images, tf.float32)
     batch = images if not settings.flip else tf.concat([images, tf.reverse(images, [2])], axis=0)
@@ -82,11 +119,40 @@ def decode_to_image(
         ae_threshold=settings.ae_threshold, num_dets=settings.num_dets,
     )
     map_hw = tf.shape(outputs["tl_heatmap"])[1:3]
-    if settings.flip:
-        dets = decode.flip_merge(dets, map_hw[1])
     stride = info_lib.map_stride(tf.shape(images)[1:3], map_hw)
-    dets = decode.detections_to_image(dets, image_info, stride)
-    return {key: dets[key] for key in ("boxes", "scores", "classes", "valid")}
+    centernet = has_centers(outputs)
+    margin = (CENTERNET_MARGIN / _mean_scale(image_info))[:, None] if centernet else None
+    dets = _to_image(dets, map_hw[1], image_info, stride, settings, reject_margin=margin)
+    result = {key: dets[key] for key in DETECTION_KEYS}
+    if centernet:
+        centers = decode.decode_centers(outputs, k=settings.k, nms_kernel=settings.nms_kernel)
+        result[CENTERS_KEY] = _to_image(centers, map_hw[1], image_info, stride, settings)
+    return result
+
+
+def unit_scale_centers(centers: Sequence[decode.Detections], image_info: Sequence[tf.Tensor]) -> decode.Detections:
+    """Per image, the centers dict [B, K] of the test scale nearest 1 among the scales' centers
+    dicts [B, K] with their image_info [B, 6]. The original rescores with the scale-1 centers
+    only; nearest 1 is that scale when the scales include 1, and the only one in a 'resize' test.
+    """
+    scales = tf.stack([_mean_scale(info) for info in image_info], axis=1)  # [B, S]
+    nearest = tf.argmin(tf.abs(tf.math.log(scales)), axis=1, output_type=tf.int32)
+    return {
+        key: tf.gather(tf.stack([part[key] for part in centers], axis=1), nearest, batch_dims=1)
+        for key in centers[0]
+    }
+
+
+def rescore_with_centers(
+    parts: Sequence[decode.Detections], image_info: Sequence[tf.Tensor], settings: DetectionSettings
+) -> decode.Detections:
+    """The scales' `decode_to_image` results -> their boxes merged [B, sum N]; CenterNet parts
+    (with CENTERS_KEY) are rescored with `unit_scale_centers`, unmatched boxes invalid."""
+    dets = decode.merge_detections([{key: part[key] for key in DETECTION_KEYS} for part in parts])
+    if CENTERS_KEY not in parts[0]:
+        return dets
+    centers = unit_scale_centers([part[CENTERS_KEY] for part in parts], image_info)
+    return decode.centernet_rescore(dets, centers, area_threshold=settings.center_area_threshold)
 
 
 def suppress(dets: decode.Detections, settings: DetectionSettings) -> decode.Detections:
@@ -114,7 +180,8 @@ def detect_multiscale(
 ) -> decode.Detections:
     """The paper's multi-scale test: every (images [B, H_s, W_s, 3], image_info [B, 6]) of the
     same B images at another test scale is decoded and mapped to image pixels, the candidates
-    of all scales are merged and go through one soft-NMS.
+    of all scales are merged (CenterNet: and rescored with the scale-1 centers) and go through
+    one soft-NMS.
 
     Returns boxes [B, M, 4] (x1, y1, x2, y2, original-image px, clipped), scores [B, M],
     classes [B, M] int32 (0-based), valid [B, M] bool, with M = max_detections; see `suppress`.
@@ -122,7 +189,7 @@ def detect_multiscale(
     if not inputs:
         raise ValueError("detect_multiscale needs at least one (images, image_info) pair")
     parts = [decode_to_image(model, images, info, settings) for images, info in inputs]
-    return suppress(decode.merge_detections(parts), settings)
+    return suppress(rescore_with_centers(parts, [info for _, info in inputs], settings), settings)
 
 
 def detect(model: Model, images: tf.Tensor, image_info: tf.Tensor, settings: DetectionSettings) -> decode.Detections:

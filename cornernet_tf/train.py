@@ -15,14 +15,13 @@ import shutil
 import sys
 
 import keras
-import tensorflow as tf
 
 from cornernet_tf.config import Config, ConfigError, load_config
+from cornernet_tf.training.checkpoint import SAVED_CONFIG
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import STRATEGIES, make_strategy
 
-SAVED_CONFIG = "config.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

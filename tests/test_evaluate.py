@@ -12,7 +12,7 @@ from cornernet_tf.coco_metrics import METRIC_NAMES
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
 from cornernet_tf.models import build_model
-from cornernet_tf.training.checkpoint import training_checkpoint
+from cornernet_tf.training.checkpoint import load_weights, training_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -94,26 +94,26 @@ def test_load_weights_restores_every_variable(model, config, tmp_path, form):
         path = {"model_dir": tmp_path, "checkpoints_dir": tmp_path / "checkpoints", "prefix": prefix}[form]
     fresh = build_model(config.model)
     assert not np.allclose(fresh.get_weights()[0], model.get_weights()[0])
-    evaluate.load_weights(fresh, path)
+    load_weights(fresh, path)
     for got, want in zip(fresh.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(got, want)
 
 
 def test_load_weights_errors_name_the_problem(model, config, tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        evaluate.load_weights(model, tmp_path / "missing.weights.h5")
+        load_weights(model, tmp_path / "missing.weights.h5")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        evaluate.load_weights(model, tmp_path)
+        load_weights(model, tmp_path)
     other = build_model(load_config("shapes_tiny", ["model.cnv_dim=32"]).model)
     other.save_weights(str(tmp_path / "other.weights.h5"))
     with pytest.raises(ValueError, match="do not fit the model"):
-        evaluate.load_weights(build_model(config.model), tmp_path / "other.weights.h5")
+        load_weights(build_model(config.model), tmp_path / "other.weights.h5")
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(config, tmp_path):
     _save_checkpoint(build_model(load_config("shapes_tiny", ["model.cnv_dim=32"]).model), tmp_path)
     with pytest.raises(ValueError, match="does not fit the model"):
-        evaluate.load_weights(build_model(config.model), tmp_path)
+        load_weights(build_model(config.model), tmp_path)
 
 
 def test_cli_with_saved_weights(model, overrides, tmp_path, capsys):

@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.size < 32:
         parser.error("--size must be >= 32")
     layout = ensure_dataset(args.out, args.train, args.val, args.size, args.seed)
-    for split, (annotations, images) in layout.items():
-        print(f"{split}: {annotations} ({images})")
+    for split, (annotations_path, images_dir) in layout.items():
+        print(f"{split}: {annotations_path} ({images_dir})")
 
 
 if __name__ == "__main__":

@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
 
         layout = shapes.ensure_dataset(args.shapes_dir, args.shapes_train, args.shapes_val, args.shapes_image_size)
         jobs = [(split, str(ann), str(images)) for split, (ann, images) in layout.items()]
-    for name, annotations, images in jobs:
-        source = coco.load_coco(annotations, images)
+    for name, annotations_path, images_dir in jobs:
+        source = coco.load_coco(annotations_path, images_dir)
         print(source.summary(), file=sys.stderr)
         write_tfrecords(source, args.out, name, args.shards)
         print(f"{name}: {os.path.join(args.out, name)}-*.tfrecord")

@@ -28,12 +28,11 @@ import tensorflow as tf
 from cornernet_tf.config import Config
 from cornernet_tf.losses import cornernet_loss
 from cornernet_tf.models import build_model
-from cornernet_tf.training.checkpoint import training_checkpoint
+from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, training_checkpoint
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.schedule import make_optimizer
 from cornernet_tf.training.strategy import is_chief, worker_id
 
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 class NonFiniteLossError(FloatingPointError):
