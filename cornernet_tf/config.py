@@ -197,7 +197,7 @@ class EvalConfig:
     soft_nms_sigma: float = 0.5
     score_threshold: float = 0.0
     max_images: int = 0  # 0 = all
-    # CenterNet central-region check: boxes larger than this area (input pixels) use n = 5.
+    # CenterNet central-region check: boxes larger than this area (original-image pixels) use n = 5.
     center_area_threshold: float = 22500.0
 
     def validate(self) -> None:

@@ -9,7 +9,8 @@ all scales together go through one per-class soft-NMS that keeps the best `max_d
 CenterNet (a model whose outputs hold `ct_heatmap`), the official test: per scale also
 `decode_centers` with the same k, flipped and mapped like the boxes, and boxes reaching 5 input
 px beyond the image are dropped; then the boxes of all scales go through `centernet_rescore`
-against the centers of scale 1 (in original-image px), and only then soft-NMS.
+against the centers of the scale nearest 1 (the original: scale 1), all in original-image px,
+and only then soft-NMS.
 
 A *model* is any callable `model(images, training=False) -> dict` of last-stack maps
 (`tl_heatmap` logits, `tl_embedding`, `tl_offset`, and `br_*`, see `models/cornernet.py`;
