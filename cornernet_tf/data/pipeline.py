@@ -188,13 +188,24 @@ def _train_files(
     return tf.data.Dataset.range(first_sample, _ENDLESS).map(pick).map(_read_file)
 
 
+def _permuted(elements: tf.Tensor, seed: tf.Tensor) -> tf.data.Dataset:
+    """The rows of `elements` [n, ...] in a stateless random order given by `seed` [2].
+
+    Shuffling whole blocks this way, rather than with `Dataset.shuffle`, keeps the order a pure
+    function of the seed (tensor seeds in `Dataset.shuffle` are refused once a global seed is set).
+    """
+    count = tf.shape(elements, out_type=tf.int64)[0]
+    order = tf.random.experimental.index_shuffle(tf.range(count), seed, count - 1)
+    return tf.data.Dataset.from_tensor_slices(tf.gather(elements, order))
+
+
 def _train_records(
     config: Config, pattern: str, num_pipelines: int, pipeline_id: int, first_sample: int
 ) -> tf.data.Dataset:
     """(index, encoded example) of this pipeline's TFRecord stream, from `first_sample` on.
 
-    Epoch e reads this pipeline's files in a seeded order (interleaved 8 at a time) through a
-    shuffle buffer seeded with e, so the stream is a function of the sample index; resuming
+    Epoch e reads this pipeline's files in a seeded order (interleaved 8 at a time) and permutes
+    blocks of `data.shuffle_buffer` records with seeds made of e and the block number, so the stream is a function of the sample index; resuming
     skips (reads without decoding) at most one epoch of records.
     """
     data = config.data
@@ -227,7 +238,9 @@ def _train_records(
         )
         if not by_file:
             records = records.shard(num_pipelines, pipeline_id)
-        return records.shuffle(data.shuffle_buffer, seed=data.seed * 1_000_003 + number)
+        return records.batch(data.shuffle_buffer).enumerate().flat_map(
+            lambda block, serialized: _permuted(serialized, tf.stack([data.seed * 1_000_003 + number, block]))
+        )
 
     first_epoch = first_sample // count
     ds = tf.data.Dataset.range(first_epoch, _ENDLESS).flat_map(epoch).skip(first_sample - first_epoch * count)

@@ -35,9 +35,10 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
 
 
 def test_runs_to_the_end_and_saves_config_checkpoint_and_logs(tmp_path, shapes_dir):
-    result = run_module(_train_args(tmp_path, shapes_dir, steps=4))
+    result = run_module([*_train_args(tmp_path, shapes_dir, steps=4), "--strategy", "mirrored"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "step 4/4" in result.stdout and "from scratch" in result.stdout
+    assert "1 replica(s) (mirrored)" in result.stdout
     assert "img/s" in result.stdout and "ETA" in result.stdout
     assert (tmp_path / "config.yaml").is_file()
     assert _checkpoint_steps(tmp_path)[-1] == 4
@@ -99,3 +100,17 @@ def test_a_model_dir_of_another_architecture_is_refused(tmp_path, shapes_dir):
     assert run_module(_train_args(tmp_path, shapes_dir, steps=1)).returncode == 0
     other = run_module(_train_args(tmp_path, shapes_dir, steps=2, extra=["model.cnv_dim=16"]))
     assert other.returncode == 2 and "different model config" in other.stderr
+
+
+def test_trains_from_tfrecords_written_by_the_cli(tmp_path, shapes_dir):
+    records = tmp_path / "records"
+    written = run_module(["-m", "cornernet_tf.data.tfrecord", "--shapes", "--out", str(records), "--shards", "2",
+                          "--shapes-dir", shapes_dir, "--shapes-train", "24", "--shapes-val", "4",
+                          "--shapes-image-size", "64"])
+    assert written.returncode == 0, written.stderr[-2000:]
+    args = _train_args(tmp_path / "run", shapes_dir, steps=3,
+                       extra=["data.dataset=tfrecord", f"data.train_tfrecords={records}/train-*.tfrecord",
+                              f"data.val_tfrecords={records}/val-*.tfrecord", "data.shuffle_buffer=8"])
+    result = run_module(args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "step 3/3" in result.stdout

@@ -1,0 +1,120 @@
+"""The notebooks in notebooks/ run top to bottom, as a new user would run them.
+
+Each one executes in a fresh Jupyter kernel (nbclient, kernel `python3`) in smoke mode
+(NOTEBOOK_SMOKE=1: a few 64-pixel images, a tiny network, a handful of steps), with everything
+it writes under a temporary NOTEBOOK_WORKDIR. Beyond "no cell failed", each test checks what the
+notebook is for: its pictures reached the outputs as PNGs, the metrics were printed, and the files
+it promises (checkpoints, weights, an export, TFRecords) exist. The notebooks are committed without
+outputs, which is checked too.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+CELL_TIMEOUT_S = 600  # one cell; a smoke notebook takes one to two minutes in all
+
+
+def execute(name: str, workdir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
+    """Run notebooks/<name> in smoke mode from the notebooks folder, as Jupyter would, and return
+    the executed notebook. A failing cell raises CellExecutionError with its traceback, and the
+    notebook's outputs up to that cell in its `notebook` attribute."""
+    # the kernelspec runs `python` from PATH: make that this interpreter
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    monkeypatch.setenv("NOTEBOOK_SMOKE", "1")
+    monkeypatch.setenv("NOTEBOOK_WORKDIR", str(workdir))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # figures as PNG outputs
+    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        err.notebook = notebook
+        raise
+    return notebook
+
+
+def outputs(notebook: nbformat.NotebookNode) -> tuple[str, int]:
+    """All text the code cells printed or returned, and how many PNG pictures they showed."""
+    text, pictures = [], 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                text.append(output["text"])
+            data = output.get("data", {})
+            text.append(data.get("text/plain", ""))
+            pictures += "image/png" in data
+    return "".join(text), pictures
+
+
+def test_notebooks_are_committed_without_outputs():
+    names = sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb"))
+    assert names == ["01_quickstart.ipynb", "02_inference_and_export.ipynb", "03_custom_dataset.ipynb"]
+    for name in names:
+        notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+        nbformat.validate(notebook)
+        assert notebook.metadata.kernelspec.name == "python3", name
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{name}: clear the outputs"
+        first = notebook.cells[1].source  # the setup cell every notebook starts with
+        assert '"google.colab" in sys.modules' in first and 'os.environ.get("NOTEBOOK_SMOKE") == "1"' in first
+
+
+def test_quickstart(tmp_path, monkeypatch):
+    notebook = execute("01_quickstart.ipynb", tmp_path, monkeypatch)
+    text, pictures = outputs(notebook)
+    assert pictures >= 3, "expected the dataset, the loss curve and the detections/heatmaps as pictures"
+    assert "step 12/12" in text and "finished at step 12" in text
+    for metric in ("AP50", "AR100", "AP_small"):
+        assert metric in text
+    run = tmp_path / "quickstart_smoke"
+    assert (run / "config.yaml").is_file() and list((run / "checkpoints").glob("ckpt-12.index"))
+    assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
+    assert len(list((run / "eval_pictures").glob("*.png"))) == 4
+    assert (run / "eval_results.json").is_file()
+
+
+def test_inference_and_export(tmp_path, monkeypatch):
+    notebook = execute("02_inference_and_export.ipynb", tmp_path, monkeypatch)
+    text, pictures = outputs(notebook)
+    assert pictures >= 2, "expected the Python and the REST detections as pictures"
+    out = tmp_path / "inference_smoke"
+    assert (out / "CornerNet_stand_in.npz").is_file() and (out / "converted.weights.h5").is_file()
+    assert "converted vs. original network: 0.0" in text
+    version = out / "exports" / "cornernet" / "1"
+    assert (version / "saved_model.pb").is_file() and (version / "assets" / "class_names.txt").is_file()
+    assert '"state": "AVAILABLE"' in text and "num_detections =" in text
+    assert "server stopped, exit status 0" in text
+
+
+def test_custom_dataset(tmp_path, monkeypatch):
+    notebook = execute("03_custom_dataset.ipynb", tmp_path, monkeypatch)
+    text, pictures = outputs(notebook)
+    assert pictures >= 2, "expected the annotated images and the evaluation pictures"
+    assert "crowd boxes 1, unknown category boxes 1, degenerate boxes 1, outside boxes 1, missing images 1" in text
+    records = tmp_path / "tfrecords_smoke"
+    for split in ("train", "val"):
+        assert len(list(records.glob(f"{split}-0000?-of-00002.tfrecord"))) == 2
+        assert (records / f"{split}.json").is_file()
+    assert (tmp_path / "my_dataset_smoke.yaml").is_file()
+    run = tmp_path / "my_dataset_run_smoke"
+    assert list((run / "checkpoints").glob("ckpt-12.index")) and (run / "val_results.json").is_file()
+    assert len(list((run / "pictures").glob("*.png"))) == 4
+    for metric in ("AP50", "AR100"):
+        assert metric in text
