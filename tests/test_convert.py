@@ -11,40 +11,11 @@ from cornernet_tf import convert
 from cornernet_tf.config import load_config
 from cornernet_tf.convert import config_from_official, load_official_weights, official_entries
 from cornernet_tf.models import build_model
-from tests.conftest import load_reference, nhwc, reference_config, reference_path
+from tests.conftest import nhwc, reference_config
+from tests.convert_fixtures import official_fixtures
 
 
-def read_state_dict_tsv(name: str) -> tuple[list[tuple[str, tuple[int, ...], str]], int]:
-    """(key, shape, kind) rows in official order, and the total parameter count of the footer."""
-    rows, total = [], None
-    for line in reference_path(name).read_text().splitlines():
-        if line.startswith("#"):
-            fields = dict(f.split("=") for f in line[1:].split() if "=" in f)
-            total = int(fields["total_parameter_count"]) if "total_parameter_count" in fields else total
-            continue
-        key, shape, _dtype, kind = line.split("\t")
-        rows.append((key, tuple(int(s) for s in shape.split(",")) if shape else (), kind))
-    return rows, total
-
-
-@pytest.fixture(scope="module")
-def hg104():
-    return build_model(load_config("cornernet_hg104_coco").model, corner_pool="vectorized")
-
-
-@pytest.fixture(scope="module")
-def hg104_rows():
-    return read_state_dict_tsv("cornernet_hg104_state_dict.tsv")
-
-
-@pytest.fixture(scope="module")
-def tiny_ref():
-    return load_reference("cornernet_tiny.npz")
-
-
-@pytest.fixture(scope="module")
-def tiny_params(tiny_ref):
-    return {k: v for k, v in tiny_ref.items() if not k.startswith("ref/")}
+hg104, hg104_rows, tiny_ref, tiny_params = official_fixtures("cornernet")
 
 
 @pytest.fixture()

@@ -8,28 +8,11 @@ from cornernet_tf import convert
 from cornernet_tf.config import load_config
 from cornernet_tf.convert import config_from_official, load_official_weights, official_entries, official_model_type
 from cornernet_tf.models import CenterNet, CornerNet, build_model
-from tests.conftest import load_reference, nhwc, reference_config
-from tests.test_convert import read_state_dict_tsv
+from tests.conftest import nhwc, reference_config
+from tests.convert_fixtures import official_fixtures
 
 
-@pytest.fixture(scope="module")
-def hg104():
-    return build_model(load_config("centernet_hg104_coco").model, corner_pool="vectorized")
-
-
-@pytest.fixture(scope="module")
-def hg104_rows():
-    return read_state_dict_tsv("centernet_hg104_state_dict.tsv")
-
-
-@pytest.fixture(scope="module")
-def tiny_ref():
-    return load_reference("centernet_tiny.npz")
-
-
-@pytest.fixture(scope="module")
-def tiny_params(tiny_ref):
-    return {k: v for k, v in tiny_ref.items() if not k.startswith("ref/")}
+hg104, hg104_rows, tiny_ref, tiny_params = official_fixtures("centernet")
 
 
 def test_hg104_parameter_count_matches_the_official_model(hg104, hg104_rows):

@@ -122,10 +122,13 @@ def ground_truth_maps(boxes: tf.Tensor, classes: tf.Tensor, config) -> dict:
     return outputs
 
 
-def test_ground_truth_maps_decode_to_the_ground_truth(shapes_config):
-    info = dataset_info(shapes_config, "val")
+def ground_truth_batch(config, maps_fn):
+    """The first val batch (resize mode) with its ground truth: info, COCO truth, images, meta,
+    image ids, per-image xyxy boxes in image pixels, and `maps_fn(boxes, classes, config)` maps
+    stacked over the batch."""
+    info = dataset_info(config, "val")
     truth = COCO(info.annotations)
-    images, meta = next(iter(eval_dataset(shapes_config, "val", batch_size=6, mode="resize")))
+    images, meta = next(iter(eval_dataset(config, "val", batch_size=6, mode="resize")))
     ids = meta["image_id"].numpy()
     expected, per_image = [], []
     for image_id, info_row in zip(ids, meta["image_info"]):
@@ -133,8 +136,13 @@ def test_ground_truth_maps_decode_to_the_ground_truth(shapes_config):
         xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in annotations)], np.float32)
         classes = np.array([info.category_ids.index(a["category_id"]) for a in annotations], np.int32)
         expected.append(xyxy)
-        per_image.append(ground_truth_maps(image_info.image_to_input(xyxy, info_row), classes, shapes_config))
+        per_image.append(maps_fn(image_info.image_to_input(xyxy, info_row), classes, config))
     maps = {key: tf.stack([m[key] for m in per_image]) for key in per_image[0]}
+    return info, truth, images, meta, ids, expected, maps
+
+
+def test_ground_truth_maps_decode_to_the_ground_truth(shapes_config):
+    info, truth, images, meta, ids, expected, maps = ground_truth_batch(shapes_config, ground_truth_maps)
     settings = DetectionSettings.from_eval_config(shapes_config.eval)
 
     dets = {k: v.numpy() for k, v in detect(lambda x, training: maps, images, meta["image_info"], settings).items()}

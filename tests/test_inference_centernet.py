@@ -7,12 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
-from pycocotools.coco import COCO
 
 from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
 from cornernet_tf.config import EvalConfig, load_config
 from cornernet_tf.data import augment, image_info
-from cornernet_tf.data.pipeline import dataset_info, eval_dataset
 from cornernet_tf.inference import (
     CENTERS_KEY,
     DetectionSettings,
@@ -27,6 +25,7 @@ from tests.test_inference import (
     PEAK_LOGIT,
     SETTINGS,
     assert_boxes_among,
+    ground_truth_batch,
     ground_truth_maps,
     rectangle_model,
 )
@@ -206,19 +205,7 @@ def ground_truth_centernet_maps(boxes: tf.Tensor, classes: tf.Tensor, config) ->
 
 
 def test_ground_truth_maps_decode_to_the_ground_truth(centernet_config):
-    info = dataset_info(centernet_config, "val")
-    truth = COCO(info.annotations)
-    images, meta = next(iter(eval_dataset(centernet_config, "val", batch_size=6, mode="resize")))
-    ids = meta["image_id"].numpy()
-    expected, per_image = [], []
-    for image_id, info_row in zip(ids, meta["image_info"]):
-        annotations = truth.loadAnns(truth.getAnnIds(imgIds=[int(image_id)]))
-        xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in annotations)], np.float32)
-        classes = np.array([info.category_ids.index(a["category_id"]) for a in annotations], np.int32)
-        expected.append(xyxy)
-        per_image.append(ground_truth_centernet_maps(image_info.image_to_input(xyxy, info_row), classes,
-                                                     centernet_config))
-    maps = {key: tf.stack([m[key] for m in per_image]) for key in per_image[0]}
+    info, truth, images, meta, ids, expected, maps = ground_truth_batch(centernet_config, ground_truth_centernet_maps)
     settings = DetectionSettings.from_eval_config(centernet_config.eval)
 
     dets = detect(lambda x, training: maps, images, meta["image_info"], settings)

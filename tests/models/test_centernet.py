@@ -11,6 +11,7 @@ from cornernet_tf.config import load_config
 from cornernet_tf.convert import config_from_official, load_official_weights
 from cornernet_tf.models import CENTERNET_OUTPUT_KEYS, CascadeCornerPoolModule, CenterNet, build_model
 from tests.conftest import load_reference, nhwc, reference_config
+from tests.models.fidelity import check_every_stack_matches_train_path, check_last_stack_matches_test_path
 from tests.models.test_cornernet import OFFICIAL_NAMES as CORNERNET_NAMES
 
 TOL = {"atol": 1e-3, "rtol": 1e-3}
@@ -42,18 +43,11 @@ def test_last_stack_matches_the_official_test_path(ref, tiny, images):
     assert isinstance(tiny, CenterNet)
     out = tiny(images)
     assert list(out) == list(CENTERNET_OUTPUT_KEYS)
-    for key, name in OFFICIAL_NAMES.items():
-        expected = nhwc(ref[f"ref/eval_last/{name}"])
-        assert out[key].dtype == tf.float32 and out[key].shape == expected.shape
-        np.testing.assert_allclose(out[key], expected, **TOL, err_msg=key)
+    check_last_stack_matches_test_path(ref, out, CENTERNET_OUTPUT_KEYS, OFFICIAL_NAMES, TOL)
 
 
 def test_every_stack_matches_the_official_train_path(ref, tiny, images):
-    stacks = tiny(images, return_all_stacks=True)
-    assert isinstance(stacks, list) and len(stacks) == 2
-    for s, out in enumerate(stacks):
-        for key, name in OFFICIAL_NAMES.items():
-            np.testing.assert_allclose(out[key], nhwc(ref[f"ref/stack{s}/{name}"]), **TOL, err_msg=f"stack {s} {key}")
+    check_every_stack_matches_train_path(ref, tiny, images, OFFICIAL_NAMES, TOL)
 
 
 def test_pool_module_activations_match(ref, tiny, images):
