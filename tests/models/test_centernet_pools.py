@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from cornernet_tf.convert import _pool as pool_entries
 from cornernet_tf.models.corner_pool import (
