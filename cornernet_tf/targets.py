@@ -119,8 +119,15 @@ def _keypoint_targets(
     height, width = output_hw
     cells = tf.cast(points_xy, tf.int32)  # truncation, as the original's int(); points are >= 0
     bumps = _gaussian_bumps(cells, radii, height, width, sigma_divisor)  # [N, H, W]
-    per_class = tf.math.unsorted_segment_max(bumps, classes, num_classes)  # empty classes: -max
-    heatmap = tf.transpose(tf.maximum(per_class, 0.0), [1, 2, 0])
+    # Max-merge only the non-zero window cells into the [H, W, C] map: cheaper than a per-class
+    # reduction over full grids followed by a transpose.
+    where = tf.where(bumps > 0.0)  # [K, 3] (n, y, x)
+    channel = tf.cast(tf.gather(classes, where[:, 0]), tf.int64)
+    heatmap = tf.tensor_scatter_nd_max(
+        tf.zeros([height, width, num_classes], tf.float32),
+        tf.stack([where[:, 1], where[:, 2], channel], axis=1),
+        tf.gather_nd(bumps, where),
+    )
     pad = [[0, max_objects - tf.shape(points_xy)[0]]]
     indices = tf.pad(cells[:, 1] * width + cells[:, 0], pad)
     offsets = tf.pad(points_xy - tf.cast(cells, tf.float32), pad + [[0, 0]])
