@@ -7,7 +7,7 @@ targets.npz". Everything here runs inside `tf.data` map functions, `tf.function`
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -64,26 +64,30 @@ def centernet_gaussian_radius(height: tf.Tensor, width: tf.Tensor, min_overlap: 
     return tf.minimum(tf.minimum(r1, r2), r3)
 
 
-def _gaussian_bumps(
+def _gaussian_cells(
     centers_xy: tf.Tensor, radii: tf.Tensor, height: int, width: int, sigma_divisor: float
-) -> tf.Tensor:
-    """One clipped, unnormalised Gaussian per center on the full grid, zero outside its window.
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The cells of one clipped, unnormalised Gaussian per center: (keypoint [P] int64,
+    (y, x) [P, 2] int64, value [P] float32), P = the total of the windows' cells.
 
-    centers_xy [N, 2] int32 (x, y), radii [N] int32 -> [N, height, width] float32. The bump is
-    computed in float64 like the original's `gaussian2D` (sigma = (2r + 1) / sigma_divisor,
-    values < eps zeroed) and rounded to float32 once, as its `np.maximum(out=float32 heatmap)`.
+    centers_xy [K, 2] int32 (x, y), radii [K] int32. Only each (2r + 1)^2 window clipped by
+    the grid is evaluated, not the full grid: in float64 like the original's `gaussian2D` (sigma = (2r + 1) / sigma_divisor, values < eps zeroed) and rounded
+    to float32 once, as its `np.maximum(out=float32 heatmap)`.
     """
-    cx = centers_xy[:, 0, tf.newaxis, tf.newaxis]
-    cy = centers_xy[:, 1, tf.newaxis, tf.newaxis]
-    r = radii[:, tf.newaxis, tf.newaxis]
-    dx = tf.range(width, dtype=tf.int32)[tf.newaxis, tf.newaxis, :] - cx  # [N, 1, W]
-    dy = tf.range(height, dtype=tf.int32)[tf.newaxis, :, tf.newaxis] - cy  # [N, H, 1]
-    inside = (tf.abs(dx) <= r) & (tf.abs(dy) <= r)  # the (2r+1)^2 window, clipped by the grid
-    sigma = tf.cast(2 * r + 1, tf.float64) / sigma_divisor
+    dx = tf.range(width, dtype=tf.int32)[tf.newaxis, :] - centers_xy[:, 0:1]  # [K, W]
+    dy = tf.range(height, dtype=tf.int32)[tf.newaxis, :] - centers_xy[:, 1:2]  # [K, H]
+    in_columns = tf.abs(dx) <= radii[:, tf.newaxis]
+    in_rows = tf.abs(dy) <= radii[:, tf.newaxis]
+    # A boolean outer product finds the window cells; `tf.where` keeps this XLA-compatible.
+    where = tf.where(in_rows[:, :, tf.newaxis] & in_columns[:, tf.newaxis, :])  # [P, 3] (k, y, x)
+    keypoint = where[:, 0]
+    dx = tf.gather_nd(dx, tf.stack([keypoint, where[:, 2]], axis=1))
+    dy = tf.gather_nd(dy, tf.stack([keypoint, where[:, 1]], axis=1))
+    sigma = tf.cast(2 * tf.gather(radii, keypoint) + 1, tf.float64) / sigma_divisor
     squared = tf.cast(dx * dx, tf.float64) + tf.cast(dy * dy, tf.float64)
-    bump = tf.exp(-squared / (2.0 * sigma * sigma))
-    bump = tf.where(bump < _FLOAT64_EPS, tf.zeros_like(bump), bump)
-    return tf.where(inside, tf.cast(bump, tf.float32), 0.0)
+    value = tf.exp(-squared / (2.0 * sigma * sigma))
+    value = tf.where(value < _FLOAT64_EPS, tf.zeros_like(value), value)
+    return keypoint, where[:, 1:], tf.cast(value, tf.float32)
 
 
 def draw_gaussian(
@@ -99,45 +103,47 @@ def draw_gaussian(
     height, width = heatmap.shape
     centers = tf.reshape(tf.cast(center_xy, tf.int32), [1, 2])
     radii = tf.reshape(tf.cast(radius, tf.int32), [1])
-    return tf.maximum(heatmap, _gaussian_bumps(centers, radii, height, width, sigma_divisor)[0])
+    _, cells, values = _gaussian_cells(centers, radii, height, width, sigma_divisor)
+    return tf.tensor_scatter_nd_max(heatmap, cells, values)
 
 
 def _keypoint_targets(
     points_xy: tf.Tensor,
+    slots: tf.Tensor,
     classes: tf.Tensor,
     radii: tf.Tensor,
+    batch_size: tf.Tensor,
     num_classes: int,
     output_hw: tuple[int, int],
     max_objects: int,
     sigma_divisor: float,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Heatmap [H, W, C], flat indices [M] and offsets [M, 2] for N keypoints [N, 2] (map units).
+    """Heatmaps [B, H, W, C], flat indices [B, M] and offsets [B, M, 2] for K keypoints.
 
-    Position is `int()` of the float map coordinate, offset its fractional part, index y * W + x;
-    rows past N are zero.
+    points_xy [K, 2] map units; slots [K, 2] int64 (image, row of its object list). Position is
+    `int()` of the float map coordinate, offset its fractional part, index y * W + x; rows
+    without a keypoint are zero.
     """
     height, width = output_hw
     cells = tf.cast(points_xy, tf.int32)  # truncation, as the original's int(); points are >= 0
-    bumps = _gaussian_bumps(cells, radii, height, width, sigma_divisor)  # [N, H, W]
-    # Max-merge only the non-zero window cells into the [H, W, C] map: cheaper than a per-class
-    # reduction over full grids followed by a transpose.
-    where = tf.where(bumps > 0.0)  # [K, 3] (n, y, x)
-    channel = tf.cast(tf.gather(classes, where[:, 0]), tf.int64)
+    keypoint, window_cells, values = _gaussian_cells(cells, radii, height, width, sigma_divisor)
+    image = tf.gather(slots[:, 0], keypoint)
+    channel = tf.cast(tf.gather(classes, keypoint), tf.int64)
     heatmap = tf.tensor_scatter_nd_max(
-        tf.zeros([height, width, num_classes], tf.float32),
-        tf.stack([where[:, 1], where[:, 2], channel], axis=1),
-        tf.gather_nd(bumps, where),
+        tf.zeros(tf.stack([batch_size, height, width, num_classes]), tf.float32),
+        tf.concat([image[:, tf.newaxis], window_cells, channel[:, tf.newaxis]], axis=1),
+        values,
     )
-    pad = [[0, max_objects - tf.shape(points_xy)[0]]]
-    indices = tf.pad(cells[:, 1] * width + cells[:, 0], pad)
-    offsets = tf.pad(points_xy - tf.cast(cells, tf.float32), pad + [[0, 0]])
-    indices = tf.ensure_shape(indices, [max_objects])
-    return heatmap, indices, tf.ensure_shape(offsets, [max_objects, 2])
+    rows = tf.stack([batch_size, tf.constant(max_objects, tf.int64)])
+    indices = tf.scatter_nd(slots, cells[:, 1] * width + cells[:, 0], rows)
+    offsets = tf.scatter_nd(slots, points_xy - tf.cast(cells, tf.float32), tf.concat([rows, tf.constant([2], tf.int64)], 0))
+    return heatmap, indices, offsets
 
 
-def build_targets(
+def build_batch_targets(
     boxes: tf.Tensor,
     classes: tf.Tensor,
+    num_boxes: tf.Tensor,
     num_classes: int,
     input_size: Sequence[int],
     output_size: Sequence[int],
@@ -147,25 +153,33 @@ def build_targets(
     radius_formula: Literal["cornernet", "centernet"] = "cornernet",
     center_sigma_divisor: float = 5.0,
 ) -> dict[str, tf.Tensor]:
-    """Per-image training targets, as the official `kp_detection` builds them.
+    """Training targets of a batch, as the official `kp_detection` builds them per image.
 
-    boxes [N, 4] float32 (x1, y1, x2, y2) in input pixels, already clipped to the image and with
-    degenerate boxes removed; classes [N] int32, 0-based. input_size / output_size: (height,
-    width). Map coordinates are x * (output / input) in float32 (as numpy 2 evaluates the
-    original), and the radius is `max(0, int(r))` of the `radius_formula` radius of
+    boxes [B, N, 4] float32 (x1, y1, x2, y2) in input pixels, already clipped to the image and
+    with degenerate boxes removed; classes [B, N] int32, 0-based; image b uses its first
+    num_boxes[b] rows. All keypoints of the batch are drawn at once, so this is a handful of
+    batched ops (the training loop runs it on the accelerator, from the few bytes of boxes the
+    input pipeline ships instead of megabytes of heatmaps). input_size / output_size:
+    (height, width). Map coordinates are x * (output / input) in float32 (as numpy 2 evaluates
+    the original), and the radius is `max(0, int(r))` of the `radius_formula` radius of
     (ceil(box_h * scale), ceil(box_w * scale)). Boxes past `max_objects` are dropped (the
     original fails on them). CornerNet: radius_formula "cornernet", gaussian_iou 0.3;
     CenterNet: "centernet", 0.7, with_centers=True (box-center bumps with sigma divisor 5).
 
-    Returns tl_heatmap, br_heatmap [H, W, C] float32; tl_indices, br_indices [M] int32 (y * W + x);
-    tl_offset, br_offset [M, 2] float32 (x, y fractional parts); mask [M] float32 (prefix of
-    ones); with_centers also ct_heatmap, ct_indices, ct_offset. M = max_objects.
+    Returns tl_heatmap, br_heatmap [B, H, W, C] float32; tl_indices, br_indices [B, M] int32
+    (y * W + x); tl_offset, br_offset [B, M, 2] float32 (x, y fractional parts); mask [B, M]
+    float32 (a prefix of ones per image); with_centers also ct_heatmap, ct_indices, ct_offset.
+    M = max_objects.
     """
     radius_fns = {"cornernet": gaussian_radius, "centernet": centernet_gaussian_radius}
     if radius_formula not in radius_fns:
         raise ValueError(f"radius_formula must be one of {sorted(radius_fns)}, got {radius_formula!r}")
-    boxes = tf.convert_to_tensor(boxes, tf.float32)[:max_objects]
-    classes = tf.convert_to_tensor(classes, tf.int32)[:max_objects]
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    batch_size, rows = tf.shape(boxes, tf.int64)[0], tf.shape(boxes)[1]
+    counts = tf.minimum(tf.cast(num_boxes, tf.int32), tf.minimum(rows, max_objects))
+    slots = tf.where(tf.sequence_mask(counts, rows))  # [K, 2] (image, row), row < max_objects
+    boxes = tf.gather_nd(boxes, slots)
+    classes = tf.gather_nd(tf.cast(classes, tf.int32), slots)
     out_h, out_w = output_size
     scale = tf.constant([out_w / input_size[1], out_h / input_size[0]], tf.float32)  # (x, y)
     size = tf.math.ceil((boxes[:, 2:4] - boxes[:, 0:2]) * scale)  # (w, h) in map cells
@@ -178,12 +192,27 @@ def build_targets(
     targets = {}
     for prefix, (points, sigma_divisor) in keypoints.items():
         heatmap, indices, offsets = _keypoint_targets(
-            points, classes, radii, num_classes, (out_h, out_w), max_objects, sigma_divisor
+            points, slots, classes, radii, batch_size, num_classes, (out_h, out_w), max_objects, sigma_divisor
         )
         targets[f"{prefix}_heatmap"] = heatmap
         targets[f"{prefix}_indices"] = indices
         targets[f"{prefix}_offset"] = offsets
-    num = tf.shape(boxes)[0]
-    mask = tf.pad(tf.ones([num], tf.float32), [[0, max_objects - num]])
-    targets["mask"] = tf.ensure_shape(mask, [max_objects])
+    targets["mask"] = tf.sequence_mask(counts, max_objects, tf.float32)
     return targets
+
+
+def build_targets(
+    boxes: tf.Tensor, classes: tf.Tensor, num_classes: int, input_size: Sequence[int], output_size: Sequence[int],
+    **options: Any,
+) -> dict[str, tf.Tensor]:
+    """Per-image targets: `build_batch_targets` of a batch of one, without the batch axis.
+
+    boxes [N, 4], classes [N]; `options`: the keyword arguments of `build_batch_targets`.
+    Returns heatmaps [H, W, C], indices [M], offsets [M, 2] and mask [M].
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    targets = build_batch_targets(
+        boxes[tf.newaxis], tf.convert_to_tensor(classes)[tf.newaxis], tf.shape(boxes)[:1],
+        num_classes, input_size, output_size, **options,
+    )
+    return {key: value[0] for key, value in targets.items()}

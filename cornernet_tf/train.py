@@ -15,6 +15,7 @@ import shutil
 import sys
 
 import keras
+import tensorflow as tf
 
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.training.checkpoint import SAVED_CONFIG
@@ -90,14 +91,18 @@ def train(args: argparse.Namespace) -> int:
     if config.train.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(config.train.mixed_precision)
 
-    from cornernet_tf.data.pipeline import train_dataset  # noqa: PLC0415 (heavy import after arg checks)
+    from cornernet_tf.data.pipeline import finish_batch, train_dataset  # noqa: PLC0415 (heavy import after arg checks)
 
     strategy = make_strategy(args.strategy)
+    # Resampling and targets run on the accelerator, except on TPUs: their input batches need
+    # static shapes, and a batch of views holds images padded to the batch's largest.
+    on_device = not isinstance(strategy, tf.distribute.TPUStrategy)
     trainer = Trainer(
         config,
         strategy,
         model_dir,
-        dataset_fn=lambda ctx, start: train_dataset(config, input_context=ctx, start_step=start),
+        dataset_fn=lambda ctx, start: train_dataset(config, input_context=ctx, start_step=start, finish_on_device=on_device),
+        finish_batch=(lambda batch: finish_batch(config, batch)) if on_device else None,
     )
     start = trainer.restore(require=args.resume)
     if trainer.chief:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tests.conftest import reference_path
 
-from cornernet_tf.targets import build_targets, centernet_gaussian_radius, draw_gaussian, gaussian_radius
+from cornernet_tf.targets import build_batch_targets, build_targets, centernet_gaussian_radius, draw_gaussian, gaussian_radius
 
 RADIUS_FNS = {"cornernet": gaussian_radius, "centernet": centernet_gaussian_radius}
 
@@ -208,3 +208,32 @@ def test_in_tf_data_and_xla():
     for key, value in eager.items():
         np.testing.assert_array_equal(from_dataset[key].numpy(), value.numpy())
         np.testing.assert_array_equal(from_xla[key].numpy(), value.numpy())
+
+
+@pytest.mark.parametrize("formula, iou", [("cornernet", 0.3), ("centernet", 0.7)])
+def test_batch_targets_equal_the_per_image_loop(formula, iou):
+    """Padded box lists with different counts (incl. none and more than max_objects), drawn
+    together, eagerly and under XLA, equal the original's loop run image by image."""
+    rng = np.random.default_rng(11)
+    counts = [3, 0, 12, 7]
+    boxes = np.zeros((4, 12, 4), np.float32)
+    classes = np.zeros((4, 12), np.int32)
+    for b, count in enumerate(counts):
+        boxes[b, :count] = random_boxes(rng, count, 63)
+        classes[b, :count] = rng.integers(0, 3, count)
+    boxes[0, 0] = [0, 0, 63, 63]
+
+    def make(boxes, classes, counts):
+        return build_batch_targets(boxes, classes, counts, 3, (63, 63), (16, 16), max_objects=8, gaussian_iou=iou,
+                                   with_centers=True, radius_formula=formula)
+
+    for batch in (make(boxes, classes, counts), tf.function(make, jit_compile=True)(boxes, classes, counts)):
+        for b, count in enumerate(counts):
+            kept = min(count, 8)
+            heat, inds, regr, mask = numpy_targets(boxes[b, :kept], classes[b, :kept], 3, (63, 63), (16, 16), 8, iou,
+                                                   formula)
+            np.testing.assert_array_equal(batch["mask"][b].numpy(), mask)
+            for key in ("tl", "br", "ct"):
+                np.testing.assert_array_equal(batch[f"{key}_heatmap"][b].numpy(), heat[key], err_msg=f"{key}, {b}")
+                np.testing.assert_array_equal(batch[f"{key}_indices"][b].numpy(), inds[key])
+                np.testing.assert_array_equal(batch[f"{key}_offset"][b].numpy(), regr[key])

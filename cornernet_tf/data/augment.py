@@ -5,8 +5,11 @@ columns a..b inclusive is x1 = a, x2 = b + 1). Random choices come from stateles
 by a per-example `seed` [2] int, so an example is augmented the same way whatever the
 parallelism or the order in which tf.data runs it.
 
-Training (`train_transform`), after the original CornerNet (sample/coco.py `kp_detection`,
-sample/utils.py), in this order:
+Training, after the original CornerNet (sample/coco.py `kp_detection`, sample/utils.py), runs
+in two stages: `sample_view` (per image in tf.data: the random draws, the boxes, a padded uint8
+canvas) and `render_views` (per batch, where the training loop runs it on the accelerator: the
+pixel work), so the input pipeline does little more than decode JPEGs. `train_transform` is
+both for one image. In this order:
 
 1. Crop window. With `random_crop`: a scale s ~ U[min, max] of the config (the original draws
    s from the discrete set arange(0.6, 1.4, 0.1)); a window of int(input * s) pixels centred on
@@ -14,10 +17,12 @@ sample/utils.py), in this order:
    below W / 2 (the original `_get_border`), so the window centre is kept away from the edges
    and windows mostly contain objects. Window parts outside the image are black. Without
    `random_crop`: the square of side max(H, W) centred on the image (`_full_image_crop`).
-2. The window is cut onto a black canvas of its size and resized bilinearly to `input_size`
-   (half-pixel centres, no antialiasing: the original's crop + cv2.resize INTER_LINEAR; the
-   original's canvas keeps uint8 after resizing, ours stays float). A horizontal flip
-   (p = 0.5) reverses the uint8 canvas, before the resize.
+2. The window is resized bilinearly to `input_size` (half-pixel centres, no antialiasing: the
+   original's black crop canvas + cv2.resize INTER_LINEAR; the original's canvas keeps uint8
+   after resizing, ours stays float), mirrored with p = 0.5. This is one `crop_and_resize`
+   read of the image with a black 1-pixel border (`resample_window`); where the original
+   clamps reads at the window's edges it reads the neighbouring pixel, which changes only the
+   outermost output pixels when upscaling.
 3. Boxes follow the same affine map, are clipped to [0, input - 1] as the original does, and
    boxes with no width or height left are dropped. Flipped boxes are mirrored exactly,
    x -> W - x; the original's `W - 1 - x` shifts continuous boxes by one pixel.
@@ -34,7 +39,7 @@ Evaluation: `eval_resize` and `eval_pad` return the image in [0, 1] and its `ima
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import tensorflow as tf
 
@@ -92,24 +97,57 @@ def full_image_window(image_hw: tf.Tensor) -> tf.Tensor:
     return tf.concat([start, start + side], axis=0)
 
 
-def resample_window(image: tf.Tensor, window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
-    """Cut `window` (y0, x0, y1, x1 int, image px) out of `image` [H, W, 3] onto a black canvas
-    and resize it bilinearly to `output_size`, as the original's crop + cv2.resize.
+def pad_canvas(image: tf.Tensor) -> tf.Tensor:
+    """The image with a 1-pixel black border: what `resample` samples from.
 
-    `flip` (bool scalar) mirrors the canvas horizontally. Returns [h, w, 3] float32 in the
-    input's value range (0..255 for uint8). Parts outside the image are 0.
+    The border makes pixels at the image's edges blend with black, as they do on the original's
+    black crop canvas, and makes the result independent of how far a batch pads the image.
     """
-    hw = tf.shape(image)[:2]
+    return tf.pad(image, [[1, 1], [1, 1], [0, 0]])
+
+
+def sampling_box(window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
+    """Canvas coordinates [4] float32 (y, x of the first output pixel, y, x of the last) at
+    which `resample` reads the output pixels' centres for `window` (y0, x0, y1, x1 int, image px).
+
+    The map is cv2.resize's INTER_LINEAR (half-pixel centres): output pixel i of an axis reads
+    window coordinate (i + 0.5) * s - 0.5 with s = window / output, shifted by 1 for the
+    `pad_canvas` border. `flip` (bool scalar) swaps the x ends, mirroring the output exactly.
+    """
+    window = tf.cast(window, tf.float32)
     start, end = window[:2], window[2:]
-    inner_start = tf.maximum(start, 0)
-    inner_end = tf.maximum(tf.minimum(end, hw), inner_start)
-    inside = image[inner_start[0]:inner_end[0], inner_start[1]:inner_end[1]]
-    pad_before = inner_start - start
-    pad_after = end - inner_end
-    paddings = tf.concat([tf.stack([pad_before, pad_after], axis=1), [[0, 0]]], axis=0)
-    canvas = tf.pad(inside, paddings)
-    canvas = tf.cond(flip, lambda: tf.reverse(canvas, [1]), lambda: canvas)
-    return tf.image.resize(canvas, output_size, method="bilinear", antialias=False)
+    step = (end - start) / tf.constant(output_size, tf.float32)  # window px per output px
+    first = start + 0.5 + 0.5 * step
+    last = end + 0.5 - 0.5 * step
+    y_first, x_first = tf.unstack(first)
+    y_last, x_last = tf.unstack(last)
+    x_first, x_last = tf.where(flip, x_last, x_first), tf.where(flip, x_first, x_last)
+    return tf.stack([y_first, x_first, y_last, x_last])
+
+
+def resample(canvases: tf.Tensor, boxes: tf.Tensor, output_size: tuple[int, int]) -> tf.Tensor:
+    """Bilinear resampling of a batch: canvases [B, H, W, 3] (any dtype), `sampling_box`es
+    [B, 4] -> [B, h, w, 3] float32 in the canvases' value range; reads outside a canvas are 0.
+
+    One `crop_and_resize`, which takes normalized corner coordinates: a linear map per image,
+    so any window, scale and flip is one batched op (cheap on an accelerator).
+    """
+    extent = tf.cast(tf.shape(canvases)[1:3] - 1, tf.float32)
+    normalized = boxes / tf.maximum(tf.tile(extent, [2]), 1.0)
+    indices = tf.range(tf.shape(canvases)[0])
+    return tf.image.crop_and_resize(canvases, normalized, indices, output_size, method="bilinear")
+
+
+def resample_window(image: tf.Tensor, window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
+    """Cut `window` (y0, x0, y1, x1 int, image px) out of `image` [H, W, 3], black outside the
+    image, and resize it bilinearly to `output_size`, as the original's crop + cv2.resize.
+
+    `flip` (bool scalar) mirrors the result. Returns [h, w, 3] float32 in the input's value
+    range. Where the original clamps reads at the window's edges, this reads the neighbouring
+    image pixel (or black): when upscaling, the outermost output pixels may differ.
+    """
+    box = sampling_box(window, output_size, flip)
+    return resample(pad_canvas(image)[tf.newaxis], box[tf.newaxis], output_size)[0]
 
 
 def transform_boxes(boxes: tf.Tensor, window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
@@ -166,21 +204,25 @@ def jitter_coefficients(alphas: tf.Tensor, position: tf.Tensor) -> tuple[tf.Tens
 
 
 def pixel_affine(images: tf.Tensor, matrix: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """out[..., j] = sum_i images[..., i] * matrix[i, j] + bias[j]; images [..., 3].
+    """out[..., j] = sum_i images[..., i] * matrix[i, j] + bias[j] over RGB.
 
-    A [P, 3] x [3, 3] matmul: several times faster on CPU than broadcasting over a last axis
-    of size 3.
+    images [..., 3] with one matrix [3, 3] and bias [3], or images [B, ..., 3] with one per
+    image ([B, 3, 3], [B, 3]). A matmul: several times faster on CPU than broadcasting over a
+    last axis of size 3.
     """
-    flat = tf.nn.bias_add(tf.matmul(tf.reshape(images, [-1, 3]), matrix), bias)
+    if matrix.shape.rank == 3:
+        flat = tf.matmul(tf.reshape(images, [tf.shape(images)[0], -1, 3]), matrix) + bias[:, tf.newaxis, :]
+    else:
+        flat = tf.nn.bias_add(tf.matmul(tf.reshape(images, [-1, 3]), matrix), bias)
     return tf.reshape(flat, tf.shape(images))
 
 
-def channel_means(image: tf.Tensor) -> tf.Tensor:
-    """Mean of each channel [3] of image [H, W, 3]: summing rows first is about 3x faster on
-    CPU than reducing a [H * W, 3] view over its long axis."""
-    column_sums = tf.reduce_sum(image, axis=0)  # [W, 3]
-    pixels = tf.cast(tf.shape(image)[0] * tf.shape(image)[1], image.dtype)
-    return tf.reduce_sum(column_sums, axis=0) / pixels
+def channel_means(images: tf.Tensor) -> tf.Tensor:
+    """Mean of each channel [B, 3] of images [B, H, W, 3]: summing rows first is about 3x
+    faster on CPU than reducing a [B, H * W, 3] view over its long axis."""
+    column_sums = tf.reduce_sum(images, axis=1)  # [B, W, 3]
+    pixels = tf.cast(tf.shape(images)[1] * tf.shape(images)[2], images.dtype)
+    return tf.reduce_sum(column_sums, axis=1) / pixels
 
 
 def normalize(images: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
@@ -189,40 +231,50 @@ def normalize(images: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
     return pixel_affine(images, tf.linalg.diag(inverse), -tf.constant(mean, tf.float32) * inverse)
 
 
+IDENTITY_COLOR = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def color_params(jitter_seed: Optional[tf.Tensor] = None, light_seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """One image's random colour change as [6] float32: (gain, c_contrast, c_saturation,
+    lighting shift R, G, B); `IDENTITY_COLOR` without either seed. See `color_normalize`."""
+    gain, c_contrast, c_saturation = IDENTITY_COLOR[:3]
+    shift = tf.zeros([3])
+    if jitter_seed is not None:
+        gain, c_contrast, c_saturation = jitter_coefficients(*draw_jitter(jitter_seed))
+    if light_seed is not None:
+        shift = lighting_shift(light_seed)
+    return tf.concat([tf.stack([gain, c_contrast, c_saturation]), shift], axis=0)
+
+
 def color_normalize(
-    image: tf.Tensor,
+    images: tf.Tensor,
+    params: tf.Tensor,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    jitter_seed: Optional[tf.Tensor] = None,
-    light_seed: Optional[tf.Tensor] = None,
     value_scale: float = 1.0,
 ) -> tf.Tensor:
     """Colour jitter, PCA lighting and normalization in one per-pixel affine pass.
 
-    Equivalent to the original's `x = image * value_scale` (to [0, 1]), then
-    `color_jittering_` (brightness, contrast, saturation with alpha = 1 + U(-0.4, 0.4) in a
-    random order; see `jitter_coefficients`) if `jitter_seed` is given, then `lighting_`
-    (x += eigvec @ (eigval * alpha), alpha ~ N(0, 0.1)) if `light_seed` is given, then
-    (x - mean) / std. No clipping, as the original. image [H, W, 3] float -> same shape.
+    Equivalent to the original's `x = image * value_scale` (to [0, 1]), `color_jittering_`
+    (brightness, contrast, saturation with alpha = 1 + U(-0.4, 0.4) in a random order; see
+    `jitter_coefficients`; the grey image taken from x), `lighting_`
+    (x += eigvec @ (eigval * alpha), alpha ~ N(0, 0.1)), then (x - mean) / std, never clipped.
+    images [B, H, W, 3] float, params [B, 6] from `color_params` -> [B, H, W, 3] float32.
     """
-    scale = tf.constant(value_scale, tf.float32)
-    gain, c_contrast, c_saturation = tf.constant(1.0), tf.constant(0.0), tf.constant(0.0)
-    shift = tf.zeros([3])
+    gain, c_contrast, c_saturation = (params[:, k, tf.newaxis] for k in range(3))  # [B, 1] each
+    shift = params[:, 3:]
     gray_weights = tf.constant(GRAY_WEIGHTS_RGB)
-    if jitter_seed is not None:
-        gain, c_contrast, c_saturation = jitter_coefficients(*draw_jitter(jitter_seed))
-        mean_gray = tf.tensordot(channel_means(image), gray_weights, 1) * scale
-        shift += c_contrast * mean_gray
-    if light_seed is not None:
-        shift += lighting_shift(light_seed)
+    mean_gray = tf.linalg.matvec(channel_means(images), gray_weights)[:, tf.newaxis] * value_scale
     inverse_std = 1.0 / tf.constant(std, tf.float32)
-    # x_j -> (gain x_j + c_sat * sum_i w_i x_i + shift_j - mean_j) / std_j, x in [0, 1]
-    matrix = (gain * tf.eye(3) + c_saturation * gray_weights[:, None]) * scale * inverse_std[None, :]
-    bias = (shift - tf.constant(mean, tf.float32)) * inverse_std
-    return pixel_affine(image, matrix, bias)
+    # x_j -> (gain x_j + c_sat * sum_i w_i x_i + c_con * mean_grey + shift_j - mean_j) / std_j
+    eye = tf.eye(3)[tf.newaxis]
+    matrix = (gain[:, :, tf.newaxis] * eye + c_saturation[:, :, tf.newaxis] * gray_weights[:, tf.newaxis])
+    matrix = matrix * (value_scale * inverse_std)
+    bias = (c_contrast * mean_gray + shift - tf.constant(mean, tf.float32)) * inverse_std
+    return pixel_affine(images, matrix, bias)
 
 
-def train_transform(
+def sample_view(
     image: tf.Tensor,
     boxes: tf.Tensor,
     classes: tf.Tensor,
@@ -234,15 +286,15 @@ def train_transform(
     flip: bool,
     jitter: bool,
     light: bool,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
     border: int = BORDER,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """One augmented, normalized training example (module doc, steps 1-4).
+) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
+    """The random part of training augmentation (module doc, steps 1-4), cheap and per image.
 
-    image [H, W, 3] uint8, boxes [N, 4] image px, classes [N], seed [2] int.
-    Returns image [h, w, 3] float32 normalized with mean/std, boxes [M, 4] input px and
-    classes [M], with (h, w) = input_size and M <= N.
+    Draws the window, flip and colour change, moves the boxes, and leaves the pixel work to
+    `render_views`, which runs batched (on the training device in the training loop).
+    image [H, W, 3] uint8, boxes [N, 4] image px, classes [N], seed [2] int. Returns
+    ({"canvas": `pad_canvas(image)`, "sampling_box": [4], "color": [6]}, boxes [M, 4] input px,
+    classes [M]) with M <= N.
     """
     window_seed, flip_seed, jitter_seed, light_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 4)
@@ -255,16 +307,48 @@ def train_transform(
     flipped = tf.constant(False)
     if flip:
         flipped = tf.random.stateless_uniform([], flip_seed) < 0.5
-    pixels = resample_window(image, window, input_size, flipped)
     boxes = transform_boxes(tf.cast(boxes, tf.float32), window, input_size, flipped)
     boxes, classes = clip_boxes(boxes, classes, input_size)
-    out = color_normalize(
-        pixels, mean, std,
-        jitter_seed=jitter_seed if jitter else None,
-        light_seed=light_seed if light else None,
-        value_scale=1.0 / 255.0 if image.dtype == tf.uint8 else 1.0,
-    )
-    return out, boxes, classes
+    view = {
+        "canvas": pad_canvas(image),
+        "sampling_box": sampling_box(window, input_size, flipped),
+        "color": color_params(jitter_seed if jitter else None, light_seed if light else None),
+    }
+    return view, boxes, classes
+
+
+def render_views(
+    views: dict[str, tf.Tensor], input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
+) -> tf.Tensor:
+    """The pixel work of a batch of `sample_view`s: resample each window to `input_size`, then
+    colour change and normalization. views: "canvas" [B, H, W, 3] (uint8 0..255 or float
+    0..1), "sampling_box" [B, 4], "color" [B, 6] -> images [B, h, w, 3] float32."""
+    canvases = views["canvas"]
+    pixels = resample(canvases, views["sampling_box"], input_size)
+    value_scale = 1.0 / 255.0 if canvases.dtype == tf.uint8 else 1.0
+    return color_normalize(pixels, views["color"], mean, std, value_scale)
+
+
+def train_transform(
+    image: tf.Tensor,
+    boxes: tf.Tensor,
+    classes: tf.Tensor,
+    seed: tf.Tensor,
+    *,
+    input_size: tuple[int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    **sampling: Any,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One augmented, normalized training example: `sample_view` then `render_views`.
+
+    image [H, W, 3] uint8, boxes [N, 4] image px, classes [N], seed [2] int; `sampling`: the
+    keyword arguments of `sample_view`. Returns image [h, w, 3] float32 normalized with
+    mean/std, boxes [M, 4] input px and classes [M], with (h, w) = input_size and M <= N.
+    """
+    view, boxes, classes = sample_view(image, boxes, classes, seed, input_size=input_size, **sampling)
+    batch = {key: value[tf.newaxis] for key, value in view.items()}
+    return render_views(batch, input_size, mean, std)[0], boxes, classes
 
 
 def eval_resize(image: tf.Tensor, input_size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:

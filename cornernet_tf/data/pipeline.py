@@ -16,6 +16,9 @@ tf.distribute on any number of hosts:
   with tf.data's AUTO auto-shard policy for `strategy.experimental_distribute_dataset`: by
   file for TFRecords, else by element, where every worker decodes and augments everything
   and keeps its share (correct, but use the function form across hosts).
+- `train_dataset(config, ..., finish_on_device=True)` stops before the pixel work and the
+  targets; the training loop runs `finish_batch` on them on each replica's device, so the
+  host only decodes JPEGs and draws the random choices (docs/benchmarks.md, "Input pipeline").
 - Images that cannot be read or decoded (truncated, corrupt, missing) are dropped with a
   warning in the log, never ending the epoch; pass a `SkipCounter` to count them.
 - Randomness is stateless and keyed by (data.seed, sample index): the image order (a seeded
@@ -36,7 +39,7 @@ import tensorflow as tf
 
 from cornernet_tf.config import Config
 from cornernet_tf.data import augment, coco, tfrecord
-from cornernet_tf.targets import build_targets
+from cornernet_tf.targets import build_batch_targets
 
 log = logging.getLogger(__name__)
 _ENDLESS = 2**62  # "forever" for Dataset.range
@@ -313,12 +316,35 @@ def _options(deterministic: bool, input_context: Optional[tf.distribute.InputCon
     return options
 
 
+def _target_options(config: Config) -> dict:
+    """`build_targets` arguments from the config (CornerNet or CenterNet flavour)."""
+    data, centernet = config.data, config.model.type == "centernet"
+    return dict(
+        num_classes=config.model.num_classes, input_size=tuple(data.input_size), output_size=tuple(data.output_size),
+        max_objects=data.max_objects, gaussian_iou=data.gaussian_iou, with_centers=centernet,
+        radius_formula="centernet" if centernet else "cornernet",
+    )
+
+
+def finish_batch(config: Config, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """A `train_dataset(..., finish_on_device=True)` batch -> (images, targets).
+
+    The batched pixel work (`augment.render_views`) and the targets (`build_batch_targets`):
+    what the training loop runs on each replica's device.
+    """
+    data = config.data
+    images = augment.render_views(batch, tuple(data.input_size), tuple(data.mean), tuple(data.std))
+    targets = build_batch_targets(batch["boxes"], batch["classes"], batch["num_boxes"], **_target_options(config))
+    return images, targets
+
+
 def train_dataset(
     config: Config,
     batch_size: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
     skip_counter: Optional[SkipCounter] = None,
     start_step: int = 0,
+    finish_on_device: bool = False,
 ) -> tf.data.Dataset:
     """Endless augmented training batches: (images, targets).
 
@@ -327,6 +353,14 @@ def train_dataset(
     plus ct_* entries for model.type centernet. `batch_size` is the global batch (default
     train.batch_size); with `input_context`, B is its per-replica share and this pipeline
     reads only its shard. Incomplete batches are dropped, so shapes are static.
+
+    With `finish_on_device`, batches stop before the pixel work and the targets, and
+    `finish_batch(config, batch)` turns them into (images, targets) where it runs (the
+    training loop: on the accelerator). Such a batch holds "canvas" [B, H', W', 3] uint8
+    (the decoded images with a black border, padded to the batch's largest), "sampling_box"
+    [B, 4] and "color" [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes"
+    [B, M] and "num_boxes" [B]: about 1 MB per COCO image instead of 3 MB of float pixels and
+    10 MB of 80-class heatmaps, and the host only decodes, draws and copies.
 
     The stream is a function of the sample index (image choice, per-epoch order and
     augmentation are all seeded by it), so `start_step` = global steps already taken resumes
@@ -341,31 +375,34 @@ def train_dataset(
     replicas = input_context.num_replicas_in_sync if input_context else 1
     first_sample = start_step * per_replica * (replicas // num_pipelines)
     parallel = data.num_parallel_calls if data.num_parallel_calls > 0 else tf.data.AUTOTUNE
-    input_size, output_size = tuple(data.input_size), tuple(data.output_size)
-    centernet = config.model.type == "centernet"
+    max_objects = data.max_objects
 
-    def make_sample(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def make_view(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         stream_position = example["index"] * num_pipelines + pipeline_id
         seed = tf.stack([tf.constant(data.seed, tf.int64), stream_position])
-        image, boxes, classes = augment.train_transform(
+        view, boxes, classes = augment.sample_view(
             example["image"], example["boxes"], example["classes"], seed,
-            input_size=input_size, scale_range=tuple(data.random_scale), random_crop=data.random_crop,
-            flip=data.flip, jitter=data.color_jitter, light=data.lighting, mean=tuple(data.mean), std=tuple(data.std),
+            input_size=tuple(data.input_size), scale_range=tuple(data.random_scale), random_crop=data.random_crop,
+            flip=data.flip, jitter=data.color_jitter, light=data.lighting,
         )
-        targets = build_targets(
-            boxes, classes, config.model.num_classes, input_size, output_size,
-            max_objects=data.max_objects, gaussian_iou=data.gaussian_iou, with_centers=centernet,
-            radius_formula="centernet" if centernet else "cornernet",
-        )
-        return image, targets
+        count = tf.minimum(tf.shape(boxes)[0], max_objects)  # targets keep the first max_objects
+        view["boxes"] = tf.pad(boxes[:count], [[0, max_objects - count], [0, 0]])
+        view["classes"] = tf.pad(tf.cast(classes[:count], tf.int32), [[0, max_objects - count]])
+        view["num_boxes"] = count
+        return view
 
     if data.dataset == "tfrecord":
         ds = _train_records(config, _tfrecord_pattern(config, "train"), num_pipelines, pipeline_id, first_sample)
     else:
         ds = _train_files(config, _coco_source(config, "train"), num_pipelines, pipeline_id, first_sample)
     ds = _decoded(ds, parallel, data.deterministic, skip_counter)
-    ds = ds.map(make_sample, num_parallel_calls=parallel, deterministic=data.deterministic)
-    ds = ds.batch(per_replica, drop_remainder=True)
+    ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=data.deterministic)
+    padded_shapes = {"canvas": [None, None, 3], "sampling_box": [4], "color": [6],
+                     "boxes": [max_objects, 4], "classes": [max_objects], "num_boxes": []}
+    ds = ds.padded_batch(per_replica, padded_shapes=padded_shapes, drop_remainder=True)
+    if not finish_on_device:
+        ds = ds.map(functools.partial(finish_batch, config), num_parallel_calls=parallel,
+                    deterministic=data.deterministic)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(data.deterministic, input_context))
 
 

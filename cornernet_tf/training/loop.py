@@ -20,7 +20,7 @@ import os
 import pathlib
 import shutil
 import signal
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import keras
 import tensorflow as tf
@@ -103,11 +103,16 @@ class Trainer:
         strategy: tf.distribute.Strategy,
         model_dir: str | os.PathLike,
         dataset_fn: Callable[[tf.distribute.InputContext, int], tf.data.Dataset],
+        finish_batch: Optional[Callable[[Any], tuple[tf.Tensor, Mapping[str, tf.Tensor]]]] = None,
     ):
+        """`dataset_fn(input_context, start_step)` makes a replica's dataset; it yields
+        (images, targets), or batches that `finish_batch` turns into them on the replica's
+        device (inside the compiled step, before the forward pass)."""
         self.config = config
         self.strategy = strategy
         self.model_dir = pathlib.Path(model_dir)
         self.dataset_fn = dataset_fn
+        self.finish_batch = finish_batch
         self.global_batch = config.train.batch_size
         replicas = strategy.num_replicas_in_sync
         if self.global_batch % replicas:
@@ -176,7 +181,8 @@ class Trainer:
     def _make_distributed_step(self) -> Callable[[Iterator], dict]:
         strategy = self.strategy
 
-        def replica_step(images, targets):
+        def replica_step(batch):
+            images, targets = self.finish_batch(batch) if self.finish_batch else batch
             # Optimised graphs can turn NaN pixels into finite activations, so inputs are
             # checked directly rather than trusted to poison the loss.
             bad_pixels = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(images)), tf.float32))
@@ -184,8 +190,7 @@ class Trainer:
 
         @tf.function
         def distributed_step(iterator):
-            images, targets = next(iterator)
-            losses, bad_pixels = strategy.run(replica_step, args=(images, targets))
+            losses, bad_pixels = strategy.run(replica_step, args=(next(iterator),))
             self.step.assign_add(1)
             reduce = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
             return {key: reduce(value) for key, value in losses.items()}, reduce(bad_pixels)

@@ -55,6 +55,23 @@ def test_train_batches_have_the_documented_shapes_and_dtypes(shapes_dir):
     assert -3.0 < float(tf.reduce_mean(images)) < 3.0  # normalized, not [0, 255]
 
 
+def test_batches_finished_on_device_equal_the_host_batches(shapes_dir):
+    """finish_on_device ships uint8 images and boxes; finish_batch makes the same batch."""
+    config = _shapes_config(shapes_dir, "data.deterministic=true", "model.type=centernet")
+    raw = next(iter(pipeline.train_dataset(config, batch_size=3, finish_on_device=True)))
+    assert raw["canvas"].dtype == tf.uint8 and tuple(raw["canvas"].shape) == (3, 66, 66, 3)  # 64 + black border
+    assert raw["boxes"].shape == (3, 16, 4) and raw["classes"].shape == (3, 16) and raw["num_boxes"].shape == (3,)
+    counts = raw["num_boxes"].numpy()
+    assert np.all(counts > 0) and not raw["boxes"].numpy()[0, counts[0]:].any()
+    images, targets = pipeline.finish_batch(config, raw)
+    host_images, host_targets = next(iter(pipeline.train_dataset(config, batch_size=3)))
+    np.testing.assert_array_equal(images.numpy(), host_images.numpy())
+    assert targets.keys() == host_targets.keys()
+    for key in targets:
+        np.testing.assert_array_equal(targets[key].numpy(), host_targets[key].numpy(), err_msg=key)
+    assert targets["mask"].numpy().sum(axis=1).tolist() == counts.tolist()
+
+
 def test_centernet_adds_center_targets(shapes_dir):
     config = _shapes_config(shapes_dir, "model.type=centernet")
     _, targets = next(iter(pipeline.train_dataset(config, batch_size=2)))
