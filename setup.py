@@ -22,6 +22,7 @@ import sys
 
 from setuptools import Distribution, find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).resolve().parent
 OP_LOG = "_corner_pool_build.log"
@@ -95,6 +96,19 @@ class BuildCornerPoolOp(build_ext):
         return {}
 
 
+class BuildPyWithConfigs(build_py):
+    """Ship the bundled configs (top-level configs/*.yaml) inside the package, as
+    cornernet_tf/configs/, so `--config shapes_tiny` works from an installed wheel too;
+    editable installs read them from the source tree."""
+
+    def run(self) -> None:
+        super().run()
+        target = pathlib.Path(self.build_lib) / "cornernet_tf" / "configs"
+        target.mkdir(parents=True, exist_ok=True)
+        for config in sorted((ROOT / "configs").glob("*.yaml")):
+            self.copy_file(str(config), str(target / config.name))
+
+
 class BinaryDistribution(Distribution):
     """Has compiled content, so `build` runs build_ext (also for PEP 660 editable wheels)."""
 
@@ -125,6 +139,6 @@ setup(
         "test": ["pytest", "aiohttp>=3.9", "nbclient", "nbformat", "ipykernel", "matplotlib"],
         "torch": ["torch==2.13.0"],
     },
-    cmdclass={"build_ext": BuildCornerPoolOp},
+    cmdclass={"build_ext": BuildCornerPoolOp, "build_py": BuildPyWithConfigs},
     distclass=BinaryDistribution,
 )

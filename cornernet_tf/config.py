@@ -17,7 +17,9 @@ from typing import Any, Iterable, Literal, Optional
 
 import yaml
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+_PACKAGE = pathlib.Path(__file__).resolve().parent
+# The copy an installed wheel ships, else the source tree's configs/ (checkouts, editable installs).
+CONFIG_DIR = next((d for d in (_PACKAGE / "configs", _PACKAGE.parent / "configs") if d.is_dir()), _PACKAGE / "configs")
 
 
 class ConfigError(ValueError):

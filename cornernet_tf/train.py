@@ -91,7 +91,12 @@ def train(args: argparse.Namespace) -> int:
     if config.train.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(config.train.mixed_precision)
 
-    from cornernet_tf.data.pipeline import finish_batch, train_dataset  # noqa: PLC0415 (heavy import after arg checks)
+    from cornernet_tf.data.pipeline import dataset_info, finish_batch, train_dataset  # noqa: PLC0415 (heavy import after arg checks)
+
+    if not config.data.class_names:  # saved with the run, so exports and pictures name the classes
+        names = dataset_info(config, "train").class_names
+        if len(names) == config.model.num_classes:
+            config.data.class_names = list(names)
 
     strategy = make_strategy(args.strategy)
     # Resampling and targets run on the accelerator, except on TPUs: their input batches need

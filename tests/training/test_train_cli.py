@@ -11,6 +11,8 @@ import sys
 import time
 
 
+from cornernet_tf.config import load_config
+
 from .conftest import REPO_ROOT, run_module, tiny_overrides
 
 
@@ -35,12 +37,13 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
 
 
 def test_runs_to_the_end_and_saves_config_checkpoint_and_logs(tmp_path, shapes_dir):
-    result = run_module([*_train_args(tmp_path, shapes_dir, steps=4), "--strategy", "mirrored"])
+    no_names = ["data.class_names=[]"]  # then the run takes them from the dataset
+    result = run_module([*_train_args(tmp_path, shapes_dir, steps=4, extra=no_names), "--strategy", "mirrored"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "step 4/4" in result.stdout and "from scratch" in result.stdout
     assert "1 replica(s) (mirrored)" in result.stdout
     assert "img/s" in result.stdout and "ETA" in result.stdout
-    assert (tmp_path / "config.yaml").is_file()
+    assert load_config(tmp_path / "config.yaml").data.class_names == ["rectangle", "ellipse", "triangle"]
     assert _checkpoint_steps(tmp_path)[-1] == 4
     assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
     again = run_module(_train_args(tmp_path, shapes_dir, steps=4))  # nothing left to do
