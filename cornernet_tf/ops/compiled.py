@@ -13,8 +13,9 @@ Semantics (x is NHWC ``[B, H, W, C]``; float32, float16 or bfloat16):
 - Gradient (the official CornerNet rule): each output's gradient goes wholly to one argmax of
   its window, tracked from the far edge and replaced only by a strictly greater value, so on ties
   it goes to the tied element farthest from the output position. float32 results match the
-  official implementation bit for bit. The pure-TF paths agree on tie-free inputs; on ties they
-  may pick another maximal element (the gradient total is the same).
+  official implementation bit for bit. The "vectorized" pure-TF path follows the same rule;
+  "scan" agrees on tie-free inputs and on ties may pick another maximal element (the gradient
+  total is the same).
 
 SavedModels whose graphs contain these ops load only in a process that has registered them:
 call :func:`load_library` before ``tf.saved_model.load``. Exports meant for a stock TF Serving

@@ -12,13 +12,13 @@ For an input x [B, H, W, C] the four pools are cumulative maxima along one spati
 Implementations:
 - "scan": `tf.scan` cumulative max; the readable reference (not XLA-compatible with gradients).
 - "vectorized": log-step shifted maxima (shifts 1, 2, 4, ...), pure TF, XLA-compatible and
-  exportable to a stock TF Serving.
+  exportable to a stock TF Serving; its gradient is a log-step segmented sum.
 - "op": the compiled kernel of `cornernet_tf.ops.compiled` (fastest; not XLA-compatible).
 - "auto": "op" when the compiled library is loadable, else "vectorized".
 
 The forward pass is exact (a max never rounds), so all implementations agree bitwise. Gradients
-go to a maximal element of each window; on ties the element chosen may differ between
-implementations (and from the original's rule), but the total gradient is conserved.
+go to a maximal element of each window: for "op" and "vectorized" the one the original picks
+(on ties, the farthest from the output); "scan" may pick another tied one, conserving the total.
 """
 
 from __future__ import annotations
@@ -121,11 +121,9 @@ def _scan_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
     return tf.transpose(pooled, inverse)
 
 
-def _shift(y: tf.Tensor, shift, axis: int, reverse: bool) -> tf.Tensor:
-    """y moved by `shift` (< its length) along `axis`, towards index 0 when `reverse`.
-
-    The vacated cells hold -inf, the identity of max, so they never win.
-    """
+def _shift(y: tf.Tensor, shift, axis: int, reverse: bool, fill) -> tf.Tensor:
+    """y moved by `shift` (< its length) along `axis`, towards index 0 when `reverse`; the
+    vacated cells hold `fill`."""
     keep = [slice(None)] * 4
     pad = [[0, 0] for _ in range(4)]
     if reverse:  # out[i] = y[i + shift]
@@ -134,28 +132,65 @@ def _shift(y: tf.Tensor, shift, axis: int, reverse: bool) -> tf.Tensor:
     else:  # out[i] = y[i - shift]
         keep[axis] = slice(None, -shift)
         pad[axis] = [shift, 0]
-    shifted = tf.pad(y[tuple(keep)], pad, constant_values=tf.constant(-math.inf, dtype=y.dtype))
+    shifted = tf.pad(y[tuple(keep)], pad, constant_values=tf.constant(fill, dtype=y.dtype))
     return tf.ensure_shape(shifted, y.shape)
 
 
-def _vectorized_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
-    """log2(N) steps of y = max(y, y shifted by 1, 2, 4, ...): y[i] then covers 2**k cells."""
-    axis, reverse = _AXIS_AND_REVERSE[direction]
-    size = x.shape[axis]
-    if size is not None:  # static: an unrolled, XLA-friendly chain of maxima
-        y, shift = x, 1
-        while shift < size:
-            y = tf.maximum(y, _shift(y, shift, axis, reverse))
+def _doubling(step: Callable, state: tuple, length) -> tuple:
+    """state = step(state, shift) for shift = 1, 2, 4, ... < length: unrolled when `length` is a
+    Python int (an XLA-friendly chain), else a `tf.while_loop` (dynamic sizes in exports)."""
+    if isinstance(length, int):
+        shift = 1
+        while shift < length:
+            state = step(state, shift)
             shift *= 2
-        return y
-    # dynamic length (e.g. exported models with variable image sizes)
-    length = tf.shape(x)[axis]
+        return state
+    *state, _ = tf.while_loop(
+        lambda *args: args[-1] < length, lambda *args: (*step(tuple(args[:-1]), args[-1]), args[-1] * 2),
+        (*state, tf.constant(1)),
+    )
+    return tuple(state)
 
-    def body(y: tf.Tensor, shift: tf.Tensor):
-        return tf.maximum(y, _shift(y, shift, axis, reverse)), shift * 2
 
-    y, _ = tf.while_loop(lambda y, shift: shift < length, body, (x, tf.constant(1)))
-    return y
+def _argmax_gradient(x: tf.Tensor, y: tf.Tensor, dy: tf.Tensor, axis: int, reverse: bool, length) -> tf.Tensor:
+    """The input gradient of y = pool(x): each output's gradient goes wholly to one maximum of
+    its window, the one farthest from the output (the original's tie rule).
+
+    Those maxima are the "records": elements greater than everything beyond them in the
+    scan's direction (x[j] > y[j + 1] for top/left). Output i's record is the nearest record
+    towards the window's far end, so a record collects the output gradients from itself back
+    to the previous record: a segmented sum, done in log2(length) shifted adds.
+    """
+    reverse_scan = not reverse  # the sums run against the pooling direction
+    records = x > _shift(y, 1, axis, reverse, -math.inf)
+    starts = _shift(records, 1, axis, reverse_scan, True)  # a segment begins after each record
+    sums = tf.cast(dy, tf.float32)  # half-precision gradients are summed in float32
+
+    def step(state, shift):
+        sums, starts = state
+        earlier = _shift(sums, shift, axis, reverse_scan, 0.0)
+        sums = tf.where(starts, sums, sums + earlier)
+        return sums, starts | _shift(starts, shift, axis, reverse_scan, False)
+
+    sums, _ = _doubling(step, (sums, starts), length)
+    return tf.cast(tf.where(records, sums, 0.0), dy.dtype)
+
+
+def _vectorized_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
+    """log2(N) steps of y = max(y, y shifted by 1, 2, 4, ...): y[i] then covers 2**k cells.
+
+    The gradient (`_argmax_gradient`) follows the original's tie rule in as many steps; the
+    automatic gradient of the chain of maxima took about 50 passes over the tensor."""
+    axis, reverse = _AXIS_AND_REVERSE[direction]
+    length = x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]
+
+    @tf.custom_gradient
+    def pool(x: tf.Tensor):
+        (y,) = _doubling(lambda state, shift: (tf.maximum(state[0], _shift(state[0], shift, axis, reverse, -math.inf)),),
+                         (x,), length)
+        return y, lambda dy: _argmax_gradient(x, y, dy, axis, reverse, length)
+
+    return pool(x)
 
 
 _IMPLEMENTATIONS: dict[str, Callable[[tf.Tensor, str], tf.Tensor]] = {

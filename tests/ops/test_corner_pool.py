@@ -92,6 +92,49 @@ def test_gradients_are_conserved_on_ties(ref, implementation, direction):
     assert np.all(is_window_max[grad != 0])
 
 
+def numpy_pool_gradient(x: np.ndarray, grad_out: np.ndarray, direction: str) -> np.ndarray:
+    """Independent reference of the original's backward: each output's gradient goes to the
+    maximum of its window farthest from it (the last one scanning outwards)."""
+    axis = 1 if direction in ("top", "bottom") else 2
+    xs, gs = np.moveaxis(x, axis, -1), np.moveaxis(grad_out, axis, -1)
+    grad = np.zeros(xs.shape, np.float64)
+    length = xs.shape[-1]
+    for i in range(length):
+        window = np.arange(i, length) if direction in ("top", "left") else np.arange(i, -1, -1)
+        values = xs[..., window]
+        farthest = len(window) - 1 - np.argmax(values[..., ::-1], axis=-1)  # last maximum of the window
+        target = window[farthest]
+        np.put_along_axis(grad, target[..., None], np.take_along_axis(grad, target[..., None], -1) + gs[..., i:i + 1], -1)
+    return np.moveaxis(grad, -1, axis)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_vectorized_gradients_follow_the_official_tie_rule(ref, direction):
+    grad = _input_gradient(ref["x"], ref["grad_out"], direction, "vectorized")
+    np.testing.assert_allclose(grad, ref[f"grad_x_{direction}"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 5, 3), (1, 1, 9, 2), (1, 9, 1, 2), (1, 16, 16, 1)])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float16, tf.bfloat16])
+def test_vectorized_gradients_equal_the_numpy_rule_on_ties(shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    x = tf.constant(rng.integers(-3, 4, shape), dtype)  # many ties
+    grad_out = tf.constant(rng.integers(-8, 9, shape), dtype)  # sums exact in every dtype and order
+    for direction in DIRECTIONS:
+
+        def gradient(t, g):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                y = corner_pool(t, direction, "vectorized")
+            return tape.gradient(y, t, output_gradients=g)
+
+        dynamic = tf.function(gradient, input_signature=[tf.TensorSpec([None] * 4, dtype)] * 2)
+        expected = numpy_pool_gradient(x.numpy().astype(np.float32), grad_out.numpy().astype(np.float32), direction)
+        for grad in (gradient(x, grad_out), dynamic(x, grad_out)):
+            assert grad.dtype == dtype
+            np.testing.assert_array_equal(tf.cast(grad, tf.float32).numpy(), expected, err_msg=direction)
+
+
 def test_vectorized_runs_under_xla_with_gradients(ref):
     x = tf.constant(ref["x"])
 
