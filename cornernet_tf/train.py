@@ -1,5 +1,6 @@
 """Train CornerNet: `python -m cornernet_tf.train [--config FILE] [--set key=value ...]
-[--strategy default|one_device|mirrored|multi_worker|tpu] [--model_dir DIR] [--resume]`.
+[--strategy default|one_device|mirrored|multi_worker|tpu] [--model_dir DIR] [--resume]
+[--init_weights FILE.weights.h5] [--no_eval]`.
 
 With no config it trains `configs/shapes_tiny.yaml` on the built-in shapes dataset (generated on
 first use), then evaluates on its validation split and writes a picture of detections.
@@ -13,8 +14,10 @@ import json
 import pathlib
 import shutil
 import sys
+import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.config import Config, ConfigError, load_config
@@ -33,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--model_dir", default=None, help="checkpoints, logs and results (default runs/<config>)")
     parser.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
+    parser.add_argument("--init_weights", default=None, metavar="FILE.weights.h5",
+                        help="start a new run from these Keras weights (e.g. converted official ones); layers "
+                             "whose shapes differ, such as heads for another number of classes, keep their "
+                             "initial values")
     parser.add_argument("--no_eval", action="store_true", help="skip the final evaluation")
     return parser.parse_args(argv)
 
@@ -61,6 +68,30 @@ def evaluate_and_report(trainer: Trainer, config: Config, model_dir: pathlib.Pat
     return metrics
 
 
+def check_init_weights(path: str | None) -> None:
+    """Fail before any work when --init_weights names no Keras weights file."""
+    if path is None:
+        return
+    if not path.endswith(".weights.h5"):
+        raise ConfigError(f"--init_weights {path!r} must be a Keras weights file ending with .weights.h5")
+    if not pathlib.Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"--init_weights {path!r}: no such file")
+
+
+def load_init_weights(model: keras.Model, path: str) -> list[str]:
+    """Load `path` into `model`, skipping layers whose shapes differ; returns the paths of the
+    variables that kept their initial values."""
+    before = [variable.numpy() for variable in model.weights]
+    with warnings.catch_warnings():  # Keras warns about each skipped layer; the caller reports them
+        warnings.simplefilter("ignore")
+        try:
+            model.load_weights(str(pathlib.Path(path).expanduser()), skip_mismatch=True)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"--init_weights {path!r} cannot be loaded into this model: {err}") from None
+    return [variable.path.split("/", 1)[-1] for variable, value in zip(model.weights, before)
+            if np.array_equal(variable.numpy(), value)]
+
+
 def check_saved_config(model_dir: pathlib.Path, config: Config) -> None:
     """Refuse to resume a model directory whose saved architecture differs from this config."""
     saved = model_dir / SAVED_CONFIG
@@ -85,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    check_init_weights(args.init_weights)
     model_dir = pathlib.Path(args.model_dir or pathlib.Path("runs") / config.name)
     check_saved_config(model_dir, config)
     keras.utils.set_random_seed(config.train.seed)
@@ -110,6 +142,12 @@ def train(args: argparse.Namespace) -> int:
         finish_batch=(lambda batch: finish_batch(config, batch)) if on_device else None,
     )
     start = trainer.restore(require=args.resume)
+    if args.init_weights and start:
+        print(f"resuming at step {start}: --init_weights {args.init_weights} is not used")
+    elif args.init_weights:
+        kept = load_init_weights(trainer.model, args.init_weights)
+        print(f"initialized from {args.init_weights}; {len(kept)} of {len(trainer.model.weights)} variables kept "
+              f"their initial values" + (f": {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else ""))
     if trainer.chief:
         config.save(model_dir / SAVED_CONFIG)
     print(

@@ -10,8 +10,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import tensorflow as tf
 
 from cornernet_tf.config import load_config
+from cornernet_tf.models import build_model
 
 from .conftest import REPO_ROOT, run_module, tiny_overrides
 
@@ -117,3 +120,25 @@ def test_trains_from_tfrecords_written_by_the_cli(tmp_path, shapes_dir):
     result = run_module(args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "step 3/3" in result.stdout
+
+
+def test_init_weights_starts_a_run_from_other_weights_skipping_mismatched_heads(tmp_path, shapes_dir):
+    """Weights of a 4-class model start a 3-class run: all but the heatmap outputs load."""
+    source = load_config("shapes_tiny", tiny_overrides(shapes_dir) + ["model.num_classes=4", "data.class_names=[]"])
+    model = build_model(source.model)
+    model(tf.zeros([1, *source.data.input_size, 3]))
+    for variable in model.weights:  # values no fresh model has
+        variable.assign(variable + np.full(variable.shape, 0.5, variable.dtype))
+    weights = tmp_path / "four_classes.weights.h5"
+    model.save_weights(weights)
+
+    result = run_module([*_train_args(tmp_path / "run", shapes_dir, steps=1), "--init_weights", str(weights)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("initialized from")]
+    kept = sorted(line.split(": ", 1)[1].split(", "))
+    assert kept == sorted(f"{corner}_heats_0/out/{name}" for corner in ("tl", "br") for name in ("kernel", "bias"))
+    again = run_module([*_train_args(tmp_path / "run", shapes_dir, steps=1), "--init_weights", str(weights)])
+    assert again.returncode == 0 and "--init_weights" in again.stdout and "is not used" in again.stdout
+    for bad, reason in [(tmp_path / "missing.weights.h5", "no such file"), (tmp_path / "x.h5", ".weights.h5")]:
+        refused = run_module([*_train_args(tmp_path / "other", shapes_dir, steps=1), "--init_weights", str(bad)])
+        assert refused.returncode == 2 and reason in refused.stderr
