@@ -71,8 +71,9 @@ def _gaussian_cells(
     (y, x) [P, 2] int64, value [P] float32), P = the total of the windows' cells.
 
     centers_xy [K, 2] int32 (x, y), radii [K] int32. Only each (2r + 1)^2 window clipped by
-    the grid is evaluated, not the full grid: in float64 like the original's `gaussian2D` (sigma = (2r + 1) / sigma_divisor, values < eps zeroed) and rounded
-    to float32 once, as its `np.maximum(out=float32 heatmap)`.
+    the grid is evaluated, not the full grid: in float64 like the original's `gaussian2D`
+    (sigma = (2r + 1) / sigma_divisor, values < eps zeroed), rounded to float32 once, as its
+    `np.maximum(out=float32 heatmap)`.
     """
     dx = tf.range(width, dtype=tf.int32)[tf.newaxis, :] - centers_xy[:, 0:1]  # [K, W]
     dy = tf.range(height, dtype=tf.int32)[tf.newaxis, :] - centers_xy[:, 1:2]  # [K, H]

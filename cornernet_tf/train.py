@@ -10,6 +10,7 @@ Starting the same command again after an interruption continues from the last ch
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import shutil
@@ -139,7 +140,7 @@ def train(args: argparse.Namespace) -> int:
         strategy,
         model_dir,
         dataset_fn=lambda ctx, start: train_dataset(config, input_context=ctx, start_step=start, finish_on_device=on_device),
-        finish_batch=(lambda batch: finish_batch(config, batch)) if on_device else None,
+        finish_batch=functools.partial(finish_batch, config) if on_device else None,
     )
     start = trainer.restore(require=args.resume)
     if args.init_weights and start:

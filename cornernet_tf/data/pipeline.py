@@ -317,7 +317,7 @@ def _options(deterministic: bool, input_context: Optional[tf.distribute.InputCon
 
 
 def _target_options(config: Config) -> dict:
-    """`build_targets` arguments from the config (CornerNet or CenterNet flavour)."""
+    """`build_batch_targets` arguments from the config (CornerNet or CenterNet flavour)."""
     data, centernet = config.data, config.model.type == "centernet"
     return dict(
         num_classes=config.model.num_classes, input_size=tuple(data.input_size), output_size=tuple(data.output_size),

@@ -145,10 +145,12 @@ def _doubling(step: Callable, state: tuple, length) -> tuple:
             state = step(state, shift)
             shift *= 2
         return state
-    *state, _ = tf.while_loop(
-        lambda *args: args[-1] < length, lambda *args: (*step(tuple(args[:-1]), args[-1]), args[-1] * 2),
-        (*state, tf.constant(1)),
-    )
+
+    def body(*loop_vars):
+        *state, shift = loop_vars
+        return (*step(tuple(state), shift), shift * 2)
+
+    *state, _ = tf.while_loop(lambda *loop_vars: loop_vars[-1] < length, body, (*state, tf.constant(1)))
     return tuple(state)
 
 
