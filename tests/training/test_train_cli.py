@@ -25,8 +25,14 @@ def _train_args(model_dir, shapes_dir, steps, extra=()):
 
 
 def _checkpoint_steps(model_dir: pathlib.Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in (model_dir / "checkpoints").glob("ckpt-*.index")
-                  if (m := re.match(r"ckpt-(\d+)\.index", p.name)))
+    """Steps of the checkpoints the manager has recorded, which are the ones a resume can pick.
+
+    A kill can land after a checkpoint's files are written but before the manager records it;
+    such files are not counted, just as the resume ignores them.
+    """
+    state = tf.train.get_checkpoint_state(str(model_dir / "checkpoints"))
+    paths = state.all_model_checkpoint_paths if state is not None else []
+    return sorted(int(m.group(1)) for path in paths if (m := re.search(r"ckpt-(\d+)$", path)))
 
 
 def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
