@@ -6,7 +6,7 @@ folder, then measures, on the same files:
   decode: read + tf.io.decode_jpeg, parallel map, batched (the upper bound of any pipeline);
   full:   `pipeline.train_dataset(..., finish_on_device=True)` with the COCO Hourglass-104
           settings: what the training loop reads (decode, random window / flip / colour
-          draws, boxes, uint8 canvases, padded batches); the loop then runs
+          draws, boxes, uint8 images, padded batches); the loop then runs
           `pipeline.finish_batch` (resampling to 511x511, colour, normalization, targets
           128x128x80) on the accelerator;
   all on host: the same with `finish_batch` mapped into the dataset on the CPU, for reference.

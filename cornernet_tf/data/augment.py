@@ -6,8 +6,8 @@ by a per-example `seed` [2] int, so an example is augmented the same way whateve
 parallelism or the order in which tf.data runs it.
 
 Training, after the original CornerNet (sample/coco.py `kp_detection`, sample/utils.py), runs
-in two stages: `sample_view` (per image in tf.data: the random draws, the boxes, a padded uint8
-canvas) and `render_views` (per batch, where the training loop runs it on the accelerator: the
+in two stages: `sample_view` (per image in tf.data: the random draws and the boxes; the uint8
+image passes through untouched) and `render_views` (per batch, where the training loop runs it on the accelerator: the
 pixel work), so the input pipeline does little more than decode JPEGs. `train_transform` is
 both for one image. In this order:
 
@@ -97,13 +97,15 @@ def full_image_window(image_hw: tf.Tensor) -> tf.Tensor:
     return tf.concat([start, start + side], axis=0)
 
 
-def pad_canvas(image: tf.Tensor) -> tf.Tensor:
-    """The image with a 1-pixel black border: what `resample` samples from.
+def pad_canvas(images: tf.Tensor) -> tf.Tensor:
+    """Images [B, H, W, 3] with a 1-pixel black border: what `resample` samples from.
 
     The border makes pixels at the image's edges blend with black, as they do on the original's
-    black crop canvas, and makes the result independent of how far a batch pads the image.
+    black crop canvas. A batch padded with zeros past each image's bottom and right edges (as
+    `padded_batch` does) already has that border there, so every image of it renders as it
+    would alone.
     """
-    return tf.pad(image, [[1, 1], [1, 1], [0, 0]])
+    return tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
 
 
 def sampling_box(window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
@@ -147,7 +149,7 @@ def resample_window(image: tf.Tensor, window: tf.Tensor, output_size: tuple[int,
     image pixel (or black): when upscaling, the outermost output pixels may differ.
     """
     box = sampling_box(window, output_size, flip)
-    return resample(pad_canvas(image)[tf.newaxis], box[tf.newaxis], output_size)[0]
+    return resample(pad_canvas(image[tf.newaxis]), box[tf.newaxis], output_size)[0]
 
 
 def transform_boxes(boxes: tf.Tensor, window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
@@ -293,8 +295,8 @@ def sample_view(
     Draws the window, flip and colour change, moves the boxes, and leaves the pixel work to
     `render_views`, which runs batched (on the training device in the training loop).
     image [H, W, 3] uint8, boxes [N, 4] image px, classes [N], seed [2] int. Returns
-    ({"canvas": `pad_canvas(image)`, "sampling_box": [4], "color": [6]}, boxes [M, 4] input px,
-    classes [M]) with M <= N.
+    ({"image": image, "sampling_box": [4], "color": [6]}, boxes [M, 4] input px, classes [M])
+    with M <= N.
     """
     window_seed, flip_seed, jitter_seed, light_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 4)
@@ -310,7 +312,7 @@ def sample_view(
     boxes = transform_boxes(tf.cast(boxes, tf.float32), window, input_size, flipped)
     boxes, classes = clip_boxes(boxes, classes, input_size)
     view = {
-        "canvas": pad_canvas(image),
+        "image": image,
         "sampling_box": sampling_box(window, input_size, flipped),
         "color": color_params(jitter_seed if jitter else None, light_seed if light else None),
     }
@@ -321,11 +323,12 @@ def render_views(
     views: dict[str, tf.Tensor], input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
 ) -> tf.Tensor:
     """The pixel work of a batch of `sample_view`s: resample each window to `input_size`, then
-    colour change and normalization. views: "canvas" [B, H, W, 3] (uint8 0..255 or float
-    0..1), "sampling_box" [B, 4], "color" [B, 6] -> images [B, h, w, 3] float32."""
-    canvases = views["canvas"]
-    pixels = resample(canvases, views["sampling_box"], input_size)
-    value_scale = 1.0 / 255.0 if canvases.dtype == tf.uint8 else 1.0
+    colour change and normalization. views: "image" [B, H, W, 3] (uint8 0..255 or float 0..1;
+    each image at the top left, zeros past its bottom and right edges), "sampling_box" [B, 4],
+    "color" [B, 6] -> images [B, h, w, 3] float32."""
+    images = views["image"]
+    pixels = resample(pad_canvas(images), views["sampling_box"], input_size)
+    value_scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
     return color_normalize(pixels, views["color"], mean, std, value_scale)
 
 

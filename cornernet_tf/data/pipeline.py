@@ -356,8 +356,8 @@ def train_dataset(
 
     With `finish_on_device`, batches stop before the pixel work and the targets, and
     `finish_batch(config, batch)` turns them into (images, targets) where it runs (the
-    training loop: on the accelerator). Such a batch holds "canvas" [B, H', W', 3] uint8
-    (the decoded images with a black border, padded to the batch's largest), "sampling_box"
+    training loop: on the accelerator). Such a batch holds "image" [B, H', W', 3] uint8
+    (the decoded images, zero-padded to the batch's largest), "sampling_box"
     [B, 4] and "color" [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes"
     [B, M] and "num_boxes" [B]: about 1 MB per COCO image instead of 3 MB of float pixels and
     10 MB of 80-class heatmaps, and the host only decodes, draws and copies.
@@ -397,7 +397,7 @@ def train_dataset(
         ds = _train_files(config, _coco_source(config, "train"), num_pipelines, pipeline_id, first_sample)
     ds = _decoded(ds, parallel, data.deterministic, skip_counter)
     ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=data.deterministic)
-    padded_shapes = {"canvas": [None, None, 3], "sampling_box": [4], "color": [6],
+    padded_shapes = {"image": [None, None, 3], "sampling_box": [4], "color": [6],
                      "boxes": [max_objects, 4], "classes": [max_objects], "num_boxes": []}
     ds = ds.padded_batch(per_replica, padded_shapes=padded_shapes, drop_remainder=True)
     if not finish_on_device:

@@ -124,8 +124,8 @@ def test_rendering_does_not_depend_on_the_batch_padding():
         view, _, _ = augment.sample_view(small, tf.zeros([0, 4]), tf.zeros([0], tf.int32),
                                          tf.constant([seed, 1], tf.int64), **kwargs)
         alone = augment.render_views({k: v[None] for k, v in view.items()}, INPUT, **RAW)
-        padded = dict(view, canvas=tf.pad(view["canvas"], [[0, 38], [0, 57], [0, 0]], constant_values=0))
-        other = dict(padded, canvas=tf.constant(rng.integers(0, 256, (80, 109, 3)).astype(np.uint8)))
+        padded = dict(view, image=tf.pad(view["image"], [[0, 40], [0, 59], [0, 0]], constant_values=0))
+        other = dict(padded, image=tf.constant(rng.integers(0, 256, (80, 109, 3)).astype(np.uint8)))
         batch = {k: tf.stack([other[k], padded[k]]) for k in view}
         np.testing.assert_allclose(augment.render_views(batch, INPUT, **RAW)[1], alone[0], atol=1e-4)
 

@@ -59,7 +59,7 @@ def test_batches_finished_on_device_equal_the_host_batches(shapes_dir):
     """finish_on_device ships uint8 images and boxes; finish_batch makes the same batch."""
     config = _shapes_config(shapes_dir, "data.deterministic=true", "model.type=centernet")
     raw = next(iter(pipeline.train_dataset(config, batch_size=3, finish_on_device=True)))
-    assert raw["canvas"].dtype == tf.uint8 and tuple(raw["canvas"].shape) == (3, 66, 66, 3)  # 64 + black border
+    assert raw["image"].dtype == tf.uint8 and tuple(raw["image"].shape) == (3, 64, 64, 3)  # decoded, no border
     assert raw["boxes"].shape == (3, 16, 4) and raw["classes"].shape == (3, 16) and raw["num_boxes"].shape == (3,)
     counts = raw["num_boxes"].numpy()
     assert np.all(counts > 0) and not raw["boxes"].numpy()[0, counts[0]:].any()
