@@ -7,9 +7,9 @@ parallelism or the order in which tf.data runs it.
 
 Training, after the original CornerNet (sample/coco.py `kp_detection`, sample/utils.py), runs
 in two stages: `sample_view` (per image in tf.data: the random draws and the boxes; the uint8
-image passes through untouched) and `render_views` (per batch, where the training loop runs it on the accelerator: the
-pixel work), so the input pipeline does little more than decode JPEGs. `train_transform` is
-both for one image. In this order:
+image passes through untouched) and `render_views` (per batch, where the training loop runs
+it on the accelerator: the pixel work), so the input pipeline does little more than decode
+JPEGs. `train_transform` is both for one image. In this order:
 
 1. Crop window. With `random_crop`: a scale s ~ U[min, max] of the config (the original draws
    s from the discrete set arange(0.6, 1.4, 0.1)); a window of int(input * s) pixels centred on

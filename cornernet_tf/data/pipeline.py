@@ -356,11 +356,11 @@ def train_dataset(
 
     With `finish_on_device`, batches stop before the pixel work and the targets, and
     `finish_batch(config, batch)` turns them into (images, targets) where it runs (the
-    training loop: on the accelerator). Such a batch holds "image" [B, H', W', 3] uint8
-    (the decoded images, zero-padded to the batch's largest), "sampling_box"
-    [B, 4] and "color" [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes"
-    [B, M] and "num_boxes" [B]: about 1 MB per COCO image instead of 3 MB of float pixels and
-    10 MB of 80-class heatmaps, and the host only decodes, draws and copies.
+    training loop: on the accelerator). Such a batch holds "image" [B, H', W', 3] uint8 (the
+    decoded images, zero-padded to the batch's largest), "sampling_box" [B, 4] and "color"
+    [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M] and
+    "num_boxes" [B]: about 1 MB per COCO image instead of 3 MB of float pixels and 10 MB of
+    80-class heatmaps, and the host only decodes, draws and copies.
 
     The stream is a function of the sample index (image choice, per-epoch order and
     augmentation are all seeded by it), so `start_step` = global steps already taken resumes

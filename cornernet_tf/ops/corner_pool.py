@@ -186,10 +186,13 @@ def _vectorized_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
     axis, reverse = _AXIS_AND_REVERSE[direction]
     length = x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]
 
+    def step(state, shift):
+        (y,) = state
+        return (tf.maximum(y, _shift(y, shift, axis, reverse, -math.inf)),)
+
     @tf.custom_gradient
     def pool(x: tf.Tensor):
-        (y,) = _doubling(lambda state, shift: (tf.maximum(state[0], _shift(state[0], shift, axis, reverse, -math.inf)),),
-                         (x,), length)
+        (y,) = _doubling(step, (x,), length)
         return y, lambda dy: _argmax_gradient(x, y, dy, axis, reverse, length)
 
     return pool(x)
