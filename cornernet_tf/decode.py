@@ -2,7 +2,7 @@
 
 Pure tensor code, batched, shared by evaluation, export and serving. Everything here follows
 the official test path (CornerNet `kp_utils._decode` + `test/coco.py`, CenterNet likewise);
-`shared/reference/README.md` states the rules and `tests/test_decode.py` checks them.
+`tests/fixtures/official/README.md` states the rules and `tests/test_decode.py` checks them.
 
 A *detections* dict holds, for B images and N rows:
   `boxes` [B, N, 4] float32 (x1, y1, x2, y2), `scores` [B, N] float32, `classes` [B, N] int32

@@ -1,8 +1,8 @@
 """Training targets of CornerNet / CenterNet, built in the graph (pure TF, no Python loop over boxes).
 
 Reproduces the official `sample/utils.py` (`gaussian_radius`, `draw_gaussian`) and the target part
-of `sample/coco.py: kp_detection` bit for bit; see reference/README.md, "targets.json and
-targets.npz". Everything here runs inside `tf.data` map functions, `tf.function` and XLA.
+of `sample/coco.py: kp_detection` bit for bit; see tests/fixtures/official/README.md,
+"targets.json and targets.npz". Everything here runs inside `tf.data` map functions, `tf.function` and XLA.
 """
 
 from __future__ import annotations

@@ -10,17 +10,15 @@ import numpy as np
 import tensorflow as tf
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+# copies of the fixtures made by running the official code (provenance: their README.md)
+REFERENCE_DIR = REPO_ROOT / "tests" / "fixtures" / "official"
 
 
 def reference_path(name: str) -> pathlib.Path:
     """Path of a fixture made with the official code; fails (never skips) when it is missing."""
     path = REFERENCE_DIR / name
     if not path.is_file():
-        raise FileNotFoundError(
-            f"reference fixture {name!r} not found at {path}; the fixture folder "
-            f"{REFERENCE_DIR} must sit beside the repository (shared/reference)"
-        )
+        raise FileNotFoundError(f"reference fixture {name!r} not found at {path} (tests/fixtures/official)")
     return path
 
 
