@@ -19,8 +19,14 @@ tf.distribute on any number of hosts:
 - `train_dataset(config, ..., finish_on_device=True)` stops before the pixel work and the
   targets; the training loop runs `finish_batch` on them on each replica's device, so the
   host only decodes JPEGs and draws the random choices (docs/benchmarks.md, "Input pipeline").
-- Images that cannot be read or decoded (truncated, corrupt, missing) are dropped with a
-  warning in the log, never ending the epoch; pass a `SkipCounter` to count them.
+- Every sample is accounted for. The reader (`coco.load_coco`, or the TFRecord writer) has
+  already left out and named the images whose file is missing, empty, not an image or of
+  another size than its json entry. An image that still fails to read or decode (a JPEG
+  truncated inside its pixel data) never ends the epoch: it is dropped, and each training
+  example carries `skipped`, how many dropped samples came right before it in the stream, so
+  the training loop counts them exactly whatever the parallelism and prefetching.
+- A JPEG's EXIF orientation is applied after decoding (`image_header.orient`) where the
+  reader found that the json describes the turned image, as the original's `cv2.imread` does.
 - Randomness is stateless and keyed by (data.seed, sample index): the image order (a seeded
   permutation per epoch) and every augmentation. The stream is reproducible regardless of
   parallelism with `data.deterministic`, and `start_step` resumes it without replaying.
@@ -38,60 +44,32 @@ import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.config import Config
-from cornernet_tf.data import augment, coco, tfrecord
+from cornernet_tf.data import augment, coco, image_header, tfrecord
 from cornernet_tf.targets import build_batch_targets
 
 log = logging.getLogger(__name__)
 _ENDLESS = 2**62  # "forever" for Dataset.range
-
-
-class SkipCounter:
-    """Counts examples dropped because their image could not be read or decoded.
-
-    Backed by CPU variables updated inside the pipeline (create it outside any
-    `strategy.scope()`): the decoded count and the span of stream positions they came from, so
-    skipped = span - decoded. Exact once the pipeline has drained (an evaluation pass) and at
-    any time for a deterministic pipeline; otherwise reordering can overcount it briefly by at
-    most the examples in flight.
-    """
-
-    def __init__(self) -> None:
-        with tf.init_scope(), tf.device("/cpu:0"):
-            self._kept = tf.Variable(0, dtype=tf.int64, trainable=False, name="decoded_examples")
-            self._first = tf.Variable(_ENDLESS, dtype=tf.int64, trainable=False, name="first_position")
-            self._end = tf.Variable(0, dtype=tf.int64, trainable=False, name="end_position")
-
-    def record(self, index: tf.Tensor) -> tf.Operation:
-        """Note that the example at stream position `index` decoded (call in a sequential map)."""
-        index = tf.cast(index, tf.int64)
-        return tf.group(
-            self._kept.assign_add(1),
-            self._first.assign(tf.minimum(self._first, index)),
-            self._end.assign(tf.maximum(self._end, index + 1)),
-        )
-
-    @property
-    def kept(self) -> int:
-        return int(self._kept.numpy())
-
-    @property
-    def skipped(self) -> int:
-        span = int(self._end.numpy()) - int(self._first.numpy())
-        return max(span - self.kept, 0)
-
-    def summary(self) -> str:
-        return f"{self.kept} images decoded, {self.skipped} skipped (unreadable or undecodable)"
+SKIPPED = "skipped"  # per training example: samples dropped just before it (see the module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What evaluation needs about a split: class names, the COCO category id of each class
-    index, the ground-truth json (for pycocotools) and the number of images."""
+    """What training and evaluation need about a split: class names, the COCO category id of
+    each class index, the ground-truth json (for pycocotools), the ids of every image of the
+    split in id order (usable or not: evaluation scores them all), the images the pipeline
+    cannot use (`"file: reason"`, left out by the reader or the TFRecord writer) and a
+    one-line summary."""
 
     class_names: list[str]
     category_ids: list[int]
     annotations: str
-    num_images: int
+    image_ids: list[int]
+    unusable: list[str]
+    summary: str
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
 
 
 @functools.lru_cache(maxsize=8)
@@ -129,10 +107,13 @@ def dataset_info(config: Config, split: str = "val") -> DatasetInfo:
     """Class names, category ids, ground-truth json and size of a split of any source."""
     _check_split(split)
     if config.data.dataset == "tfrecord":
-        meta = tfrecord.read_sidecar(_tfrecord_pattern(config, split))
-        return DatasetInfo(meta["class_names"], meta["category_ids"], meta["annotations"], meta["num_examples"])
+        pattern = _tfrecord_pattern(config, split)
+        meta = tfrecord.read_sidecar(pattern)
+        return DatasetInfo(meta["class_names"], meta["category_ids"], meta["annotations"],
+                           tfrecord.split_image_ids(meta), meta.get("skipped", []), tfrecord.summary(pattern, meta))
     source = _coco_source(config, split)
-    return DatasetInfo(source.class_names, source.category_ids, source.annotations, len(source))
+    return DatasetInfo(source.class_names, source.category_ids, source.annotations,
+                       source.image_ids.tolist(), source.problems, source.summary())
 
 
 def _check_classes(config: Config, split: str) -> None:
@@ -144,18 +125,13 @@ def _check_classes(config: Config, split: str) -> None:
         )
 
 
-def _read_file(index: tf.Tensor, example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    example = dict(example)
-    example["encoded"] = tf.io.read_file(example.pop("path"))
-    return index, example
-
-
 def _source_tensors(source: coco.CocoSource, rows: np.ndarray) -> dict[str, tf.Tensor]:
-    """Paths, ids, flat boxes/classes and row splits of `rows` of a source, as constants."""
+    """Paths, ids, orientations, flat boxes/classes and row splits of `rows` of a source, as constants."""
     boxes = [source.boxes[r] for r in rows]
     return {
         "path": tf.constant([source.image_paths[r] for r in rows], tf.string),
         "image_id": tf.constant(source.image_ids[rows], tf.int64),
+        "orientation": tf.constant(source.orientation[rows], tf.int32),
         "boxes": tf.constant(np.concatenate(boxes).reshape(-1, 4), tf.float32),
         "classes": tf.constant(np.concatenate([source.classes[r] for r in rows]), tf.int32),
         "splits": tf.constant(np.cumsum([0] + [len(b) for b in boxes]), tf.int64),
@@ -167,13 +143,14 @@ def _train_files(
 ) -> tf.data.Dataset:
     """(index, example) for indices first_sample, first_sample + 1, ... of this pipeline.
 
-    Sample i is image `permutation_e(i mod n)` of this pipeline's n images (every
+    Sample i is image `permutation_e(i mod n)` of this pipeline's n usable images (every
     `num_pipelines`-th), with a fresh seeded permutation per epoch e = i // n: a pure function
     of i, so a resumed run continues the exact stream without replaying it.
     """
-    rows = np.arange(pipeline_id, len(source), num_pipelines)
+    rows = source.usable_rows[pipeline_id::num_pipelines]
     if not len(rows):
-        raise ValueError(f"{len(source)} images cannot feed {num_pipelines} input pipelines")
+        raise ValueError(f"{len(source.usable_rows)} usable images of {source.annotations} cannot feed "
+                         f"{num_pipelines} input pipelines")
     table = _source_tensors(source, rows)
     count = tf.constant(len(rows), tf.int64)
 
@@ -184,11 +161,12 @@ def _train_files(
         return index, {
             "path": table["path"][row],
             "image_id": table["image_id"][row],
+            "orientation": table["orientation"][row],
             "boxes": table["boxes"][start:end],
             "classes": table["classes"][start:end],
         }
 
-    return tf.data.Dataset.range(first_sample, _ENDLESS).map(pick).map(_read_file)
+    return tf.data.Dataset.range(first_sample, _ENDLESS).map(pick)
 
 
 def _permuted(elements: tf.Tensor, seed: tf.Tensor) -> tf.data.Dataset:
@@ -251,8 +229,16 @@ def _train_records(
     return ds.enumerate(start=first_sample)
 
 
+def eval_image_ids(config: Config, split: str) -> list[int]:
+    """The ids an evaluation of `split` scores: every image of the split, usable or not, or the
+    first eval.max_images of them (id order) when that is > 0."""
+    ids = dataset_info(config, split).image_ids
+    return ids[: config.eval.max_images] if config.eval.max_images > 0 else ids
+
+
 def _eval_examples(config: Config, split: str, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
-    """(index, example) of this pipeline's share of a split, once, in id order."""
+    """(index, example) of this pipeline's share of the usable images among `eval_image_ids`, in id order."""
+    last_id = eval_image_ids(config, split)[-1]
     if config.data.dataset == "tfrecord":
         files = sorted(tf.io.gfile.glob(_tfrecord_pattern(config, split)))
         if not files:
@@ -262,42 +248,58 @@ def _eval_examples(config: Config, split: str, num_pipelines: int, pipeline_id: 
         if not by_file:
             ds = ds.shard(num_pipelines, pipeline_id)
         ds = ds.map(tfrecord.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.take_while(lambda example: example["image_id"] <= last_id)  # records are in id order
     else:
         source = _coco_source(config, split)
-        table = _source_tensors(source, np.arange(pipeline_id, len(source), num_pipelines))
+        rows = source.usable_rows[source.image_ids[source.usable_rows] <= last_id]
+        table = _source_tensors(source, rows[pipeline_id::num_pipelines])
         splits = table.pop("splits")
         lengths = splits[1:] - splits[:-1]
         table["boxes"] = tf.RaggedTensor.from_row_lengths(table["boxes"], lengths)
         table["classes"] = tf.RaggedTensor.from_row_lengths(table["classes"], lengths)
         ds = tf.data.Dataset.from_tensor_slices(table)
-    if config.eval.max_images > 0:
-        ds = ds.take(config.eval.max_images)
-    ds = ds.enumerate()
-    return ds if config.data.dataset == "tfrecord" else ds.map(_read_file)
+    return ds.enumerate()
 
 
-def _decoded(
-    ds: tf.data.Dataset, parallel: int, deterministic: bool, skip_counter: Optional[SkipCounter]
-) -> tf.data.Dataset:
-    """(index, example) -> example with "image" RGB uint8 [H, W, 3] and "index"; examples that
-    fail to read or decode are dropped (and counted)."""
+def _decode_image(example: dict[str, tf.Tensor]) -> tf.Tensor:
+    """RGB uint8 [H, W, 3] of an example holding "encoded" bytes or a file "path", turned by its
+    EXIF "orientation"."""
+    encoded = example["encoded"] if "encoded" in example else tf.io.read_file(example["path"])
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    return image_header.orient(image, example["orientation"])
 
-    def decode(index: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        example = dict(example)
-        example["image"] = tf.io.decode_image(example.pop("encoded"), channels=3, expand_animations=False)
-        example["index"] = index
-        return example
 
-    ds = ds.map(decode, num_parallel_calls=parallel, deterministic=deterministic)
-    ds = ds.ignore_errors(log_warning=True)
-    if skip_counter is not None:
+def _decoded(ds: tf.data.Dataset, parallel: int, deterministic: bool) -> tf.data.Dataset:
+    """(index, example) -> the example with "image" RGB uint8 [H, W, 3], "index" and "decoded".
 
-        def count(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            with tf.control_dependencies([skip_counter.record(example["index"])]):
-                return {k: tf.identity(v) for k, v in example.items()}
+    One output per input: when the file cannot be read or decoded, "decoded" is False and
+    "image" is empty [0, 0, 3]. Each example is tried in a one-element dataset whose errors are
+    ignored, followed by the failure placeholder, so a failure is seen (and counted) instead of
+    silently dropped as `Dataset.ignore_errors` on the whole stream would.
+    """
 
-        ds = ds.map(count)
-    return ds
+    def attempt(index: tf.Tensor, example: dict[str, tf.Tensor]) -> tf.data.Dataset:
+        rest = {key: value for key, value in example.items() if key not in ("encoded", "path")}
+        failed = {**rest, "image": tf.zeros([0, 0, 3], tf.uint8), "index": index, "decoded": False}
+        decoded = tf.data.Dataset.from_tensors(example).map(
+            lambda ex: {**rest, "image": _decode_image(ex), "index": index, "decoded": True}
+        ).ignore_errors()
+        return decoded.concatenate(tf.data.Dataset.from_tensors(failed)).take(1)
+
+    cycle = parallel if parallel != tf.data.AUTOTUNE else None
+    return ds.interleave(attempt, cycle_length=cycle, block_length=1, num_parallel_calls=parallel,
+                         deterministic=deterministic)
+
+
+def _only_decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Drop the examples that failed to decode; each kept one carries `SKIPPED`, the number
+    dropped since the previous kept one (a sequential scan, so exact in stream order)."""
+
+    def count(pending: tf.Tensor, example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        ok = example["decoded"]
+        return tf.where(ok, 0, pending + 1), {**example, SKIPPED: tf.where(ok, pending, 0)}
+
+    return ds.scan(tf.constant(0, tf.int32), count).filter(lambda example: example["decoded"])
 
 
 def _pipeline_position(input_context: Optional[tf.distribute.InputContext]) -> tuple[int, int]:
@@ -335,6 +337,7 @@ def finish_batch(config: Config, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor
     data = config.data
     images = augment.render_views(batch, tuple(data.input_size), tuple(data.mean), tuple(data.std))
     targets = build_batch_targets(batch["boxes"], batch["classes"], batch["num_boxes"], **_target_options(config))
+    targets[SKIPPED] = batch[SKIPPED]
     return images, targets
 
 
@@ -342,7 +345,6 @@ def train_dataset(
     config: Config,
     batch_size: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
-    skip_counter: Optional[SkipCounter] = None,
     start_step: int = 0,
     finish_on_device: bool = False,
 ) -> tf.data.Dataset:
@@ -350,7 +352,9 @@ def train_dataset(
 
     images [B, H, W, 3] float32, normalized; targets: the `build_targets` dict, each entry with
     a leading B (heatmaps [B, h, w, C], indices [B, M] int32, offsets [B, M, 2], mask [B, M]),
-    plus ct_* entries for model.type centernet. `batch_size` is the global batch (default
+    plus ct_* entries for model.type centernet, and `SKIPPED` [B] int32: how many samples of
+    the stream could not be decoded just before each one (sum them to count every dropped
+    sample exactly once). `batch_size` is the global batch (default
     train.batch_size); with `input_context`, B is its per-replica share and this pipeline
     reads only its shard. Incomplete batches are dropped, so shapes are static.
 
@@ -358,8 +362,8 @@ def train_dataset(
     `finish_batch(config, batch)` turns them into (images, targets) where it runs (the
     training loop: on the accelerator). Such a batch holds "image" [B, H', W', 3] uint8 (the
     decoded images, zero-padded to the batch's largest), "sampling_box" [B, 4] and "color"
-    [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M] and
-    "num_boxes" [B]: about 1 MB per COCO image instead of 3 MB of float pixels and 10 MB of
+    [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M],
+    "num_boxes" [B] and `SKIPPED` [B]: about 1 MB per COCO image instead of 3 MB of float pixels and 10 MB of
     80-class heatmaps, and the host only decodes, draws and copies.
 
     The stream is a function of the sample index (image choice, per-epoch order and
@@ -389,16 +393,17 @@ def train_dataset(
         view["boxes"] = tf.pad(boxes[:count], [[0, max_objects - count], [0, 0]])
         view["classes"] = tf.pad(tf.cast(classes[:count], tf.int32), [[0, max_objects - count]])
         view["num_boxes"] = count
+        view[SKIPPED] = example[SKIPPED]
         return view
 
     if data.dataset == "tfrecord":
         ds = _train_records(config, _tfrecord_pattern(config, "train"), num_pipelines, pipeline_id, first_sample)
     else:
         ds = _train_files(config, _coco_source(config, "train"), num_pipelines, pipeline_id, first_sample)
-    ds = _decoded(ds, parallel, data.deterministic, skip_counter)
+    ds = _only_decoded(_decoded(ds, parallel, data.deterministic))
     ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=data.deterministic)
     padded_shapes = {"image": [None, None, 3], "sampling_box": [4], "color": [6],
-                     "boxes": [max_objects, 4], "classes": [max_objects], "num_boxes": []}
+                     "boxes": [max_objects, 4], "classes": [max_objects], "num_boxes": [], SKIPPED: []}
     ds = ds.padded_batch(per_replica, padded_shapes=padded_shapes, drop_remainder=True)
     if not finish_on_device:
         ds = ds.map(functools.partial(finish_batch, config), num_parallel_calls=parallel,
@@ -413,15 +418,16 @@ def eval_dataset(
     scale: float = 1.0,
     mode: Optional[str] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
-    skip_counter: Optional[SkipCounter] = None,
 ) -> tf.data.Dataset:
-    """One pass over a split: (images, {"image_info", "image_id"}), in id order.
+    """One pass over the usable images of a split: (images, {"image_info", "image_id"}), in id order.
 
     images [B, H, W, 3] float32 normalized; image_info [B, 6] (see `image_info.py`); image_id
     [B] int64. `mode` (default eval.test_mode): "resize" to data.input_size, or "pad" (the
     original test transform at test `scale`, side | (4 * 2**model.depth - 1)); padded batches
     of different sizes are zero-padded (before normalization) at the bottom/right, which leaves
-    image_info valid. eval.max_images > 0 keeps the first images only.
+    image_info valid. eval.max_images > 0 keeps the first images of the split only
+    (`eval_image_ids`). Images that fail to decode are left out: an evaluation scores them as
+    images without detections by comparing the ids it got with `eval_image_ids`.
     """
     _check_split(split)
     data = config.data
@@ -441,8 +447,8 @@ def eval_dataset(
             image, info = augment.eval_pad(example["image"], size_divisor, scale)
         return image, {"image_info": info, "image_id": example["image_id"]}
 
-    ds = _decoded(_eval_examples(config, split, num_pipelines, pipeline_id), parallel, True, skip_counter)
-    ds = ds.map(transform, num_parallel_calls=parallel)
+    ds = _decoded(_eval_examples(config, split, num_pipelines, pipeline_id), parallel, True)
+    ds = ds.filter(lambda example: example["decoded"]).map(transform, num_parallel_calls=parallel)
     if mode == "resize":
         ds = ds.batch(batch_size)
     else:

@@ -1,12 +1,15 @@
 """Sharded TFRecords of a COCO-format dataset, for fast sequential reads and per-worker sharding.
 
-Each record is one image: its encoded file bytes as they are on disk (never re-encoded), COCO
-id, size, file name, boxes (flattened x1, y1, x2, y2 in image px, already filtered and
-clipped by `coco.load_coco`) and 0-based classes. Shards are `NAME-00000-of-00008.tfrecord`
-in the output folder; a sidecar `NAME.json` keeps the class names, COCO category ids, the
-source annotation file, the number of records per shard (the training pipeline needs them to
-resume mid-stream) and the counts. Every file is written to a temporary name and renamed
-into place, so a crashed run never leaves a truncated shard under a final name.
+Each record is one usable image: its encoded file bytes as they are on disk (never
+re-encoded), COCO id, size, file name, EXIF orientation to apply, boxes (flattened x1, y1, x2,
+y2 in image px, already filtered and clipped by `coco.load_coco`) and 0-based classes. Shards
+are `NAME-00000-of-00008.tfrecord` in the output folder; a sidecar `NAME.json` keeps the class
+names, COCO category ids, the source annotation file, the ids of every image of the split, the
+number of records per shard (the training pipeline needs them to resume mid-stream), the
+counts and every image left out with its reason. Images are left out when the reader found
+them unusable, and when their bytes fail to decode here (each is decoded once, so a truncated
+JPEG never reaches a shard). Every file is written to a temporary name and renamed into place,
+so a crashed run never leaves a truncated shard under a final name.
 
 CLI:
     python -m cornernet_tf.data.tfrecord --coco ANNOTATIONS --images DIR --out DIR [--shards N]
@@ -28,7 +31,7 @@ import tensorflow as tf
 
 from cornernet_tf.data import coco
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: image/orientation, and image_ids + skipped in the sidecar
 _SHARD_RE = re.compile(r"^(?P<name>.+)-\d{5}-of-\d{5}\.tfrecord$")
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -36,15 +39,18 @@ _FEATURES = {
     "image/height": tf.io.FixedLenFeature([], tf.int64),
     "image/width": tf.io.FixedLenFeature([], tf.int64),
     "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image/orientation": tf.io.FixedLenFeature([], tf.int64, default_value=1),
     "image/object/bbox": tf.io.VarLenFeature(tf.float32),
     "image/object/class": tf.io.VarLenFeature(tf.int64),
 }
 
 
 def serialize_example(
-    encoded: bytes, image_id: int, height: int, width: int, filename: str, boxes: np.ndarray, classes: np.ndarray
+    encoded: bytes, image_id: int, height: int, width: int, filename: str, boxes: np.ndarray, classes: np.ndarray,
+    orientation: int = 1,
 ) -> bytes:
-    """One tf.train.Example; boxes [N, 4] float32 image px, classes [N] 0-based."""
+    """One tf.train.Example; boxes [N, 4] float32 image px, classes [N] 0-based, the EXIF
+    orientation the pipeline applies after decoding (1: none)."""
 
     def feature(kind: str, values) -> tf.train.Feature:
         if kind == "bytes":
@@ -59,6 +65,7 @@ def serialize_example(
         "image/height": feature("int", [int(height)]),
         "image/width": feature("int", [int(width)]),
         "image/filename": feature("bytes", [filename.encode()]),
+        "image/orientation": feature("int", [int(orientation)]),
         "image/object/bbox": feature("float", np.asarray(boxes, np.float32).reshape(-1).tolist()),
         "image/object/class": feature("int", np.asarray(classes, np.int64).reshape(-1).tolist()),
     }
@@ -68,12 +75,14 @@ def serialize_example(
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """A serialized record -> the pipeline's example structure.
 
-    {"encoded": string, "image_id": int64, "boxes": [N, 4] float32, "classes": [N] int32}
+    {"encoded": string, "image_id": int64, "orientation": int32, "boxes": [N, 4] float32,
+    "classes": [N] int32}
     """
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
     return {
         "encoded": parsed["image/encoded"],
         "image_id": parsed["image/id"],
+        "orientation": tf.cast(parsed["image/orientation"], tf.int32),
         "boxes": tf.reshape(tf.sparse.to_dense(parsed["image/object/bbox"]), [-1, 4]),
         "classes": tf.cast(tf.sparse.to_dense(parsed["image/object/class"]), tf.int32),
     }
@@ -105,6 +114,36 @@ def read_sidecar(pattern: str) -> dict:
         return json.load(f)
 
 
+def split_image_ids(meta: dict) -> list[int]:
+    """The ids of every image of a TFRecord set's split, in id order (records hold only the
+    usable ones); sidecars of format 1 lack them, so they are read from the annotation json."""
+    if "image_ids" in meta:
+        return list(meta["image_ids"])
+    with tf.io.gfile.GFile(meta["annotations"]) as f:
+        return sorted(int(image["id"]) for image in json.load(f)["images"])
+
+
+def summary(pattern: str, meta: dict) -> str:
+    """One line about a TFRecord set: records, images left out when it was written, boxes, classes."""
+    skipped = len(meta.get("skipped", []))
+    return (
+        f"{pattern}: {meta['num_examples'] + skipped} images ({meta['num_examples']} usable, {skipped} skipped "
+        f"when written), {meta['num_boxes']} boxes, {len(meta['class_names'])} classes"
+    )
+
+
+def _decode_failure(encoded: bytes, expected_size: tuple[int, int], orientation: int) -> str:
+    """Why these bytes cannot train ("" when they decode to the expected stored size)."""
+    try:
+        shape = tuple(tf.io.decode_image(encoded, channels=3, expand_animations=False).shape[:2])
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
+        return f"undecodable ({err.message.splitlines()[0][:120]})"
+    stored = expected_size[::-1] if orientation in (5, 6, 7, 8) else expected_size
+    if shape != tuple(stored):
+        return f"size mismatch (decodes to {shape[1]}x{shape[0]}, expected {stored[1]}x{stored[0]})"
+    return ""
+
+
 def _atomic_write_text(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "w") as f:
@@ -119,31 +158,47 @@ def write_tfrecords(
     num_shards: int = 8,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> list[str]:
-    """Write `source` as `num_shards` (at most one per image) shards plus `NAME.json`.
+    """Write the usable images of `source` as `num_shards` (at most one per image) shards plus
+    `NAME.json`.
 
-    Shards hold contiguous runs of images in id order. Stale shards of an earlier run with
-    another shard count are removed. Returns the shard paths.
+    Shards hold contiguous runs of images in id order. Each image is decoded once; one that
+    fails (or decodes to another size) is left out, counted and named in the sidecar like the
+    images the reader already found unusable. Stale shards of an earlier run with another shard
+    count are removed. Returns the shard paths.
     """
-    num_shards = max(1, min(num_shards, len(source)))
+    usable = source.usable_rows
+    if not len(usable):
+        raise ValueError(f"{source.annotations}: no usable image to write ({source.summary()})")
+    num_shards = max(1, min(num_shards, len(usable)))
     tf.io.gfile.makedirs(out_dir)
     paths = shard_paths(out_dir, name, num_shards)
     started, done = time.time(), 0
-    shard_rows = np.array_split(np.arange(len(source)), num_shards)
-    for shard, (path, rows) in enumerate(zip(paths, shard_rows)):
+    skipped, written = list(source.problems), []
+    counts = dict(source.counts)
+    for shard, (path, rows) in enumerate(zip(paths, np.array_split(usable, num_shards))):
         tmp = path + ".tmp"
+        written.append(0)
         with tf.io.TFRecordWriter(tmp) as writer:
             for row in rows:
+                file_name = os.path.basename(source.image_paths[row])
                 with tf.io.gfile.GFile(source.image_paths[row], "rb") as f:
                     encoded = f.read()
+                failure = _decode_failure(encoded, tuple(source.image_sizes[row]), int(source.orientation[row]))
+                if failure:
+                    skipped.append(f"{file_name}: {failure}")
+                    key = "undecodable_images" if failure.startswith("undecodable") else "size_mismatch_images"
+                    counts[key] += 1
+                    continue
                 height, width = source.image_sizes[row]
                 writer.write(serialize_example(
-                    encoded, source.image_ids[row], height, width, os.path.basename(source.image_paths[row]),
-                    source.boxes[row], source.classes[row],
+                    encoded, source.image_ids[row], height, width, file_name,
+                    source.boxes[row], source.classes[row], int(source.orientation[row]),
                 ))
+                written[-1] += 1
         tf.io.gfile.rename(tmp, path, overwrite=True)
         done += len(rows)
         rate = done / max(time.time() - started, 1e-9)
-        progress(f"tfrecord: {name} shard {shard + 1}/{num_shards}, {done}/{len(source)} images ({rate:.0f} img/s)")
+        progress(f"tfrecord: {name} shard {shard + 1}/{num_shards}, {done}/{len(usable)} images ({rate:.0f} img/s)")
     stale = set(tf.io.gfile.glob(os.path.join(out_dir, f"{name}-?????-of-?????.tfrecord"))) - set(paths)
     for path in stale:
         tf.io.gfile.remove(path)
@@ -152,12 +207,17 @@ def write_tfrecords(
         "class_names": source.class_names,
         "category_ids": source.category_ids,
         "annotations": os.path.abspath(source.annotations),
-        "num_examples": len(source),
+        "num_examples": sum(written),
         "num_boxes": source.num_boxes,
-        "shard_sizes": {os.path.basename(p): len(rows) for p, rows in zip(paths, shard_rows)},
-        "counts": source.counts,
+        "shard_sizes": {os.path.basename(p): count for p, count in zip(paths, written)},
+        "counts": counts,
+        "image_ids": source.image_ids.tolist(),
+        "skipped": skipped,
     }
     _atomic_write_text(os.path.join(out_dir, f"{name}.json"), json.dumps(sidecar, indent=1))
+    if skipped:
+        progress(f"tfrecord: {name}: {len(skipped)} of {len(source)} images left out: "
+                 + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "") + f" (all in {name}.json)")
     return paths
 
 
@@ -193,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         source = coco.load_coco(annotations_path, images_dir)
         print(source.summary(), file=sys.stderr)
         write_tfrecords(source, args.out, name, args.shards)
-        print(f"{name}: {os.path.join(args.out, name)}-*.tfrecord")
+        pattern = f"{os.path.join(args.out, name)}-*.tfrecord"
+        print(summary(pattern, read_sidecar(pattern)))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import pathlib
 from typing import Callable
 
@@ -67,3 +68,12 @@ def coco_writer(tmp_path: pathlib.Path) -> Callable[..., tuple[pathlib.Path, pat
 def encode_image() -> Callable[..., bytes]:
     """`encode` as a fixture, for tests that build their own files."""
     return encode
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int, byte_order: str = "<") -> bytes:
+    """A JPEG with an EXIF APP1 segment (one IFD0 entry: orientation) inserted after its SOI."""
+    order = {"<": b"II", ">": b"MM"}[byte_order]
+    ifd = struct.pack(byte_order + "H", 1) + struct.pack(byte_order + "HHIHH", 0x0112, 3, 1, orientation, 0)
+    tiff = order + struct.pack(byte_order + "HI", 42, 8) + ifd + struct.pack(byte_order + "I", 0)
+    payload = b"Exif\0\0" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]

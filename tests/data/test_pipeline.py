@@ -35,11 +35,13 @@ def _shapes_config(shapes_dir: str, *overrides: str):
     return _config(f"data.shapes_dir={shapes_dir}", *(f"data.{k}={v}" for k, v in SHAPES.items()), *overrides)
 
 
+def _coco_overrides(annotations, images) -> list[str]:
+    return ["data.dataset=coco", f"data.train_annotations={annotations}", f"data.train_images={images}",
+            f"data.val_annotations={annotations}", f"data.val_images={images}"]
+
+
 def _coco_config(annotations, images, *overrides: str):
-    return _config(
-        "data.dataset=coco", f"data.train_annotations={annotations}", f"data.train_images={images}",
-        f"data.val_annotations={annotations}", f"data.val_images={images}", *overrides,
-    )
+    return _config(*_coco_overrides(annotations, images), *overrides)
 
 
 def test_train_batches_have_the_documented_shapes_and_dtypes(shapes_dir):
@@ -50,6 +52,7 @@ def test_train_batches_have_the_documented_shapes_and_dtypes(shapes_dir):
         "tl_heatmap": ((3, 32, 32, 3), tf.float32), "br_heatmap": ((3, 32, 32, 3), tf.float32),
         "tl_indices": ((3, 16), tf.int32), "br_indices": ((3, 16), tf.int32),
         "tl_offset": ((3, 16, 2), tf.float32), "br_offset": ((3, 16, 2), tf.float32), "mask": ((3, 16), tf.float32),
+        "skipped": ((3,), tf.int32),
     }
     assert {k: (tuple(v.shape), v.dtype) for k, v in targets.items()} == expected
     assert -3.0 < float(tf.reduce_mean(images)) < 3.0  # normalized, not [0, 255]
@@ -111,36 +114,72 @@ def test_eval_dataset_resize_and_pad(shapes_dir):
     np.testing.assert_allclose(corner, 0.0, atol=1e-6)  # the border is black before normalization
 
 
-def test_bad_files_are_skipped_and_counted(coco_writer, encode_image):
-    rng = np.random.default_rng(0)
-    good = encode_image(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), ".jpg")
+def test_decoded_images_are_rgb_whatever_their_channels(coco_writer, encode_image):
     rgba = np.zeros((30, 30, 4), np.uint8)
     rgba[...] = (200, 100, 50, 0)
     rgba[:15, :, 3] = 255
     grey = np.full((30, 20), 77, np.uint8)
-    images = [("good.jpg", good, 40, 50), ("cut.jpg", good[: len(good) // 2], 40, 50),
-              ("rgba.png", encode_image(rgba), 30, 30), ("grey.png", encode_image(grey), 30, 20)]
-    annotations = [(1, 1, [5, 5, 10, 10], 0), (1, 2, [60, 5, 10, 10], 0),  # the second is outside
-                   (2, 1, [1, 1, 5, 5], 0), (3, 1, [2, 2, 8, 8], 0), (4, 1, [2, 2, 8, 8], 0)]
-    path, images_dir = coco_writer(images, annotations, [(1, "a"), (2, "b"), (3, "c")])
+    images = [("rgba.png", encode_image(rgba), 30, 30), ("grey.png", encode_image(grey), 30, 20)]
+    annotations = [(1, 1, [2, 2, 8, 8], 0), (2, 1, [2, 2, 8, 8], 0), (2, 1, [60, 5, 10, 10], 0)]  # the last is outside
+    path, images_dir = coco_writer(images, annotations, [(1, "a")])
     assert load_coco(path, images_dir).counts["outside_boxes"] == 1
-
     config = _coco_config(path, images_dir)
-    counter = pipeline.SkipCounter()
-    batches = list(pipeline.eval_dataset(config, skip_counter=counter))
-    assert [int(m["image_id"][0]) for _, m in batches] == [1, 3, 4]
-    assert (counter.kept, counter.skipped) == (3, 1)
-    pixels = {int(m["image_id"][0]): im[0].numpy() * config.data.std + config.data.mean for im, m in batches}
-    np.testing.assert_allclose(pixels[3][64, 64], np.array([200, 100, 50]) / 255, atol=1e-5)  # alpha dropped
-    np.testing.assert_allclose(pixels[4][..., 0], pixels[4][..., 2], atol=1e-5)  # grey -> RGB
-    np.testing.assert_allclose(pixels[4][64, 64], 77 / 255, atol=1e-5)
+    pixels = {int(m["image_id"][0]): im[0].numpy() * config.data.std + config.data.mean
+              for im, m in pipeline.eval_dataset(config)}
+    np.testing.assert_allclose(pixels[1][64, 64], np.array([200, 100, 50]) / 255, atol=1e-5)  # alpha dropped
+    np.testing.assert_allclose(pixels[2][..., 0], pixels[2][..., 2], atol=1e-5)  # grey -> RGB
+    np.testing.assert_allclose(pixels[2][64, 64], 77 / 255, atol=1e-5)
 
-    train_counter = pipeline.SkipCounter()
-    train = pipeline.train_dataset(_coco_config(path, images_dir, "data.deterministic=true"), batch_size=2,
-                                   skip_counter=train_counter)
-    for images, _ in train.take(4):
-        assert np.isfinite(images.numpy()).all()
-    assert train_counter.kept >= 8 and train_counter.skipped >= 2
+
+@pytest.fixture
+def split_with_bad_files(coco_writer, encode_image):
+    """8 images: truncated JPEGs (a readable header, pixel data cut) first and last, an empty file
+    and a text file in the middle; ids 1..8."""
+    rng = np.random.default_rng(0)
+    good = [encode_image(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), ".jpg") for _ in range(4)]
+    cut = good[0][: len(good[0]) // 2]
+    images = [("cut_first.jpg", cut, 40, 50), ("a.jpg", good[0], 40, 50), ("empty.jpg", b"", 40, 50),
+              ("b.jpg", good[1], 40, 50), ("text.jpg", b"no image", 40, 50), ("c.jpg", good[2], 40, 50),
+              ("d.jpg", good[3], 40, 50), ("cut_last.jpg", cut, 40, 50)]
+    annotations = [(i, 1, [5, 5, 10, 10], 0) for i in range(1, 9)]
+    return coco_writer(images, annotations, [(1, "a")])
+
+
+def test_eval_dataset_yields_the_decodable_images(split_with_bad_files):
+    config = _coco_config(*split_with_bad_files)
+    assert _eval_ids(config) == [2, 4, 6, 7]
+    assert pipeline.eval_image_ids(config, "val") == list(range(1, 9))  # what an evaluation scores
+    assert _eval_ids(load_config("shapes_tiny", [*_coco_overrides(*split_with_bad_files), "eval.max_images=5"])) == [2, 4]
+
+
+def _stream_ids(config, count: int) -> list[int]:
+    """Image ids of the first `count` samples of the training stream (before decoding)."""
+    source = load_coco(config.data.train_annotations, config.data.train_images)
+    stream = pipeline._train_files(config, source, 1, 0, first_sample=0)
+    return [int(example["image_id"]) for _, example in stream.take(count)]
+
+
+@pytest.mark.parametrize("finish_on_device", [False, True])
+def test_training_batches_count_every_undecodable_sample_exactly(split_with_bad_files, finish_on_device):
+    """The summed `skipped` of the first k batches is the number of truncated samples that came
+    before the last sample they hold, derived independently from the stream's image order."""
+    config = _coco_config(*split_with_bad_files, "data.deterministic=true")
+    batches = list(pipeline.train_dataset(config, batch_size=2, finish_on_device=finish_on_device).take(6))
+    counts = [(b[1] if isinstance(b, tuple) else b)[pipeline.SKIPPED].numpy() for b in batches]
+    assert all(c.shape == (2,) for c in counts)
+
+    bad, expected, kept = {1, 8}, [], 0
+    pending = 0
+    for image_id in _stream_ids(config, 40):
+        if image_id in bad:
+            pending += 1
+            continue
+        expected.append(pending)
+        pending, kept = 0, kept + 1
+        if kept == 12:
+            break
+    assert np.concatenate(counts).tolist() == expected
+    assert sum(expected) >= 2  # 12 decoded samples span two epochs of 4 good and 2 truncated images
 
 
 def _eval_ids(config, **kwargs) -> list[int]:
@@ -202,10 +241,9 @@ _DISTRIBUTED = textwrap.dedent("""
     from cornernet_tf.config import load_config
     from cornernet_tf.data import pipeline
     config = load_config("shapes_tiny", sys.argv[1:])
-    counter = pipeline.SkipCounter()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     dist = strategy.distribute_datasets_from_function(
-        lambda ctx: pipeline.train_dataset(config, batch_size=4, input_context=ctx, skip_counter=counter))
+        lambda ctx: pipeline.train_dataset(config, batch_size=4, input_context=ctx))
     images, targets = next(iter(dist))
     objects = strategy.run(tf.function(lambda im, t: tf.reduce_sum(t["mask"])), args=(images, targets))
     rebatched, _ = next(iter(strategy.experimental_distribute_dataset(pipeline.train_dataset(config, batch_size=4))))
@@ -215,13 +253,12 @@ _DISTRIBUTED = textwrap.dedent("""
         "images": [list(t.shape) for t in strategy.experimental_local_results(images)],
         "heatmaps": [list(t.shape) for t in strategy.experimental_local_results(targets["tl_heatmap"])],
         "objects": float(strategy.reduce("SUM", objects, axis=None)),
-        "skipped": counter.skipped,
+        "skipped": int(strategy.reduce("SUM", strategy.run(tf.reduce_sum, args=(targets["skipped"],)), axis=None)),
     }))
 """)
 
 
 def test_mirrored_strategy_gets_per_replica_batches(shapes_dir):
-    # deterministic: the skip count is then exact while the pipeline runs (SkipCounter)
     overrides = [f"data.shapes_dir={shapes_dir}", "data.deterministic=true",
                  *(f"data.{k}={v}" for k, v in SHAPES.items())]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")

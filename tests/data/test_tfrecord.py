@@ -46,7 +46,8 @@ def test_sidecar_and_no_temporary_files(source, tmp_path):
     tfrecord.write_tfrecords(source, str(tmp_path), "val", num_shards=3, progress=lambda _: None)
     meta = tfrecord.read_sidecar(str(tmp_path / "val-*.tfrecord"))
     assert meta["class_names"] == ["cat", "dog"] and meta["category_ids"] == [1, 2]
-    assert meta["num_examples"] == 5 and meta["num_boxes"] == source.num_boxes
+    assert meta["num_examples"] == 5 and meta["num_boxes"] == source.num_boxes and meta["skipped"] == []
+    assert meta["image_ids"] == [1, 2, 3, 4, 5] and meta["format_version"] == 2
     assert meta["annotations"] == os.path.abspath(source.annotations)
     assert meta["shard_sizes"] == {f"val-0000{k}-of-00003.tfrecord": n for k, n in enumerate([2, 2, 1])}
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
@@ -79,3 +80,36 @@ def test_cli_writes_shards_and_reports_progress(source, tmp_path, capsys):
     assert "shard 2/2, 5/5 images" in captured.err
     assert "instances-*.tfrecord" in captured.out
     assert json.loads((out / "instances.json").read_text())["num_examples"] == 5
+
+
+def test_bad_images_are_left_out_counted_and_named_across_shards(coco_writer, encode_image, tmp_path):
+    """Bad files first, in the middle and last, over 3 shards: the reader's finds (empty, not an
+    image) and the writer's (a JPEG cut inside its pixel data) are all counted and named."""
+    rng = np.random.default_rng(1)
+    good = [encode_image(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), ".jpg") for _ in range(4)]
+    images = [("cut_first.jpg", good[0][: len(good[0]) // 2], 24, 32), ("a.jpg", good[0], 24, 32),
+              ("empty.jpg", b"", 24, 32), ("b.jpg", good[1], 24, 32), ("c.jpg", good[2], 24, 32),
+              ("text.jpg", b"not an image", 24, 32), ("d.jpg", good[3], 24, 32),
+              ("cut_last.jpg", good[3][: len(good[3]) // 2], 24, 32)]
+    path, images_dir = coco_writer(images, [(i, 1, [2, 2, 5, 5], 0) for i in range(1, 9)], [(1, "x")])
+    lines = []
+    tfrecord.write_tfrecords(coco.load_coco(path, images_dir), str(tmp_path), "val", num_shards=3,
+                             progress=lines.append)
+    pattern = str(tmp_path / "val-*.tfrecord")
+    meta = tfrecord.read_sidecar(pattern)
+    assert meta["num_examples"] == 4 and sum(meta["shard_sizes"].values()) == 4
+    assert [int(e["image_id"]) for e in _read_back(pattern)] == [2, 4, 5, 7]
+    assert meta["image_ids"] == list(range(1, 9)) == tfrecord.split_image_ids(meta)
+    assert sorted(item.split(":")[0] for item in meta["skipped"]) == [
+        "cut_first.jpg", "cut_last.jpg", "empty.jpg", "text.jpg"]
+    assert (meta["counts"]["unreadable_images"], meta["counts"]["undecodable_images"]) == (1, 3)
+    assert "4 of 8 images left out" in lines[-1]
+    assert tfrecord.summary(pattern, meta).endswith("8 images (4 usable, 4 skipped when written), 8 boxes, 1 classes")
+
+
+def test_orientation_round_trips_and_old_records_default_to_none(source, tmp_path):
+    record = tfrecord.serialize_example(b"x", 1, 2, 3, "f.jpg", np.zeros((0, 4)), np.zeros(0), orientation=6)
+    assert int(tfrecord.parse_example(tf.constant(record))["orientation"]) == 6
+    features = tf.train.Example.FromString(record)
+    del features.features.feature["image/orientation"]  # as format 1 wrote them
+    assert int(tfrecord.parse_example(tf.constant(features.SerializeToString()))["orientation"]) == 1
