@@ -12,6 +12,10 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import tensorflow as tf
 
+# The targets entry [B] int32 that the input pipeline adds: samples of the stream that could not
+# be decoded just before each example (their sum over all batches counts every dropped sample once).
+SKIPPED = "skipped"
+
 # numpy's float64 machine epsilon: the original zeroes Gaussian values below eps * max (max = 1).
 _FLOAT64_EPS = float(np.finfo(np.float64).eps)
 

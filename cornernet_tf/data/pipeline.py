@@ -45,11 +45,10 @@ import tensorflow as tf
 
 from cornernet_tf.config import Config
 from cornernet_tf.data import augment, coco, image_header, tfrecord
-from cornernet_tf.targets import build_batch_targets
+from cornernet_tf.targets import SKIPPED, build_batch_targets
 
 log = logging.getLogger(__name__)
 _ENDLESS = 2**62  # "forever" for Dataset.range
-SKIPPED = "skipped"  # per training example: samples dropped just before it (see the module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,6 +346,7 @@ def train_dataset(
     input_context: Optional[tf.distribute.InputContext] = None,
     start_step: int = 0,
     finish_on_device: bool = False,
+    skipped_samples: int = 0,
 ) -> tf.data.Dataset:
     """Endless augmented training batches: (images, targets).
 
@@ -363,13 +363,14 @@ def train_dataset(
     training loop: on the accelerator). Such a batch holds "image" [B, H', W', 3] uint8 (the
     decoded images, zero-padded to the batch's largest), "sampling_box" [B, 4] and "color"
     [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M],
-    "num_boxes" [B] and `SKIPPED` [B]: about 1 MB per COCO image instead of 3 MB of float pixels and 10 MB of
-    80-class heatmaps, and the host only decodes, draws and copies.
+    "num_boxes" [B] and `SKIPPED` [B]: about 1 MB per COCO image instead of 3 MB of float
+    pixels and 10 MB of 80-class heatmaps, and the host only decodes, draws and copies.
 
     The stream is a function of the sample index (image choice, per-epoch order and
     augmentation are all seeded by it), so `start_step` = global steps already taken resumes
-    it where an uninterrupted run would be, without replaying it. Batches are then identical
-    when data.deterministic is true and no image was skipped as undecodable.
+    it where an uninterrupted run would be, without replaying it, once `skipped_samples` =
+    the samples this pipeline dropped before (the sum of their `SKIPPED`) is given too.
+    Batches are then identical when data.deterministic is true.
     """
     data = config.data
     _check_classes(config, "train")
@@ -377,7 +378,7 @@ def train_dataset(
     per_replica = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
     num_pipelines, pipeline_id = _pipeline_position(input_context)
     replicas = input_context.num_replicas_in_sync if input_context else 1
-    first_sample = start_step * per_replica * (replicas // num_pipelines)
+    first_sample = start_step * per_replica * (replicas // num_pipelines) + skipped_samples
     parallel = data.num_parallel_calls if data.num_parallel_calls > 0 else tf.data.AUTOTUNE
     max_objects = data.max_objects
 

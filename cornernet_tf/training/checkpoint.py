@@ -4,6 +4,10 @@
 (per-stack heads, hourglass branches), so it would silently save and restore none of their
 weights. Naming every variable by its unique Keras path makes the checkpoint independent of
 how layers are nested, and a restore fails loudly when a variable is missing or misshapen.
+
+A training model_dir holds `config.yaml` (SAVED_CONFIG) and `checkpoints/ckpt-N.*`;
+`find_saved_config` walks from any form of weights back to that config, so evaluation and
+export build the network the weights were trained with.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import pathlib
 
 import keras
 import tensorflow as tf
+
+from cornernet_tf.config import ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"  # under a training model_dir
 SAVED_CONFIG = "config.yaml"  # the resolved config, beside checkpoints and in exports
@@ -37,15 +43,21 @@ def optimizer_variables(optimizer: keras.optimizers.Optimizer) -> dict[str, tf.V
 
 
 def training_checkpoint(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None, step: tf.Variable | None = None
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    step: tf.Variable | None = None,
+    skipped_samples: tf.Variable | None = None,
 ) -> tf.train.Checkpoint:
     """A checkpoint of the model's weights (trainable and BatchNorm statistics), and optionally
-    of the optimizer state and the global step."""
+    of the optimizer state, the global step and the samples each input pipeline skipped
+    (absent from checkpoints of earlier versions, which then restore it as zeros)."""
     parts = {"model_weights": model_variables(model)}
     if optimizer is not None:
         parts["optimizer_weights"] = optimizer_variables(optimizer)
     if step is not None:
         parts["step"] = step
+    if skipped_samples is not None:
+        parts["skipped_samples"] = skipped_samples
     return tf.train.Checkpoint(**parts)
 
 
@@ -93,3 +105,34 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> str:
             f"with, saved as {SAVED_CONFIG} in its model_dir): {str(err)[:300]}"
         ) from None
     return prefix
+
+
+def find_saved_config(weights: str | os.PathLike) -> pathlib.Path | None:
+    """The config.yaml of the run `weights` come from, or None: beside them in their folder (the
+    folder itself for a model_dir), else in the model_dir above when that folder is a run's
+    checkpoints folder (`model_dir/checkpoints`, `model_dir/checkpoints/ckpt-12`)."""
+    path = pathlib.Path(weights).expanduser()
+    folder = path if path.is_dir() else path.parent
+    candidates = [folder / SAVED_CONFIG]
+    if folder.name == CHECKPOINT_SUBDIR:
+        candidates.append(folder.parent / SAVED_CONFIG)
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
+def config_for_weights(config: str | None, weights: str) -> str:
+    """What a command with --config and --weights builds its network from: --config when given,
+    else the run's saved config found from --weights; never a default, which would build another
+    network than the one the weights belong to."""
+    if config is not None:
+        return config
+    path = pathlib.Path(weights).expanduser()
+    if not (path.exists() or tf.io.gfile.exists(f"{path}.index")):
+        raise FileNotFoundError(f"--weights {weights!r}: not found (no file, folder or checkpoint prefix of "
+                                f"that name)")
+    saved = find_saved_config(path)
+    if saved is None:
+        raise ConfigError(f"--weights {weights!r} has no {SAVED_CONFIG} beside it or above it; pass --config "
+                          f"(the YAML the run was trained with, or a bundled name such as "
+                          f"cornernet_hg104_coco)")
+    print(f"using the run's config {saved}")
+    return str(saved)

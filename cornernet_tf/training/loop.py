@@ -10,7 +10,9 @@ batch and the optimizer's cross-replica gradient sum is the gradient of that los
 
 Resuming is exact: the input pipeline is a pure function of the sample index, so a run that
 restarts from the checkpoint of step `s` sees the same batches from `s` on that an
-uninterrupted run would have seen.
+uninterrupted run would have seen. Samples the pipeline dropped as undecodable are counted
+exactly per input pipeline (each batch says how many it skipped, see `targets.SKIPPED`) and
+checkpointed, so the resumed stream starts past them too.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import tensorflow as tf
 from cornernet_tf.config import Config
 from cornernet_tf.losses import cornernet_loss
 from cornernet_tf.models import build_model
+from cornernet_tf.targets import SKIPPED
 from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, training_checkpoint
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.schedule import make_optimizer
-from cornernet_tf.training.strategy import is_chief, worker_id
+from cornernet_tf.training.strategy import is_chief, num_input_pipelines, worker_id
 
 
 
@@ -102,12 +105,14 @@ class Trainer:
         config: Config,
         strategy: tf.distribute.Strategy,
         model_dir: str | os.PathLike,
-        dataset_fn: Callable[[tf.distribute.InputContext, int], tf.data.Dataset],
+        dataset_fn: Callable[[tf.distribute.InputContext, int, int], tf.data.Dataset],
         finish_batch: Optional[Callable[[Any], tuple[tf.Tensor, Mapping[str, tf.Tensor]]]] = None,
     ):
-        """`dataset_fn(input_context, start_step)` makes a replica's dataset; it yields
-        (images, targets), or batches that `finish_batch` turns into them on the replica's
-        device (inside the compiled step, before the forward pass)."""
+        """`dataset_fn(input_context, start_step, skipped_samples)` makes a replica's dataset,
+        resumed after `start_step` steps and `skipped_samples` samples its pipeline dropped;
+        it yields (images, targets), or batches that `finish_batch` turns into them on the
+        replica's device (inside the compiled step, before the forward pass). Targets may hold
+        `SKIPPED` [B], the samples dropped before each example."""
         self.config = config
         self.strategy = strategy
         self.model_dir = pathlib.Path(model_dir)
@@ -131,7 +136,13 @@ class Trainer:
             self.step = tf.Variable(
                 0, dtype=tf.int64, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
             )
-        self.checkpoint = training_checkpoint(self.model, self.optimizer, self.step)
+            # one count per input pipeline (one per worker), since each resumes its own stream
+            self.num_pipelines = num_input_pipelines(strategy)
+            self.skipped_samples = tf.Variable(
+                tf.zeros([self.num_pipelines], tf.int64), trainable=False,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+        self.checkpoint = training_checkpoint(self.model, self.optimizer, self.step, self.skipped_samples)
         self.chief = is_chief(strategy)
         directory = self.model_dir / CHECKPOINT_SUBDIR
         if not self.chief:  # other workers save to a scratch folder they delete afterwards
@@ -181,18 +192,30 @@ class Trainer:
     def _make_distributed_step(self) -> Callable[[Iterator], dict]:
         strategy = self.strategy
 
+        replicas_per_pipeline = strategy.num_replicas_in_sync // self.num_pipelines
+
+        def skipped_per_pipeline(targets: Mapping[str, tf.Tensor]) -> tf.Tensor:
+            """[num_pipelines] int64: this replica's skipped samples in its pipeline's slot."""
+            if SKIPPED not in targets:
+                return tf.zeros([self.num_pipelines], tf.int64)
+            context = tf.distribute.get_replica_context()
+            pipeline = tf.cast(context.replica_id_in_sync_group, tf.int32) // replicas_per_pipeline
+            count = tf.reduce_sum(tf.cast(targets[SKIPPED], tf.int64))
+            return tf.one_hot(pipeline, self.num_pipelines, dtype=tf.int64) * count
+
         def replica_step(batch):
             images, targets = self.finish_batch(batch) if self.finish_batch else batch
             # Optimised graphs can turn NaN pixels into finite activations, so inputs are
             # checked directly rather than trusted to poison the loss.
             bad_pixels = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(images)), tf.float32))
-            return self.train_step(images, targets), bad_pixels
+            return self.train_step(images, targets), bad_pixels, skipped_per_pipeline(targets)
 
         @tf.function
         def distributed_step(iterator):
-            losses, bad_pixels = strategy.run(replica_step, args=(next(iterator),))
+            losses, bad_pixels, skipped = strategy.run(replica_step, args=(next(iterator),))
             self.step.assign_add(1)
             reduce = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
+            self.skipped_samples.assign_add(reduce(skipped))
             return {key: reduce(value) for key, value in losses.items()}, reduce(bad_pixels)
 
         return distributed_step
@@ -219,6 +242,11 @@ class Trainer:
 
     # ---- the loop ----
 
+    @property
+    def total_skipped(self) -> int:
+        """Training samples dropped as undecodable since the run started (all pipelines)."""
+        return int(self.skipped_samples.numpy().sum())
+
     def learning_rate(self) -> float:
         return float(self.optimizer.learning_rate.numpy()) if hasattr(self.optimizer.learning_rate, "numpy") else float(
             self.optimizer.learning_rate
@@ -240,8 +268,12 @@ class Trainer:
         start = int(self.step.numpy())
         if start >= total:
             return start
-        dataset = self.strategy.distribute_datasets_from_function(lambda ctx: self.dataset_fn(ctx, start))
+        skipped = self.skipped_samples.numpy()
+        dataset = self.strategy.distribute_datasets_from_function(
+            lambda ctx: self.dataset_fn(ctx, start, int(skipped[ctx.input_pipeline_id]))
+        )
         iterator = iter(dataset)
+        reported = int(skipped.sum())
         with _SignalFlag() as stop:
             for _ in range(start, total):
                 losses, bad_pixels = self._distributed_step(iterator)
@@ -258,8 +290,15 @@ class Trainer:
                             f"step {step}: loss part '{name}' is {value}; check the input data "
                             f"(NaN pixels or boxes) and lower train.learning_rate"
                         )
+                total_skipped = self.total_skipped
                 if progress is not None:
-                    progress.update(step, losses, self.learning_rate())
+                    if total_skipped > reported:
+                        progress.message(
+                            f"step {step}: {total_skipped - reported} training sample(s) could not be decoded and "
+                            f"were skipped ({total_skipped} since the start of the run)"
+                        )
+                    progress.update(step, losses, self.learning_rate(), skipped_samples=total_skipped)
+                reported = total_skipped
                 if stop.signum is not None:
                     self.save()
                     raise StopRequested(stop.signum, step)

@@ -45,8 +45,9 @@ class ProgressLogger:
         self._window_step = start_step
         self._throughput = 0.0
 
-    def update(self, step: int, losses: Mapping[str, float], learning_rate: float) -> None:
-        """Record the losses of `step` (1-based count of finished steps)."""
+    def update(self, step: int, losses: Mapping[str, float], learning_rate: float, skipped_samples: int = 0) -> None:
+        """Record the losses of `step` (1-based count of finished steps); `skipped_samples`, the
+        run's count of undecodable samples so far, is shown when not 0 and logged."""
         for name, value in losses.items():
             self._sums[name] = self._sums.get(name, 0.0) + float(value)
         self._count += 1
@@ -57,17 +58,18 @@ class ProgressLogger:
         if steps > 0:
             self._throughput = steps * self.global_batch / max(now - self._window_start, 1e-9)
         means = {name: total / self._count for name, total in self._sums.items()}
-        self._print(step, means, learning_rate)
+        self._print(step, means, learning_rate, skipped_samples)
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 for name, value in means.items():
                     tf.summary.scalar(f"loss/{name}", value)
                 tf.summary.scalar("learning_rate", learning_rate)
                 tf.summary.scalar("images_per_second", self._throughput)
+                tf.summary.scalar("data/skipped_samples", skipped_samples)
         self._sums, self._count = {}, 0
         self._window_start, self._window_step = now, step
 
-    def _print(self, step: int, means: Mapping[str, float], learning_rate: float) -> None:
+    def _print(self, step: int, means: Mapping[str, float], learning_rate: float, skipped_samples: int) -> None:
         width = 20
         filled = int(width * step / max(self.total_steps, 1))
         bar = "=" * filled + "." * (width - filled)
@@ -76,6 +78,7 @@ class ProgressLogger:
         line = (
             f"step {step}/{self.total_steps} [{bar}] {parts} lr {learning_rate:.2e} "
             f"{self._throughput:.1f} img/s ETA {_format_duration(eta)}"
+            + (f" skipped {skipped_samples}" if skipped_samples else "")
         )
         if self.interactive:
             end = "\n" if step == self.total_steps else ""

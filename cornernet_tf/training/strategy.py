@@ -58,3 +58,13 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def worker_id(strategy: tf.distribute.Strategy) -> int:
     resolver = getattr(strategy, "cluster_resolver", None)
     return int(getattr(resolver, "task_id", 0) or 0) if resolver is not None else 0
+
+
+def num_input_pipelines(strategy: tf.distribute.Strategy) -> int:
+    """How many input pipelines `distribute_datasets_from_function` makes: one per worker of a
+    multi-worker cluster (chief included), else one (a TPU host counted as one worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))

@@ -270,3 +270,16 @@ def test_mirrored_strategy_gets_per_replica_batches(shapes_dir):
     assert result["images"] == result["rebatched"] == [[2, 128, 128, 3]] * 2
     assert result["heatmaps"] == [[2, 32, 32, 3]] * 2
     assert result["objects"] >= 4 and result["skipped"] == 0
+
+
+def test_resuming_past_skipped_samples_continues_the_exact_stream(split_with_bad_files):
+    """A run resumed at step s with the samples it skipped before continues where an
+    uninterrupted run would be, although its stream dropped truncated images."""
+    config = _coco_config(*split_with_bad_files, "data.deterministic=true", *PLAIN)
+    full = [(images.numpy(), targets[pipeline.SKIPPED].numpy())
+            for images, targets in pipeline.train_dataset(config, batch_size=2).take(6)]
+    skipped_before = int(sum(counts.sum() for _, counts in full[:3]))
+    assert skipped_before > 0
+    resumed = [images.numpy() for images, _ in
+               pipeline.train_dataset(config, batch_size=2, start_step=3, skipped_samples=skipped_before).take(3)]
+    np.testing.assert_array_equal(resumed, [images for images, _ in full[3:]])

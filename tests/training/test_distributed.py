@@ -34,7 +34,7 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent(
     samples = tf.data.Dataset.from_tensor_slices((images, targets))
 
     def run(strategy, directory):
-        def dataset_fn(ctx, start):
+        def dataset_fn(ctx, start, skipped):
             return samples.batch(ctx.get_per_replica_batch_size(config.train.batch_size)).repeat()
 
         trainer = Trainer(config, strategy, directory, dataset_fn)
@@ -60,7 +60,7 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent(
             total = lambda v: strategy.reduce("SUM", v, axis=None)
             return {k: total(v) for k, v in losses.items()}, [total(g) for g in grads]
 
-        dataset = strategy.distribute_datasets_from_function(lambda ctx: trainer.dataset_fn(ctx, 0))
+        dataset = strategy.distribute_datasets_from_function(lambda ctx: trainer.dataset_fn(ctx, 0, 0))
         losses, grads = step(iter(dataset))
         return {k: float(v) for k, v in losses.items()}, [g.numpy() for g in grads]
 
