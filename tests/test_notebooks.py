@@ -10,6 +10,7 @@ outputs, which is checked too.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import sys
@@ -107,7 +108,11 @@ def test_custom_dataset(tmp_path, monkeypatch):
     notebook = execute("03_custom_dataset.ipynb", tmp_path, monkeypatch)
     text, pictures = outputs(notebook)
     assert pictures >= 2, "expected the annotated images and the evaluation pictures"
-    assert "crowd boxes 1, unknown category boxes 1, degenerate boxes 1, outside boxes 1, missing images 1" in text
+    assert "unreadable images 2, undecodable images 1" in text  # lost.png, empty.png; notes.png
+    assert "crowd boxes 1, unknown category boxes 1, degenerate boxes 1, outside boxes 1" in text
+    assert "skipped: cut.jpg" not in text  # its header is sound: the writer finds it
+    sidecar = json.loads((tmp_path / "tfrecords_smoke" / "train.json").read_text())
+    assert sorted(item.split(":")[0] for item in sidecar["skipped"]) == ["cut.jpg", "empty.png", "lost.png", "notes.png"]
     records = tmp_path / "tfrecords_smoke"
     for split in ("train", "val"):
         assert len(list(records.glob(f"{split}-0000?-of-00002.tfrecord"))) == 2

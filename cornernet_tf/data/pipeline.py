@@ -23,8 +23,9 @@ tf.distribute on any number of hosts:
   already left out and named the images whose file is missing, empty, not an image or of
   another size than its json entry. An image that still fails to read or decode (a JPEG
   truncated inside its pixel data) never ends the epoch: it is dropped, and each training
-  example carries `skipped`, how many dropped samples came right before it in the stream, so
-  the training loop counts them exactly whatever the parallelism and prefetching.
+  example carries `skipped`, how many dropped samples came right before it in the stream (the
+  gap in the sample indices, read in order after a parallel but ordered decode), so the
+  training loop counts them exactly whatever the prefetching.
 - A JPEG's EXIF orientation is applied after decoding (`image_header.orient`) where the
   reader found that the json describes the turned image, as the original's `cv2.imread` does.
 - Randomness is stateless and keyed by (data.seed, sample index): the image order (a seeded
@@ -268,37 +269,28 @@ def _decode_image(example: dict[str, tf.Tensor]) -> tf.Tensor:
     return image_header.orient(image, example["orientation"])
 
 
-def _decoded(ds: tf.data.Dataset, parallel: int, deterministic: bool) -> tf.data.Dataset:
-    """(index, example) -> the example with "image" RGB uint8 [H, W, 3], "index" and "decoded".
+def _decoded(ds: tf.data.Dataset, parallel: int) -> tf.data.Dataset:
+    """(index, example) -> the example with "image" RGB uint8 [H, W, 3] and "index", in input
+    order; examples whose file cannot be read or decoded are dropped (`_with_skip_counts` and
+    evaluation count them from the gaps they leave in the indices)."""
 
-    One output per input: when the file cannot be read or decoded, "decoded" is False and
-    "image" is empty [0, 0, 3]. Each example is tried in a one-element dataset whose errors are
-    ignored, followed by the failure placeholder, so a failure is seen (and counted) instead of
-    silently dropped as `Dataset.ignore_errors` on the whole stream would.
-    """
-
-    def attempt(index: tf.Tensor, example: dict[str, tf.Tensor]) -> tf.data.Dataset:
+    def decode(index: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         rest = {key: value for key, value in example.items() if key not in ("encoded", "path")}
-        failed = {**rest, "image": tf.zeros([0, 0, 3], tf.uint8), "index": index, "decoded": False}
-        decoded = tf.data.Dataset.from_tensors(example).map(
-            lambda ex: {**rest, "image": _decode_image(ex), "index": index, "decoded": True}
-        ).ignore_errors()
-        return decoded.concatenate(tf.data.Dataset.from_tensors(failed)).take(1)
+        return {**rest, "image": _decode_image(example), "index": index}
 
-    cycle = parallel if parallel != tf.data.AUTOTUNE else None
-    return ds.interleave(attempt, cycle_length=cycle, block_length=1, num_parallel_calls=parallel,
-                         deterministic=deterministic)
+    # in order, so a gap in the indices is exactly the examples dropped there
+    return ds.map(decode, num_parallel_calls=parallel, deterministic=True).ignore_errors()
 
 
-def _only_decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Drop the examples that failed to decode; each kept one carries `SKIPPED`, the number
-    dropped since the previous kept one (a sequential scan, so exact in stream order)."""
+def _with_skip_counts(ds: tf.data.Dataset, first_index: int) -> tf.data.Dataset:
+    """Give each decoded example `SKIPPED`: how many indices before it (back to the previous
+    decoded example, or to `first_index`) were dropped (a sequential scan: exact)."""
 
-    def count(pending: tf.Tensor, example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        ok = example["decoded"]
-        return tf.where(ok, 0, pending + 1), {**example, SKIPPED: tf.where(ok, pending, 0)}
+    def count(previous: tf.Tensor, example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        index = tf.cast(example["index"], tf.int64)
+        return index, {**example, SKIPPED: tf.cast(index - previous - 1, tf.int32)}
 
-    return ds.scan(tf.constant(0, tf.int32), count).filter(lambda example: example["decoded"])
+    return ds.scan(tf.constant(first_index - 1, tf.int64), count)
 
 
 def _pipeline_position(input_context: Optional[tf.distribute.InputContext]) -> tuple[int, int]:
@@ -401,7 +393,7 @@ def train_dataset(
         ds = _train_records(config, _tfrecord_pattern(config, "train"), num_pipelines, pipeline_id, first_sample)
     else:
         ds = _train_files(config, _coco_source(config, "train"), num_pipelines, pipeline_id, first_sample)
-    ds = _only_decoded(_decoded(ds, parallel, data.deterministic))
+    ds = _with_skip_counts(_decoded(ds, parallel), first_sample)
     ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=data.deterministic)
     padded_shapes = {"image": [None, None, 3], "sampling_box": [4], "color": [6],
                      "boxes": [max_objects, 4], "classes": [max_objects], "num_boxes": [], SKIPPED: []}
@@ -448,8 +440,8 @@ def eval_dataset(
             image, info = augment.eval_pad(example["image"], size_divisor, scale)
         return image, {"image_info": info, "image_id": example["image_id"]}
 
-    ds = _decoded(_eval_examples(config, split, num_pipelines, pipeline_id), parallel, True)
-    ds = ds.filter(lambda example: example["decoded"]).map(transform, num_parallel_calls=parallel)
+    ds = _decoded(_eval_examples(config, split, num_pipelines, pipeline_id), parallel)
+    ds = ds.map(transform, num_parallel_calls=parallel)
     if mode == "resize":
         ds = ds.batch(batch_size)
     else:
