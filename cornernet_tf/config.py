@@ -8,6 +8,7 @@ Only builders and command lines read a `Config`; layers, losses and ops take pla
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import pathlib
@@ -366,8 +367,9 @@ def resolve_config_path(path_or_name: str | os.PathLike) -> pathlib.Path:
 
 
 def config_from_dict(values: dict[str, Any], overrides: Iterable[str] = ()) -> Config:
-    """Build and validate a `Config` from a nested mapping plus dotted overrides."""
-    tree = dict(values or {})
+    """Build and validate a `Config` from a nested mapping plus dotted overrides; `values` is
+    copied whole, since overrides write into nested sections the caller still holds."""
+    tree = copy.deepcopy(dict(values or {}))
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import keras
 import numpy as np
 
+from cornernet_tf import cli
 from cornernet_tf.config import ModelConfig, load_config
 from cornernet_tf.models import (
     MODEL_TYPES,
@@ -288,23 +289,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, help="official checkpoint: .pkl/.pth (torch) or .npz")
     parser.add_argument("--out", required=True, help="output file, must end with .weights.h5")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 2 bad input)."""
     args = _parse_args(argv)
     out = pathlib.Path(args.out)
     if not out.name.endswith(".weights.h5"):
-        print(f"error: --out {args.out!r} must end with .weights.h5 (Keras weights file)", file=sys.stderr)
-        return 2
-    try:
-        config = load_config(args.config, args.set)
-        model = build_model(config.model, corner_pool="vectorized")
-        load_official_weights(model, args.checkpoint)
-    except ValueError as err:  # includes ConfigError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--out {args.out!r} must end with .weights.h5 (Keras weights file)")
+    config = load_config(args.config, args.set)
+    model = build_model(config.model, corner_pool="vectorized")
+    load_official_weights(model, args.checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
     try:

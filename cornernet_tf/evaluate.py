@@ -2,10 +2,11 @@
 
 CLI: `python -m cornernet_tf.evaluate --weights W [--config C] [--set key=value ...]
 [--flip/--no-flip] [--scales 0.5,0.75,1,1.25,1.5] [--max_images N] [--split val]
-[--results out.json] [--visualize DIR]`. W is a Keras `.weights.h5` (`model.save_weights`,
-`python -m cornernet_tf.convert`), a training model_dir (its latest checkpoint under
-`checkpoints/`), a checkpoints folder or a checkpoint prefix. Without --config, a model_dir's
-saved `config.yaml` is used, else `shapes_tiny`.
+[--results out.json] [--visualize DIR] [--verbose]`. W is a Keras `.weights.h5`
+(`model.save_weights`, `python -m cornernet_tf.convert`), a training model_dir (its latest
+checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix. Without --config,
+the run's saved `config.yaml` beside W or above it is used (`checkpoint.find_saved_config`); when
+there is none the command fails and asks for --config.
 
 Detections come from `inference.detect_multiscale`, the path export serves; test scales other
 than 1 use the original "pad" transform whatever eval.test_mode says.
@@ -25,13 +26,14 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from cornernet_tf import cli
 from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco, format_metrics, write_results
-from cornernet_tf.config import Config, ConfigError, load_config
+from cornernet_tf.config import Config, load_config
 from cornernet_tf.data import image_info as info_lib
-from cornernet_tf.data.pipeline import dataset_info, eval_dataset
+from cornernet_tf.data.pipeline import dataset_info, eval_dataset, eval_image_ids
 from cornernet_tf.inference import DetectionSettings, Model, detect_multiscale
 from cornernet_tf.models import build_model
-from cornernet_tf.training.checkpoint import SAVED_CONFIG, load_weights
+from cornernet_tf.training.checkpoint import SAVED_CONFIG, config_for_weights, load_weights
 from cornernet_tf.visualize import draw_detections, save_png
 
 PROGRESS_EVERY_S = 5.0
@@ -87,11 +89,16 @@ def evaluate_model(
     num_visualize: int = 8,
     batch_size: int = 1,
 ) -> tuple[dict[str, float], list[dict]]:
-    """COCO metrics of `model` on `split`; returns (the 12 metrics, the COCO result records).
+    """COCO metrics of `model` on `split`; returns (metrics, the COCO result records).
+
+    metrics: the 12 COCO numbers (`METRIC_NAMES`), then "num_images" (scored) and
+    "num_unusable_images" (of those, the ones that could not be read or decoded).
 
     flip, scales, max_images default to config.eval (max_images 0 = all). Every scale runs its
     own `eval_dataset` over the same images; their detections are merged before soft-NMS.
-    Metrics are computed against the split's annotations restricted to the evaluated images.
+    Metrics are computed against the split's annotations over every image of the split (the
+    first max_images): an image that could not be read or decoded counts as an image without
+    detections, so its ground truth stays in the metric, and the printed account says how many.
     `results_path` receives the records as COCO results json; `visualize_dir` PNGs of the first
     `num_visualize` images with their detections (drawn on the input nearest scale 1, mapped
     back to the original image). The original evaluates one image per batch (`batch_size` 1);
@@ -112,8 +119,9 @@ def evaluate_model(
     datasets = [eval_dataset(config, split, batch_size, scale, mode) for scale in evaluation.scales]
     detector = _detector(model, DetectionSettings.from_eval_config(evaluation), len(datasets))
     shown = int(np.argmin([abs(scale - 1.0) for scale in evaluation.scales]))
-    total = min(info.num_images, evaluation.max_images or info.num_images)
-    progress = _Progress(f"eval {split} ({'flip, ' if evaluation.flip else ''}scales {evaluation.scales})", total)
+    scored_ids = eval_image_ids(config, split)
+    progress = _Progress(f"eval {split} ({'flip, ' if evaluation.flip else ''}scales {evaluation.scales})",
+                         len(scored_ids))
 
     records: list[dict] = []
     image_ids: list[int] = []
@@ -135,10 +143,23 @@ def evaluate_model(
     progress.update(len(image_ids), final=True)
     if not image_ids:
         raise ValueError(f"no {split} image could be read; check the data paths of this config")
+    print(_account(split, scored_ids, image_ids), flush=True)
     if results_path is not None:
         write_results(results_path, records)
     # pycocotools' loadRes adds keys to the records it is given: hand it copies
-    return coco_metrics(info.annotations, [dict(r) for r in records], image_ids=image_ids), records
+    metrics = coco_metrics(info.annotations, [dict(r) for r in records], image_ids=scored_ids)
+    unusable = len(set(scored_ids) - set(image_ids))
+    return {**metrics, "num_images": len(scored_ids), "num_unusable_images": unusable}, records
+
+
+def _account(split: str, scored_ids: Sequence[int], decoded_ids: Sequence[int]) -> str:
+    """One line: how many images were scored, and which had no pixels to detect on."""
+    unusable = sorted(set(scored_ids) - set(decoded_ids))
+    line = f"eval {split}: {len(scored_ids)} images scored, {len(scored_ids) - len(unusable)} decoded"
+    if not unusable:
+        return line
+    ids = ", ".join(str(i) for i in unusable[:10]) + (" ..." if len(unusable) > 10 else "")
+    return f"{line}; {len(unusable)} could not be read or decoded and count as images without detections (ids {ids})"
 
 
 def _scales(text: str) -> list[float]:
@@ -151,8 +172,8 @@ def _scales(text: str) -> list[float]:
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cornernet_tf.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--weights", required=True, help=".weights.h5 file, model_dir, checkpoints folder or prefix")
-    parser.add_argument("--config", default=None, help=f"YAML file or bundled name (default: the model_dir's "
-                        f"{SAVED_CONFIG}, else shapes_tiny)")
+    parser.add_argument("--config", default=None, help=f"YAML file or bundled name (default: the run's "
+                        f"{SAVED_CONFIG} beside --weights or above it)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set eval.top_k=50 (repeatable)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
@@ -164,31 +185,21 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--results", default=None, help="write COCO results json here")
     parser.add_argument("--visualize", default=None, metavar="DIR", help="write PNGs of detections here")
     parser.add_argument("--num_visualize", type=int, default=8, help="how many images --visualize draws")
+    cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
-def _config_path(args: argparse.Namespace) -> str:
-    saved = pathlib.Path(args.weights).expanduser() / SAVED_CONFIG
-    if args.config is None and saved.is_file():
-        print(f"using the run's config {saved}")
-        return str(saved)
-    return args.config or "shapes_tiny"
-
-
+@cli.command
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(_config_path(args), args.overrides)
-        model = build_model(config.model)
-        print(f"loaded weights {load_weights(model, args.weights)}")
-        metrics, _ = evaluate_model(
-            model, config, split=args.split, flip=args.flip, scales=args.scales, max_images=args.max_images,
-            results_path=args.results, visualize_dir=args.visualize, num_visualize=args.num_visualize,
-            batch_size=args.batch_size,
-        )
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(config_for_weights(args.config, args.weights), args.overrides)
+    model = build_model(config.model)
+    print(f"loaded weights {load_weights(model, args.weights)}")
+    metrics, _ = evaluate_model(
+        model, config, split=args.split, flip=args.flip, scales=args.scales, max_images=args.max_images,
+        results_path=args.results, visualize_dir=args.visualize, num_visualize=args.num_visualize,
+        batch_size=args.batch_size,
+    )
     print(format_metrics(metrics))
     if args.results:
         print(f"results: {args.results}")

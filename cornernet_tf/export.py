@@ -1,10 +1,12 @@
 """Export a CornerNet as a TF Serving model version, preprocessing and decoding inside the graph.
 
-CLI: `python -m cornernet_tf.export --config C (--weights W | --random_weights)
+CLI: `python -m cornernet_tf.export [--config C] (--weights W | --random_weights)
 --export_dir exports/cornernet [--version N] [--set key=value ...] [--flip/--no-flip]
-[--score_threshold X] [--max_detections N] [--corner_pool vectorized|scan|op]`.
+[--score_threshold X] [--max_detections N] [--corner_pool vectorized|scan|op] [--verbose]`.
 W is what `python -m cornernet_tf.evaluate` accepts: a `.weights.h5`, a training model_dir (its
-latest checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix.
+latest checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix; as there,
+without --config the run's `config.yaml` beside W or above it is used, and --random_weights
+needs --config.
 
 Writes `<export_dir>/<version>/` (default version: the highest numeric one there + 1, else 1)
 holding saved_model.pb, variables/ and assets/ (class_names.txt: line i names class id i;
@@ -43,13 +45,14 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
+from cornernet_tf import cli
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.data import augment
 from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.inference import MIN_SCORE_THRESHOLD, DetectionSettings, Model, detect
 from cornernet_tf.models import build_model
 from cornernet_tf.ops.corner_pool import compiled_available
-from cornernet_tf.training.checkpoint import load_weights
+from cornernet_tf.training.checkpoint import SAVED_CONFIG, config_for_weights, load_weights
 
 CLASS_NAMES_ASSET = "class_names.txt"
 CONFIG_ASSET = "config.yaml"
@@ -218,7 +221,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cornernet_tf.export", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="YAML file (e.g. a model_dir's config.yaml) or bundled name")
+    parser.add_argument("--config", default=None, help=f"YAML file or bundled name (default: the run's "
+                        f"{SAVED_CONFIG} beside --weights or above it)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help=".weights.h5 file, model_dir, checkpoints folder or checkpoint prefix")
     source.add_argument("--random_weights", action="store_true", help="export an untrained model (tests, demos)")
@@ -232,28 +236,34 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--max_detections", type=int, default=None, help="default export.max_detections")
     parser.add_argument("--corner_pool", choices=("vectorized", "scan", "op"), default=None,
                         help="default export.corner_pool (vectorized: runs on a stock TF Serving)")
+    cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
+def _config_path(args: argparse.Namespace) -> str:
+    """--config, else the config of --weights' run; random weights belong to no run."""
+    if args.random_weights and args.config is None:
+        raise ConfigError("--random_weights needs --config (the YAML or bundled name of the network to "
+                          "export)")
+    return config_for_weights(args.config, args.weights)
+
+
+@cli.command
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config, [*args.overrides, *flag_overrides(args)])
-        corner_pool = config.export.corner_pool
-        if corner_pool == "op" and not compiled_available():
-            raise ValueError("--corner_pool op: the compiled corner-pool library is not available; build it "
-                             "(pip install -e .) or export with --corner_pool vectorized")
-        keras.utils.set_random_seed(config.train.seed)
-        model = build_model(config.model, corner_pool=corner_pool)
-        if args.random_weights:
-            print("WARNING: --random_weights: exporting an UNTRAINED model; its detections are noise",
-                  file=sys.stderr)
-        else:
-            print(f"loaded weights {load_weights(model, args.weights)}")
-        target = export_model(model, config, args.export_dir, args.version)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(_config_path(args), [*args.overrides, *flag_overrides(args)])
+    corner_pool = config.export.corner_pool
+    if corner_pool == "op" and not compiled_available():
+        raise ValueError("--corner_pool op: the compiled corner-pool library is not available; build it "
+                         "(pip install -e .) or export with --corner_pool vectorized")
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_model(config.model, corner_pool=corner_pool)
+    if args.random_weights:
+        print("WARNING: --random_weights: exporting an UNTRAINED model; its detections are noise",
+              file=sys.stderr)
+    else:
+        print(f"loaded weights {load_weights(model, args.weights)}")
+    target = export_model(model, config, args.export_dir, args.version)
     print(f"exported {config.name} to {target}: signatures serving_default, serving_tensor; corner pool {corner_pool}")
     if corner_pool == "op":
         print("the export uses the compiled corner-pool op: loaders must call cornernet_tf.ops.compiled.load_library() "

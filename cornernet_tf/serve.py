@@ -33,6 +33,8 @@ from google.protobuf import json_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from cornernet_tf import cli
+
 try:
     from aiohttp import web
 except ImportError as _err:  # an optional dependency: say how to get it
@@ -606,15 +608,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="wait between retries of a version that failed to load")
     parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024,
                         help="larger request bodies get 413 (not a TF Serving flag)")
+    cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.rest_api_num_threads < 1 or args.max_request_bytes < 1:
-        print("error: --rest_api_num_threads and --max_request_bytes must be positive", file=sys.stderr)
-        return 2
+        raise ValueError("--rest_api_num_threads and --max_request_bytes must be positive")
     manager = ModelManager(args.model_name, args.model_base_path, args.max_num_load_retries,
                            args.load_retry_interval_micros / 1e6)
     manager.poll()  # like TF Serving, the first version is loaded before the port opens

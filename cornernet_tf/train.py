@@ -1,10 +1,12 @@
 """Train CornerNet: `python -m cornernet_tf.train [--config FILE] [--set key=value ...]
 [--strategy default|one_device|mirrored|multi_worker|tpu] [--model_dir DIR] [--resume]
-[--init_weights FILE.weights.h5] [--no_eval]`.
+[--allow_config_change] [--init_weights FILE.weights.h5] [--no_eval] [--verbose]`.
 
 With no config it trains `configs/shapes_tiny.yaml` on the built-in shapes dataset (generated on
 first use), then evaluates on its validation split and writes a picture of detections.
-Starting the same command again after an interruption continues from the last checkpoint.
+Starting the same command again after an interruption continues from the last checkpoint, and
+sees the batches the uninterrupted run would have: a config change that would break that (see
+RESUMABLE_CHANGES) is refused unless --allow_config_change says so.
 """
 
 from __future__ import annotations
@@ -16,17 +18,41 @@ import pathlib
 import shutil
 import sys
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from cornernet_tf import cli
 from cornernet_tf.config import Config, ConfigError, load_config
-from cornernet_tf.training.checkpoint import SAVED_CONFIG
+from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import STRATEGIES, make_strategy
 
+# Config fields a resumed run may change: they touch neither the weights, nor the optimizer and
+# its learning rates, nor the training input stream (a function of the sample index, data.seed
+# and the batch size), so the run still sees the batches and takes the steps an uninterrupted
+# run would have. A section name covers all its fields. Any other change breaks that; a change of
+# the model is refused even with --allow_config_change, since the checkpoint could not load.
+RESUMABLE_CHANGES = frozenset({
+    "name",
+    "eval",
+    "export",
+    "train.steps",  # except under the cosine schedule, which decays over it (breaks_resumption)
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.log_every",
+    "train.eval_every",
+    "data.class_names",  # they name the class ids, which stay
+    "data.num_parallel_calls",  # the order depends on it only when data.deterministic is false
+    "data.shapes_dir",  # a cache: its images are a function of the other shapes_* fields
+    "data.shapes_val",  # the validation split, generated apart from the training one
+    "data.val_annotations",
+    "data.val_images",
+    "data.val_tfrecords",
+})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,11 +63,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--model_dir", default=None, help="checkpoints, logs and results (default runs/<config>)")
     parser.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
+    parser.add_argument("--allow_config_change", action="store_true",
+                        help="resume although the config changed in a way that makes the run differ from an "
+                             "uninterrupted one (another batch size, data or learning-rate setting)")
     parser.add_argument("--init_weights", default=None, metavar="FILE.weights.h5",
                         help="start a new run from these Keras weights (e.g. converted official ones); layers "
                              "whose shapes differ, such as heads for another number of classes, keep their "
                              "initial values")
     parser.add_argument("--no_eval", action="store_true", help="skip the final evaluation")
+    cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -93,43 +123,78 @@ def load_init_weights(model: keras.Model, path: str) -> list[str]:
             if np.array_equal(variable.numpy(), value)]
 
 
-def check_saved_config(model_dir: pathlib.Path, config: Config) -> None:
-    """Refuse to resume a model directory whose saved architecture differs from this config."""
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a nested config mapping."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: Config, config: Config) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (saved value, new value)} of every field that differs."""
+    before, after = _flat(saved.to_dict()), _flat(config.to_dict())
+    return {key: (before[key], after[key]) for key in before if before[key] != after[key]}
+
+
+def breaks_resumption(key: str, config: Config) -> bool:
+    """Whether changing `key` makes a resumed run differ from an uninterrupted one: any field
+    outside RESUMABLE_CHANGES, and train.steps under the cosine schedule, which decays over it."""
+    if key == "train.steps":
+        return config.train.lr_schedule == "cosine"
+    return key not in RESUMABLE_CHANGES and key.split(".")[0] not in RESUMABLE_CHANGES
+
+
+def _describe(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{key}: {json.dumps(old)} -> {json.dumps(new)}" for key, (old, new) in changes.items())
+
+
+def check_saved_config(model_dir: pathlib.Path, config: Config, allow_change: bool = False) -> None:
+    """Before resuming a checkpoint of `model_dir`: refuse a config whose model differs from the
+    saved one (the checkpoint cannot load), and one with changes that break exact resumption
+    unless `allow_change`, then saying what changed."""
     saved = model_dir / SAVED_CONFIG
-    if not saved.is_file():
-        return
-    previous = load_config(saved)
-    if previous.model != config.model:
-        raise ConfigError(
-            f"{model_dir} holds a run with a different model config ({saved}); "
-            f"use another --model_dir or the same model settings"
-        )
+    if not saved.is_file() or tf.train.latest_checkpoint(str(model_dir / CHECKPOINT_SUBDIR)) is None:
+        return  # nothing to resume
+    changes = config_changes(load_config(saved), config)
+    model = {key: change for key, change in changes.items() if key.startswith("model.")}
+    if model:
+        raise ConfigError(f"{model_dir} holds a run with a different model config ({_describe(model)}), "
+                          f"whose checkpoint cannot load; use another --model_dir or the same model settings")
+    breaking = {key: change for key, change in changes.items() if breaks_resumption(key, config)}
+    if breaking and not allow_change:
+        raise ConfigError(f"{model_dir} holds a run with another config ({_describe(breaking)}); resumed "
+                          f"with these changes it would not continue exactly; use another --model_dir, or "
+                          f"pass --allow_config_change to resume anyway")
+    if breaking:
+        print(f"resuming with a changed config ({_describe(breaking)}): resumption is no longer exact, "
+              f"the run differs from an uninterrupted one from here on")
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return train(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return train(parse_args(argv))
 
 
 def train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     check_init_weights(args.init_weights)
     model_dir = pathlib.Path(args.model_dir or pathlib.Path("runs") / config.name)
-    check_saved_config(model_dir, config)
+    check_saved_config(model_dir, config, args.allow_config_change)
     keras.utils.set_random_seed(config.train.seed)
     if config.train.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(config.train.mixed_precision)
 
     from cornernet_tf.data.pipeline import dataset_info, finish_batch, train_dataset  # noqa: PLC0415 (heavy import after arg checks)
 
+    info = dataset_info(config, "train")
+    print(f"train data: {info.summary}")
     if not config.data.class_names:  # saved with the run, so exports and pictures name the classes
-        names = dataset_info(config, "train").class_names
-        if len(names) == config.model.num_classes:
-            config.data.class_names = list(names)
+        if len(info.class_names) == config.model.num_classes:
+            config.data.class_names = list(info.class_names)
 
     strategy = make_strategy(args.strategy)
     # Resampling and targets run on the accelerator, except on TPUs: their input batches need
@@ -139,7 +204,9 @@ def train(args: argparse.Namespace) -> int:
         config,
         strategy,
         model_dir,
-        dataset_fn=lambda ctx, start: train_dataset(config, input_context=ctx, start_step=start, finish_on_device=on_device),
+        dataset_fn=lambda ctx, start, skipped: train_dataset(
+            config, input_context=ctx, start_step=start, finish_on_device=on_device, skipped_samples=skipped
+        ),
         finish_batch=functools.partial(finish_batch, config) if on_device else None,
     )
     start = trainer.restore(require=args.resume)
@@ -163,6 +230,7 @@ def train(args: argparse.Namespace) -> int:
         every=config.train.log_every,
         log_dir=str(model_dir / "logs" / "train") if trainer.chief else None,
     )
+    progress.scalars(start, {"unusable_train_images": len(info.unusable)}, prefix="data")
     def periodic_eval(step: int) -> None:
         if trainer.chief:
             evaluate_and_report(trainer, config, model_dir, progress, step, final=False)
@@ -179,7 +247,9 @@ def train(args: argparse.Namespace) -> int:
         return 1
     finally:
         progress.close()
-    print(f"finished at step {int(trainer.step.numpy())}; checkpoints in {trainer.manager.directory}")
+    step = int(trainer.step.numpy())
+    print(f"finished at step {step}: {step * config.train.batch_size} training samples, {trainer.total_skipped} "
+          f"skipped as undecodable; checkpoints in {trainer.manager.directory}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Config loading, overrides, validation errors and the YAML round trip."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -81,3 +82,11 @@ def test_yaml_is_plain_data():
     tree = yaml.safe_load(text)
     assert set(tree) == {f.name for f in dataclasses.fields(Config)}
     assert config_from_dict(tree) == load_config("cornernet_hg104_coco")
+
+
+def test_config_from_dict_leaves_the_callers_dicts_alone():
+    values = {"name": "mine", "train": {"batch_size": 4}, "data": {"random_scale": [1, 2]}}
+    snapshot = copy.deepcopy(values)
+    config = config_from_dict(values, ["train.batch_size=8", "data.random_scale=[0.5, 1.5]", "eval.top_k=5"])
+    assert (config.train.batch_size, config.data.random_scale, config.eval.top_k) == (8, [0.5, 1.5], 5)
+    assert values == snapshot

@@ -150,3 +150,6 @@ def test_cli_writes_keras_weights_atomically(tiny_ref, tiny_params, tmp_path, ca
     assert ".weights.h5" in capsys.readouterr().err
     assert cli("hg104_missing", checkpoint, out) == 2
     assert "not found" in capsys.readouterr().err
+    assert cli(config_path, checkpoint, out / "x.weights.h5") == 2  # its folder would be a file
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and str(out) in line

@@ -12,7 +12,7 @@ from cornernet_tf.coco_metrics import METRIC_NAMES
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
 from cornernet_tf.models import build_model
-from cornernet_tf.training.checkpoint import load_weights, training_checkpoint
+from cornernet_tf.training.checkpoint import find_saved_config, load_weights, training_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,9 @@ def test_evaluate_model_end_to_end(model, config, tmp_path):
     metrics, records = evaluate.evaluate_model(
         model, config, max_images=4, results_path=results, visualize_dir=pictures, num_visualize=3
     )
-    assert list(metrics) == list(METRIC_NAMES) and all(-1 <= v <= 1 for v in metrics.values())
+    assert list(metrics) == [*METRIC_NAMES, "num_images", "num_unusable_images"]
+    assert all(-1 <= metrics[name] <= 1 for name in METRIC_NAMES)
+    assert (metrics["num_images"], metrics["num_unusable_images"]) == (4, 0)
     assert json.loads(results.read_text()) == records
     assert {r["image_id"] for r in records} <= {1, 2, 3, 4} and records
     assert all(r["category_id"] in (1, 2, 3) and len(r["bbox"]) == 4 for r in records)
@@ -58,7 +60,7 @@ def test_evaluate_model_end_to_end(model, config, tmp_path):
 
 def test_evaluate_model_flip_and_multiscale(model, config, capsys):
     metrics, records = evaluate.evaluate_model(model, config, flip=True, scales=[0.75, 1.0], max_images=2)
-    assert list(metrics) == list(METRIC_NAMES)
+    assert list(metrics)[:12] == list(METRIC_NAMES)
     assert {r["image_id"] for r in records} <= {1, 2}
     out = capsys.readouterr().out
     assert "'pad' transform" in out and "2/2 images" in out and "images/s" in out
@@ -84,14 +86,18 @@ def test_restore_image_undoes_the_eval_transform(mode, scale):
         assert error.max() <= 1
 
 
+def _saved_weights(model, root, form: str):
+    """`model`'s weights saved under `root` in one of the forms --weights takes; returns that path."""
+    if form == "weights.h5":
+        model.save_weights(str(root / "model.weights.h5"))
+        return root / "model.weights.h5"
+    prefix = _save_checkpoint(model, root)
+    return {"model_dir": root, "checkpoints_dir": root / "checkpoints", "prefix": prefix}[form]
+
+
 @pytest.mark.parametrize("form", ["weights.h5", "model_dir", "checkpoints_dir", "prefix"])
 def test_load_weights_restores_every_variable(model, config, tmp_path, form):
-    if form == "weights.h5":
-        path = tmp_path / "model.weights.h5"
-        model.save_weights(str(path))
-    else:
-        prefix = _save_checkpoint(model, tmp_path)
-        path = {"model_dir": tmp_path, "checkpoints_dir": tmp_path / "checkpoints", "prefix": prefix}[form]
+    path = _saved_weights(model, tmp_path, form)
     fresh = build_model(config.model)
     assert not np.allclose(fresh.get_weights()[0], model.get_weights()[0])
     load_weights(fresh, path)
@@ -128,12 +134,39 @@ def test_cli_with_saved_weights(model, overrides, tmp_path, capsys):
     assert results.is_file() and len(list((tmp_path / "vis").iterdir())) == 2
 
 
-def test_cli_with_a_training_model_dir_uses_its_config(model, config, tmp_path, capsys):
-    _save_checkpoint(model, tmp_path)
+@pytest.mark.parametrize("form", ["model_dir", "checkpoints_dir", "prefix", "weights.h5"])
+def test_find_saved_config_walks_from_any_form_of_weights_to_the_run(model, config, tmp_path, form):
+    config.save(tmp_path / "config.yaml")
+    weights = _saved_weights(model, tmp_path, form)
+    assert find_saved_config(weights) == tmp_path / "config.yaml"
+    (tmp_path / "config.yaml").unlink()
+    assert find_saved_config(weights) is None
+
+
+def test_find_saved_config_looks_above_a_checkpoints_folder_only(model, config, tmp_path):
+    config.save(tmp_path / "config.yaml")
+    (tmp_path / "elsewhere").mkdir()
+    model.save_weights(str(tmp_path / "elsewhere" / "model.weights.h5"))
+    assert find_saved_config(tmp_path / "elsewhere" / "model.weights.h5") is None
+
+
+@pytest.mark.parametrize("form", ["model_dir", "checkpoints_dir", "prefix"])
+def test_cli_with_weights_of_a_training_run_uses_its_config(model, config, tmp_path, capsys, form):
+    prefix = _save_checkpoint(model, tmp_path)
     config.save(tmp_path / "config.yaml")  # the run's config, with its shapes_dir
-    assert evaluate.main(["--weights", str(tmp_path), "--max_images", "1", "--no-flip", "--scales", "1"]) == 0
+    weights = {"model_dir": tmp_path, "checkpoints_dir": tmp_path / "checkpoints", "prefix": prefix}[form]
+    assert evaluate.main(["--weights", str(weights), "--max_images", "1", "--no-flip", "--scales", "1"]) == 0
     out = capsys.readouterr().out
-    assert "ckpt-7" in out and "using the run's config" in out and "AR100" in out
+    assert "ckpt-7" in out and f"using the run's config {tmp_path / 'config.yaml'}" in out and "AR100" in out
+
+
+def test_cli_without_config_and_without_a_saved_one_asks_for_config(model, tmp_path, capsys):
+    weights = tmp_path / "model.weights.h5"
+    model.save_weights(str(weights))
+    assert evaluate.main(["--weights", str(weights)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"error: --weights {str(weights)!r} has no config.yaml beside it or above it; pass "
+                    f"--config (the YAML the run was trained with, or a bundled name such as cornernet_hg104_coco)")
 
 
 def test_cli_bad_weights_path_is_a_clear_error(overrides, tmp_path, capsys):
@@ -148,5 +181,45 @@ def test_cli_missing_annotations_is_a_clear_error(model, tmp_path, capsys):
     missing = tmp_path / "instances_val.json"
     coco = ["data.dataset=coco", f"data.train_annotations={missing}", f"data.train_images={tmp_path}",
             f"data.val_annotations={missing}", f"data.val_images={tmp_path}"]
-    assert evaluate.main(["--weights", str(weights), *_cli_args(coco)]) == 2
+    assert evaluate.main(["--config", "shapes_tiny", "--weights", str(weights), *_cli_args(coco)]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_unusable_images_stay_in_the_metric_as_images_without_detections(model, tmp_path, capsys):
+    """A split with an empty file and a JPEG cut inside its pixels: both are scored as images
+    without detections, from COCO json and from TFRecords alike, as pycocotools scores the
+    whole ground truth given no detections for them."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from cornernet_tf.data import coco, tfrecord
+    from tests.data.conftest import encode, write_coco
+
+    rng = np.random.default_rng(3)
+    good = [encode(rng.integers(0, 256, (96, 112, 3), dtype=np.uint8), ".jpg") for _ in range(4)]
+    images = [("cut.jpg", good[0][: len(good[0]) // 2], 96, 112)] + [
+        (f"{i}.jpg", data, 96, 112) for i, data in enumerate(good)] + [("empty.jpg", b"", 96, 112)]
+    boxes = [(i, 1 + i % 3, [10 + 3 * i, 12, 40, 30 + 2 * i], 0) for i in range(1, 7)]
+    annotations, images_dir = write_coco(tmp_path / "coco", images, boxes, [(1, "a"), (2, "b"), (3, "c")])
+    tfrecord.write_tfrecords(coco.load_coco(annotations, images_dir), str(tmp_path / "records"), "val",
+                             num_shards=2, progress=lambda _: None)
+    sources = {
+        "coco": ["data.dataset=coco", *(f"data.{split}_{key}={value}" for split in ("train", "val")
+                                         for key, value in (("annotations", annotations), ("images", images_dir)))],
+        "tfrecord": ["data.dataset=tfrecord", *(f"data.{split}_tfrecords={tmp_path}/records/val-*.tfrecord"
+                                                for split in ("train", "val"))],
+    }
+    for name, overrides in sources.items():
+        config = load_config("shapes_tiny", overrides + ["eval.max_images=0"])
+        metrics, records = evaluate.evaluate_model(model, config)
+        assert records and {r["image_id"] for r in records} <= {2, 3, 4, 5}, name
+        out = capsys.readouterr().out
+        assert "6 images scored, 4 decoded; 2 could not be read or decoded and count as images without " \
+               "detections (ids 1, 6)" in out, name
+
+        truth = COCO(str(annotations))
+        evaluator = COCOeval(truth, truth.loadRes([dict(r) for r in records]), "bbox")
+        evaluator.params.imgIds = [1, 2, 3, 4, 5, 6]
+        evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
+        np.testing.assert_allclose([metrics[m] for m in METRIC_NAMES], evaluator.stats, err_msg=name)
+        assert (metrics["num_images"], metrics["num_unusable_images"]) == (6, 2), name

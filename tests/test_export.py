@@ -20,6 +20,7 @@ from cornernet_tf.data import augment
 from cornernet_tf.inference import DetectionSettings, detect
 from cornernet_tf.models import build_model
 from cornernet_tf.ops.corner_pool import compiled_available
+from cornernet_tf.training.checkpoint import training_checkpoint
 from tests.serving_helpers import b64, call, running
 
 # ae_threshold 1000 pairs corners whatever their embeddings, so a random model detects plenty.
@@ -275,6 +276,26 @@ def test_cli_refuses_to_overwrite_a_version(base, weights, capsys):
     assert export.main(argv) == 2
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in base.iterdir()) == ["1"]
+
+
+def test_cli_without_config_exports_with_the_config_of_the_weights_run(config, model, tmp_path, capsys):
+    run = tmp_path / "run"
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    checkpoint = training_checkpoint(model, optimizer, tf.Variable(5, dtype=tf.int64))
+    prefix = tf.train.CheckpointManager(checkpoint, str(run / "checkpoints"), max_to_keep=1).save(5)
+    load_config("shapes_tiny", [*OVERRIDES, "export.max_detections=7"]).save(run / "config.yaml")
+    assert export.main(["--weights", prefix, "--export_dir", str(tmp_path / "exports")]) == 0
+    assert f"using the run's config {run / 'config.yaml'}" in capsys.readouterr().out
+    exported = load_config(tmp_path / "exports" / "1" / "assets" / export.CONFIG_ASSET)
+    assert exported.export.max_detections == 7
+
+
+def test_cli_without_config_and_without_a_saved_one_asks_for_config(weights, tmp_path, capsys):
+    assert export.main(["--weights", str(weights), "--export_dir", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "has no config.yaml beside it or above it; pass --config" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("source", [[], ["--random_weights", "--weights", "w.weights.h5"]])

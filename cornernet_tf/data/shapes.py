@@ -27,6 +27,8 @@ import time
 import cv2
 import numpy as np
 
+from cornernet_tf import cli
+
 CLASS_NAMES = ("rectangle", "ellipse", "triangle")
 FORMAT_VERSION = 1
 MIN_VISIBLE_FRACTION = 0.5
@@ -204,6 +206,7 @@ def ensure_dataset(
     return layout
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="dataset folder (reused when parameters match)")
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=200, help="number of validation images")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    cli.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.train < 1 or args.val < 1:
         parser.error("--train and --val must be >= 1")
@@ -222,4 +226,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from cornernet_tf import cli
 from cornernet_tf.data import coco
 
 FORMAT_VERSION = 2  # 2: image/orientation, and image_ids + skipped in the sidecar
@@ -221,6 +222,7 @@ def write_tfrecords(
     return paths
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
     from cornernet_tf.config import DataConfig
 
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes-train", type=int, default=defaults.shapes_train)
     parser.add_argument("--shapes-val", type=int, default=defaults.shapes_val)
     parser.add_argument("--shapes-image-size", type=int, default=defaults.shapes_image_size)
+    cli.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.shards < 1:
         parser.error("--shards must be >= 1")
@@ -258,4 +261,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

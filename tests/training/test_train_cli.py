@@ -11,9 +11,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from cornernet_tf.config import load_config
+from cornernet_tf import train
+from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.models import build_model
 
 from .conftest import REPO_ROOT, run_module, tiny_overrides
@@ -60,7 +62,9 @@ def test_runs_to_the_end_and_saves_config_checkpoint_and_logs(tmp_path, shapes_d
 
 
 def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(tmp_path, shapes_dir):
-    args = _train_args(tmp_path, shapes_dir, steps=400, extra=["train.checkpoint_every=2"])
+    # a constant learning rate: under the cosine schedule the resumed run could not shorten train.steps
+    extra = ["train.checkpoint_every=2", "train.lr_schedule=constant"]
+    args = _train_args(tmp_path, shapes_dir, steps=400, extra=extra)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     process = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -72,7 +76,7 @@ def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(tmp_path,
         if process.poll() is None:
             process.kill()
     saved = _checkpoint_steps(tmp_path)[-1]
-    resumed = run_module(_train_args(tmp_path, shapes_dir, steps=saved + 3, extra=["train.checkpoint_every=2"]))
+    resumed = run_module(_train_args(tmp_path, shapes_dir, steps=saved + 3, extra=extra))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming at step {saved}" in resumed.stdout
     assert f"step {saved + 1}/{saved + 3}" in resumed.stdout and f"step {saved}/" not in resumed.stdout
@@ -111,7 +115,81 @@ def test_resume_flag_requires_a_checkpoint_and_bad_config_is_reported(tmp_path, 
 def test_a_model_dir_of_another_architecture_is_refused(tmp_path, shapes_dir):
     assert run_module(_train_args(tmp_path, shapes_dir, steps=1)).returncode == 0
     other = run_module(_train_args(tmp_path, shapes_dir, steps=2, extra=["model.cnv_dim=16"]))
-    assert other.returncode == 2 and "different model config" in other.stderr
+    assert other.returncode == 2 and "different model config (model.cnv_dim: 8 -> 16)" in other.stderr
+
+
+def _tiny(shapes_dir: str, *overrides: str) -> Config:
+    """The tiny config under a step schedule (the cosine one decays over train.steps)."""
+    return load_config("shapes_tiny", [*tiny_overrides(shapes_dir), "train.lr_schedule=step", *overrides])
+
+
+def _run_with_a_checkpoint(model_dir: pathlib.Path, shapes_dir: str) -> None:
+    """What a run leaves for a resume: its config.yaml and a checkpoint (here of a step counter)."""
+    _tiny(shapes_dir).save(model_dir / "config.yaml")
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(3))
+    tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"), max_to_keep=1).save()
+
+
+def test_resume_refuses_changes_that_break_exact_resumption_and_takes_safe_ones_silently(tmp_path, shapes_dir,
+                                                                                          capsys):
+    _run_with_a_checkpoint(tmp_path, shapes_dir)
+    safe = _tiny(shapes_dir, "train.steps=50", "train.checkpoint_every=7", "eval.top_k=5", "export.flip=true",
+                 "data.num_parallel_calls=2", "data.class_names=[]")
+    train.check_saved_config(tmp_path, safe)
+    assert capsys.readouterr().out == ""
+    changed = _tiny(shapes_dir, "train.batch_size=2", "data.seed=5", "train.learning_rate=0.01", "train.steps=50",
+                    "eval.top_k=5")
+    with pytest.raises(ConfigError) as refused:
+        train.check_saved_config(tmp_path, changed)
+    message = str(refused.value)
+    assert "train.batch_size: 4 -> 2" in message and "data.seed: 0 -> 5" in message
+    assert "train.learning_rate: 0.001 -> 0.01" in message and "--allow_config_change" in message
+    assert "train.steps" not in message and "eval.top_k" not in message
+    cosine = load_config("shapes_tiny", tiny_overrides(shapes_dir))
+    cosine.save(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match=r"train.steps: 20 -> 30"):  # the cosine schedule decays over it
+        train.check_saved_config(tmp_path, load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=30)))
+
+
+def test_allow_config_change_says_what_changed_but_never_takes_another_model(tmp_path, shapes_dir, capsys):
+    _run_with_a_checkpoint(tmp_path, shapes_dir)
+    train.check_saved_config(tmp_path, _tiny(shapes_dir, "train.batch_size=2"), allow_change=True)
+    said = capsys.readouterr().out
+    assert "train.batch_size: 4 -> 2" in said and "no longer exact" in said
+    with pytest.raises(ConfigError, match="different model config"):
+        train.check_saved_config(tmp_path, _tiny(shapes_dir, "model.cnv_dim=16"), allow_change=True)
+
+
+def test_a_config_yaml_without_a_checkpoint_is_nothing_to_resume(tmp_path, shapes_dir):
+    _tiny(shapes_dir).save(tmp_path / "config.yaml")  # a first run that stopped before its first checkpoint
+    train.check_saved_config(tmp_path, _tiny(shapes_dir, "train.batch_size=2", "model.cnv_dim=16"))
+
+
+def test_the_cli_refuses_a_changed_batch_size_and_resumes_with_the_flag(tmp_path, shapes_dir):
+    assert run_module(_train_args(tmp_path, shapes_dir, steps=1)).returncode == 0
+    refused = run_module(_train_args(tmp_path, shapes_dir, steps=2, extra=["train.batch_size=2"]))
+    assert refused.returncode == 2 and "train.batch_size: 4 -> 2" in refused.stderr
+    allowed = run_module([*_train_args(tmp_path, shapes_dir, steps=2, extra=["train.batch_size=2"]),
+                          "--allow_config_change"])
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "no longer exact" in allowed.stdout and "resuming at step 1" in allowed.stdout
+
+
+def test_a_batch_size_the_replicas_cannot_split_is_one_error_line(tmp_path, shapes_dir):
+    script = (
+        "import sys\n"
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from cornernet_tf import train\n"
+        "sys.exit(train.main(sys.argv[1:]))\n"
+    )
+    args = _train_args(tmp_path, shapes_dir, steps=1, extra=["train.batch_size=3"])[2:]
+    result = run_module(["-c", script, *args, "--strategy", "mirrored"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "train.batch_size 3 must be divisible by the 2 replicas" in line
+    assert "Traceback" not in result.stderr
 
 
 def test_trains_from_tfrecords_written_by_the_cli(tmp_path, shapes_dir):
@@ -148,3 +226,36 @@ def test_init_weights_starts_a_run_from_other_weights_skipping_mismatched_heads(
     for bad, reason in [(tmp_path / "missing.weights.h5", "no such file"), (tmp_path / "x.h5", ".weights.h5")]:
         refused = run_module([*_train_args(tmp_path / "other", shapes_dir, steps=1), "--init_weights", str(bad)])
         assert refused.returncode == 2 and reason in refused.stderr
+
+
+def test_broken_images_are_accounted_for_in_training_and_its_evaluation(tmp_path):
+    """A COCO split with an empty file first, a text file in the middle and a JPEG cut inside its
+    pixels last: the run names the first two before training, counts the cut JPEG's samples
+    exactly while training, and its final evaluation scores all 6 images."""
+    import json
+
+    from tests.data.conftest import encode, write_coco
+
+    rng = np.random.default_rng(0)
+    good = [encode(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), ".jpg") for _ in range(3)]
+    images = [("empty.jpg", b"", 48, 64), ("a.jpg", good[0], 48, 64), ("notes.jpg", b"text", 48, 64),
+              ("b.jpg", good[1], 48, 64), ("c.jpg", good[2], 48, 64), ("cut.jpg", good[2][:400], 48, 64)]
+    annotations, images_dir = write_coco(tmp_path / "data", images, [(i, 1, [4, 4, 30, 20], 0) for i in range(1, 7)],
+                                         [(1, "thing")])
+    data = [f"data.{split}_{key}={value}" for split in ("train", "val")
+            for key, value in (("annotations", annotations), ("images", images_dir))]
+    overrides = [o for o in tiny_overrides("unused", steps=4) if not o.startswith("data.shapes")]
+    overrides += ["data.dataset=coco", *data, "model.num_classes=1", "data.class_names=[]", "eval.max_images=0"]
+    run = run_module(["-m", "cornernet_tf.train", "--model_dir", str(tmp_path / "run"),
+                      *(arg for item in overrides for arg in ("--set", item))])
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert "6 images (4 usable, 2 skipped)" in out  # the reader's account
+    assert "empty.jpg: unreadable (empty file)" in out and "notes.jpg: undecodable" in out
+    # 16 decoded samples from the 3 decodable of the 4 usable images: 5 whole epochs and part of a
+    # sixth went by, each holding cut.jpg once
+    skipped = int(re.search(r"finished at step 4: 16 training samples, (\d+) skipped as undecodable", out).group(1))
+    assert 5 <= skipped <= 6
+    assert "eval val: 6 images scored, 3 decoded; 3 could not be read or decoded" in out
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert (metrics["num_images"], metrics["num_unusable_images"]) == (6, 3)
