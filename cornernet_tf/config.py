@@ -34,9 +34,10 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Network architecture. Defaults are the official Hourglass-104 CornerNet."""
+    """Network architecture. Defaults are the official Hourglass-104 CornerNet; type "squeeze" is
+    CornerNet-Squeeze (CornerNet-Lite: stride-8 stem, fire-module hourglasses, 1x1 heads)."""
 
-    type: Literal["cornernet", "centernet"] = "cornernet"
+    type: Literal["cornernet", "centernet", "squeeze"] = "cornernet"
     num_classes: int = 80
     depth: int = 5  # `n` of the original: number of downsamplings in one hourglass
     nstack: int = 2
@@ -69,11 +70,14 @@ class ModelConfig:
             values = getattr(self, name)
             _check(all(v >= 1 for v in values), f"model.{name} must be positive, got {values}")
         _check(self.cnv_dim >= 1 and self.pool_dim >= 1, "model.cnv_dim and pool_dim must be >= 1")
+        if self.type == "squeeze":
+            odd = [d for d in self.dims if d % 2]
+            _check(not odd, f"model.dims must be even for type squeeze (fire modules halve them), got {odd}")
 
     @property
     def stride(self) -> int:
-        """Input pixels per output-map pixel (the stem downsamples by 4)."""
-        return 4
+        """Input pixels per output-map pixel: the stem downsamples by 4 (squeeze: by 8)."""
+        return 8 if self.type == "squeeze" else 4
 
 
 
@@ -243,16 +247,19 @@ class Config:
     def validate(self) -> None:
         for section in (self.model, self.data, self.train, self.eval, self.export):
             section.validate()
+        stride, depth = self.model.stride, self.model.depth
+        divisor = stride * 2**depth  # input side + 1 per hourglass-divisible map side
         for inp, out in zip(self.data.input_size, self.data.output_size):
             _check(
-                out == (inp + 1) // 4,
-                f"data.output_size {self.data.output_size} must be (input_size + 1) // 4 of "
-                f"data.input_size {self.data.input_size} (e.g. 511 -> 128)",
+                out == (inp + 1) // stride,
+                f"data.output_size {self.data.output_size} must be (input_size + 1) // {stride} of "
+                f"data.input_size {self.data.input_size} for model.type {self.model.type} "
+                f"(e.g. 511 -> {512 // stride})",
             )
             _check(
-                out % 2**self.model.depth == 0,
-                f"data.output_size side {out} must be divisible by 2**model.depth = "
-                f"{2**self.model.depth} (input 511 or 512 for depth 5, 127 or 128 for depth 3)",
+                out % 2**depth == 0,
+                f"data.output_size side {out} must be divisible by 2**model.depth = {2**depth} (e.g. "
+                f"input {4 * divisor - 1} or {4 * divisor} for depth {depth}, model.type {self.model.type})",
             )
         if self.data.class_names:
             _check(

@@ -1,15 +1,20 @@
-"""Official CornerNet / CenterNet (PyTorch) weights -> our Keras models, and the command line
-around it.
+"""Official CornerNet / CenterNet / CornerNet-Squeeze (PyTorch) weights -> our Keras models, and
+the command line around it.
 
 The official state_dict keys are mapped onto our layers by walking the model: every layer
 mirrors the original's module names (see `cornernet_tf.models`). Conv kernels go from OIHW to
-HWIO. The original reads BGR images while ours reads RGB, so the stem conv's input channels are
-reversed: official(x_bgr) == ours(x_bgr[..., ::-1]).
+HWIO, depthwise kernels (C, 1, kH, kW) to (kH, kW, C, 1), transposed-conv kernels (in, out, kH,
+kW) to (kH, kW, out, in). The original reads BGR images while ours reads RGB, so the stem conv's
+input channels are reversed: official(x_bgr) == ours(x_bgr[..., ::-1]). CornerNet-Lite keeps the
+backbone under `hg.` (`hg.pre`, `hg.hgs`, ...) and calls the corner pools `tl_modules` /
+`br_modules` and the offset heads `tl_offs` / `br_offs`.
 
     python -m cornernet_tf.convert --config configs/cornernet_hg104_coco.yaml \\
         --checkpoint CornerNet_500000.pkl --out hg104.weights.h5
     python -m cornernet_tf.convert --config centernet_hg104_coco \\
         --checkpoint CenterNet-104_480000.pkl --out centernet104.weights.h5
+    python -m cornernet_tf.convert --config squeeze_coco \\
+        --checkpoint CornerNet_Squeeze_500000.pkl --out squeeze.weights.h5
 """
 
 from __future__ import annotations
@@ -28,16 +33,26 @@ from cornernet_tf.config import ModelConfig, load_config
 from cornernet_tf.models import (
     MODEL_TYPES,
     CascadeCornerPoolModule,
-    CenterNet,
     CornerNet,
+    FireModule,
     PoolModule,
     PredictionHead,
+    Residual,
     build_model,
 )
 
 # official BatchNorm2d entry -> Keras BatchNormalization variable
 _BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-_OFFICIAL_KEYS = ("type", "n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim")
+_OFFICIAL_KEYS = (
+    "type", "model", "n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim"
+)
+# the official config's "model" (its models/ or core/models/ file) -> our model.type
+_OFFICIAL_MODELS = {"CornerNet": "cornernet", "CenterNet-104": "centernet", "CenterNet-52": "centernet",
+                    "CornerNet_Squeeze": "squeeze"}
+# our per-stack layer lists -> CornerNet-Lite's names (CornerNet and CenterNet use ours)
+_SQUEEZE_STACK_NAMES = {
+    "tl_cnvs": "tl_modules", "br_cnvs": "br_modules", "tl_regrs": "tl_offs", "br_regrs": "br_offs"
+}
 _MAX_LISTED = 20
 
 Entry = tuple[str, Any, Callable[[np.ndarray], np.ndarray]]
@@ -48,6 +63,16 @@ def _identity(a: np.ndarray) -> np.ndarray:
 
 
 def _oihw_to_hwio(a: np.ndarray) -> np.ndarray:
+    return np.transpose(a, (2, 3, 1, 0))
+
+
+def _depthwise_to_hwcm(a: np.ndarray) -> np.ndarray:
+    """Depthwise Conv2d (C, 1, kH, kW), groups = C -> Keras DepthwiseConv2D (kH, kW, C, 1)."""
+    return np.transpose(a, (2, 3, 0, 1))
+
+
+def _transposed_to_hwoi(a: np.ndarray) -> np.ndarray:
+    """ConvTranspose2d (in, out, kH, kW) -> Keras Conv2DTranspose (kH, kW, out, in)."""
     return np.transpose(a, (2, 3, 1, 0))
 
 
@@ -83,19 +108,35 @@ def _residual(prefix: str, layer) -> Iterator[Entry]:
         yield from _bn(f"{prefix}.skip.1", layer.skip_bn)
 
 
-def _residuals(prefix: str, layers) -> Iterator[Entry]:
+def _fire(prefix: str, layer: FireModule) -> Iterator[Entry]:
+    yield from _conv(f"{prefix}.conv1", layer.conv1)
+    yield from _bn(f"{prefix}.bn1", layer.bn1)
+    yield from _conv(f"{prefix}.conv_1x1", layer.conv_1x1)
+    yield from _conv(f"{prefix}.conv_3x3", layer.conv_3x3, _depthwise_to_hwcm)
+    yield from _bn(f"{prefix}.bn2", layer.bn2)
+
+
+def _blocks(prefix: str, layers) -> Iterator[Entry]:
+    """A Sequential of residuals (CornerNet, CenterNet) or fire modules (CornerNet-Squeeze)."""
     for i, layer in enumerate(layers):
-        yield from _residual(f"{prefix}.{i}", layer)
+        if isinstance(layer, Residual):
+            yield from _residual(f"{prefix}.{i}", layer)
+        elif isinstance(layer, FireModule):
+            yield from _fire(f"{prefix}.{i}", layer)
+        else:
+            raise TypeError(f"{prefix}.{i}: no official layout for {type(layer).__name__}")
 
 
 def _hourglass(prefix: str, module) -> Iterator[Entry]:
-    yield from _residuals(f"{prefix}.up1", module.up1)
-    yield from _residuals(f"{prefix}.low1", module.low1)
+    yield from _blocks(f"{prefix}.up1", module.up1)
+    yield from _blocks(f"{prefix}.low1", module.low1)
     if isinstance(module.low2, list):
-        yield from _residuals(f"{prefix}.low2", module.low2)
+        yield from _blocks(f"{prefix}.low2", module.low2)
     else:
         yield from _hourglass(f"{prefix}.low2", module.low2)
-    yield from _residuals(f"{prefix}.low3", module.low3)
+    yield from _blocks(f"{prefix}.low3", module.low3)
+    if isinstance(module.up2, keras.layers.Conv2DTranspose):  # CornerNet-Squeeze; else nearest
+        yield from _conv(f"{prefix}.up2", module.up2, _transposed_to_hwoi)
 
 
 def _pool(prefix: str, module: PoolModule) -> Iterator[Entry]:
@@ -119,27 +160,39 @@ def _head(prefix: str, head: PredictionHead) -> Iterator[Entry]:
     yield from _conv(f"{prefix}.1", head.out)
 
 
+def model_type_of(model: CornerNet) -> str:
+    """The model.type of a model: the most derived MODEL_TYPES class it is an instance of."""
+    matches = [(len(cls.__mro__), name) for name, cls in MODEL_TYPES.items() if isinstance(model, cls)]
+    if not matches:
+        raise ValueError(f"{type(model).__name__} is none of {list(MODEL_TYPES)}")
+    return max(matches)[1]
+
+
 def official_entries(model: CornerNet) -> Iterator[Entry]:
-    """(official key, our variable, numpy transform) for every weight of a built CornerNet or
-    CenterNet (its per-stack layers are listed in `model.stack_layer_names`)."""
+    """(official key, our variable, numpy transform) for every weight of a built CornerNet,
+    CenterNet or CornerNetSqueeze (its per-stack layers are listed in `model.stack_layer_names`)."""
+    squeeze = model_type_of(model) == "squeeze"
+    hg, hourglasses = ("hg.", "hg.hgs") if squeeze else ("", "kps")
+    stack_names = _SQUEEZE_STACK_NAMES if squeeze else {}
     backbone = model.backbone
-    yield from _conv_bn_relu("pre.0", backbone.pre[0], _stem_oihw_to_hwio)
-    yield from _residual("pre.1", backbone.pre[1])
+    yield from _conv_bn_relu(f"{hg}pre.0", backbone.pre[0], _stem_oihw_to_hwio)
+    for i, layer in enumerate(backbone.pre[1:], start=1):
+        yield from _residual(f"{hg}pre.{i}", layer)
     for s, module in enumerate(backbone.kps):
-        yield from _hourglass(f"kps.{s}", module)
+        yield from _hourglass(f"{hourglasses}.{s}", module)
     for s, layer in enumerate(backbone.cnvs):
-        yield from _conv_bn_relu(f"cnvs.{s}", layer)
+        yield from _conv_bn_relu(f"{hg}cnvs.{s}", layer)
     for name in model.stack_layer_names:
         for s, layer in enumerate(getattr(model, name)):
             entries = _head if isinstance(layer, PredictionHead) else _pool
-            yield from entries(f"{name}.{s}", layer)
+            yield from entries(f"{stack_names.get(name, name)}.{s}", layer)
     for s, layer in enumerate(backbone.inters):
-        yield from _residual(f"inters.{s}", layer)
+        yield from _residual(f"{hg}inters.{s}", layer)
     for s in range(len(backbone.inters)):
-        yield from _conv(f"inters_.{s}.0", backbone.inters_conv[s])
-        yield from _bn(f"inters_.{s}.1", backbone.inters_bn[s])
-        yield from _conv(f"cnvs_.{s}.0", backbone.cnvs_conv[s])
-        yield from _bn(f"cnvs_.{s}.1", backbone.cnvs_bn[s])
+        yield from _conv(f"{hg}inters_.{s}.0", backbone.inters_conv[s])
+        yield from _bn(f"{hg}inters_.{s}.1", backbone.inters_bn[s])
+        yield from _conv(f"{hg}cnvs_.{s}.0", backbone.cnvs_conv[s])
+        yield from _bn(f"{hg}cnvs_.{s}.1", backbone.cnvs_bn[s])
 
 
 def _read_source(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, np.ndarray]:
@@ -187,15 +240,18 @@ def _listing(items: list[str]) -> str:
 
 
 def official_model_type(keys: Iterable[str]) -> str:
-    """"centernet" when official state_dict keys hold CenterNet's center branch (`ct_*`, a
-    `module.` prefix allowed), else "cornernet"."""
-    centernet = any(key.removeprefix("module.").startswith("ct_") for key in keys)
-    return "centernet" if centernet else "cornernet"
+    """From official state_dict keys (a `module.` prefix allowed): "squeeze" when the backbone
+    sits under `hg.` (CornerNet-Lite), "centernet" when they hold CenterNet's center branch
+    (`ct_*`), else "cornernet"."""
+    keys = [key.removeprefix("module.") for key in keys]
+    if any(key.startswith("hg.") for key in keys):
+        return "squeeze"
+    return "centernet" if any(key.startswith("ct_") for key in keys) else "cornernet"
 
 
 def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os.PathLike) -> None:
-    """Assign official CornerNet / CenterNet weights to a built CornerNet / CenterNet, all or
-    nothing.
+    """Assign official CornerNet / CenterNet / CornerNet-Squeeze weights to a built model of the
+    same type, all or nothing.
 
     source: {official key: array} (NCHW / OIHW, as in the PyTorch state_dict), a .npz of that,
     or a torch .pkl/.pth/.pt checkpoint (read with torch, imported here only). A `module.`
@@ -209,7 +265,7 @@ def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os
     entries = list(official_entries(model))
     expected = {key for key, _, _ in entries}
     problems = []
-    model_type = "centernet" if isinstance(model, CenterNet) else "cornernet"
+    model_type = model_type_of(model)
     checkpoint_type = official_model_type(params)
     if checkpoint_type != model_type:
         problems.append(
@@ -249,10 +305,12 @@ def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os
 
 def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None) -> ModelConfig:
     """ModelConfig from the original's hyperparameters {n, nstack, dims, modules, out_dim,
-    cnv_dim, pre_dims, pool_dim} and an optional type ("cornernet" | "centernet"); cnv_dim,
-    pre_dims and pool_dim (hard-coded in the original) default to the Hourglass-104 values 256,
-    [128, 256] and 128. Without a type, it is detected from the checkpoint `keys` when given
-    (`official_model_type`), else "cornernet"; a type that contradicts the keys is an error."""
+    cnv_dim, pre_dims, pool_dim} and an optional type ("cornernet" | "centernet" | "squeeze") or
+    official model name ("model": "CornerNet", "CenterNet-104", "CenterNet-52",
+    "CornerNet_Squeeze"); cnv_dim, pre_dims and pool_dim (hard-coded in the original) default to
+    256, [128, 256] and 128 (Hourglass-104 and CornerNet-Squeeze alike). Without either, the type
+    is detected from the checkpoint `keys` when given (`official_model_type`), else "cornernet";
+    a type that contradicts the keys or the model name is an error."""
     unknown = sorted(set(d) - set(_OFFICIAL_KEYS))
     if unknown:
         raise ValueError(f"config_from_official: unknown key(s) {unknown}; valid keys are {list(_OFFICIAL_KEYS)}")
@@ -260,7 +318,17 @@ def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None
     if missing:
         raise ValueError(f"config_from_official: missing key(s) {missing}")
     detected = None if keys is None else official_model_type(keys)
-    model_type = d.get("type", detected or "cornernet")
+    named = None
+    if "model" in d:
+        named = _OFFICIAL_MODELS.get(d["model"])
+        if named is None:
+            raise ValueError(
+                f"config_from_official: unknown official model {d['model']!r}; "
+                f"known: {list(_OFFICIAL_MODELS)}"
+            )
+    model_type = d.get("type", named or detected or "cornernet")
+    if named not in (None, model_type):
+        raise ValueError(f"config_from_official: type {model_type!r}, but model {d['model']!r} is a {named}")
     if model_type not in MODEL_TYPES:
         raise ValueError(f"config_from_official: unknown type {model_type!r}; valid values are {list(MODEL_TYPES)}")
     if detected not in (None, model_type):
@@ -283,7 +351,8 @@ def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cornernet_tf.convert",
-        description="Convert an official CornerNet or CenterNet checkpoint into Keras weights (.weights.h5).",
+        description="Convert an official CornerNet, CenterNet or CornerNet-Squeeze checkpoint into Keras "
+        "weights (.weights.h5).",
     )
     parser.add_argument("--config", default="cornernet_hg104_coco", help="YAML config or bundled config name")
     parser.add_argument("--checkpoint", required=True, help="official checkpoint: .pkl/.pth (torch) or .npz")

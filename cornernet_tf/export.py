@@ -102,7 +102,7 @@ class DetectionModule(tf.Module):
         self.settings = detection_settings(config)
         self.test_mode = config.export.test_mode
         self.input_size = tuple(config.data.input_size)
-        self.size_divisor = 4 * 2**config.model.depth
+        self.size_divisor = config.model.stride * 2**config.model.depth
         self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
 
     def _transform(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -1,8 +1,11 @@
-"""Fixtures shared by the CornerNet and CenterNet conversion tests, built per model type."""
+"""Fixtures shared by the CornerNet, CenterNet and CornerNet-Squeeze conversion tests, built per
+model type."""
 
+import numpy as np
 import pytest
 
 from cornernet_tf.config import load_config
+from cornernet_tf.convert import official_entries
 from cornernet_tf.models import build_model
 from tests.conftest import load_reference, reference_path
 
@@ -20,24 +23,55 @@ def read_state_dict_tsv(name: str) -> tuple[list[tuple[str, tuple[int, ...], str
     return rows, total
 
 
+# model type -> (bundled config of the full official model, its state_dict tsv, the tiny fixture)
+OFFICIAL_FILES = {
+    "cornernet": ("cornernet_hg104_coco", "cornernet_hg104_state_dict.tsv", "cornernet_tiny.npz"),
+    "centernet": ("centernet_hg104_coco", "centernet_hg104_state_dict.tsv", "centernet_tiny.npz"),
+    "squeeze": ("squeeze_coco", "cornernet_squeeze_state_dict.tsv", "squeeze_tiny.npz"),
+}
+
+
 def official_fixtures(model_type: str):
-    """Module-scoped fixtures hg104, hg104_rows, tiny_ref, tiny_params for "cornernet" or "centernet";
-    assign them at module level: `hg104, hg104_rows, tiny_ref, tiny_params = official_fixtures(...)`."""
+    """Module-scoped fixtures hg104 (the full official model: Hourglass-104, or CornerNet-Squeeze),
+    hg104_rows, tiny_ref, tiny_params for a type of OFFICIAL_FILES; assign them at module level:
+    `hg104, hg104_rows, tiny_ref, tiny_params = official_fixtures(...)`."""
+    config_name, tsv_name, tiny_name = OFFICIAL_FILES[model_type]
 
     @pytest.fixture(scope="module", name="hg104")
     def hg104():
-        return build_model(load_config(f"{model_type}_hg104_coco").model, corner_pool="vectorized")
+        return build_model(load_config(config_name).model, corner_pool="vectorized")
 
     @pytest.fixture(scope="module", name="hg104_rows")
     def hg104_rows():
-        return read_state_dict_tsv(f"{model_type}_hg104_state_dict.tsv")
+        return read_state_dict_tsv(tsv_name)
 
     @pytest.fixture(scope="module", name="tiny_ref")
     def tiny_ref():
-        return load_reference(f"{model_type}_tiny.npz")
+        return load_reference(tiny_name)
 
     @pytest.fixture(scope="module", name="tiny_params")
     def tiny_params(tiny_ref):
         return {k: v for k, v in tiny_ref.items() if not k.startswith("ref/")}
 
     return hg104, hg104_rows, tiny_ref, tiny_params
+
+
+def check_parameter_count(model, rows_and_total, expected_total: int) -> None:
+    """The tsv's footer, the sum of its parameter rows and `model`'s trainable weights all hold
+    `expected_total` values."""
+    rows, total = rows_and_total
+    assert total == expected_total
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == total
+    assert sum(int(np.prod(shape)) for _, shape, kind in rows if kind == "parameter") == total
+
+
+def check_every_official_key_maps(model, rows) -> None:
+    """Every state_dict key of the tsv (step counters aside) maps onto its own weight of
+    `model`, and its transform turns the official shape into the weight's."""
+    official = {key: shape for key, shape, _ in rows if not key.endswith("num_batches_tracked")}
+    entries = list(official_entries(model))
+    assert [key for key, _, _ in entries if key not in official] == []
+    assert sorted(key for key, _, _ in entries) == sorted(official)
+    assert len({id(v) for _, v, _ in entries}) == len(model.weights) == len(official)
+    for key, variable, transform in entries:
+        assert transform(np.zeros(official[key], "float32")).shape == tuple(variable.shape), key

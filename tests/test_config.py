@@ -31,6 +31,33 @@ def test_paper_settings_of_hg104():
     assert load_config("cornernet_hg52_coco").model.nstack == 1
 
 
+def test_official_settings_of_cornernet_squeeze():
+    c = load_config("squeeze_coco")
+    assert c.model.type == "squeeze" and c.model.stride == 8 and c.model.depth == 4
+    assert c.model.dims == [256, 256, 384, 384, 512] and c.model.modules == [2, 2, 2, 2, 4]
+    assert c.data.input_size == [511, 511] and c.data.output_size == [64, 64]
+    assert c.train.batch_size == 55 and c.train.steps == 500_000 and c.train.lr_decay_steps == [450_000]
+    assert c.train.learning_rate == pytest.approx(2.5e-4) and c.data.random_scale == [0.6, 1.4]
+    assert (c.eval.top_k, c.eval.num_dets, c.eval.max_per_image, c.eval.flip) == (20, 100, 100, False)
+    assert load_config("cornernet_hg104_coco").model.stride == 4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.output_size=[32, 32]", "must be (input_size + 1) // 8 of data.input_size [128, 128]"),
+        ("data.input_size=[95, 95]", "output_size side 12 must be divisible by 2**model.depth = 8"),
+        ("model.dims=[32, 48, 63, 64]", "model.dims must be even for type squeeze"),
+    ],
+)
+def test_squeeze_sizes_follow_its_stride_8(override, message):
+    overrides = [override, "data.output_size=[12, 12]"] if "input_size" in override else [override]
+    with pytest.raises(ConfigError) as info:
+        load_config("squeeze_shapes_tiny", overrides)
+    assert message in str(info.value)
+    assert load_config("squeeze_shapes_tiny", ["data.input_size=[255, 511]", "data.output_size=[32, 64]"])
+
+
 def test_default_is_shapes_tiny():
     assert load_config().name == "shapes_tiny"
     assert load_config().data.dataset == "shapes"

@@ -9,10 +9,10 @@ import yaml
 
 from cornernet_tf import convert
 from cornernet_tf.config import load_config
-from cornernet_tf.convert import config_from_official, load_official_weights, official_entries
+from cornernet_tf.convert import config_from_official, load_official_weights
 from cornernet_tf.models import build_model
 from tests.conftest import nhwc, reference_config
-from tests.convert_fixtures import official_fixtures
+from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, official_fixtures
 
 
 hg104, hg104_rows, tiny_ref, tiny_params = official_fixtures("cornernet")
@@ -24,21 +24,11 @@ def tiny_model(tiny_ref):
 
 
 def test_hg104_parameter_count_matches_the_official_model(hg104, hg104_rows):
-    rows, total = hg104_rows
-    assert total == 201035212
-    assert sum(int(np.prod(w.shape)) for w in hg104.trainable_weights) == total
-    assert sum(int(np.prod(shape)) for _, shape, kind in rows if kind == "parameter") == total
+    check_parameter_count(hg104, hg104_rows, 201035212)
 
 
 def test_hg104_every_official_key_maps_onto_a_weight_of_the_right_shape(hg104, hg104_rows):
-    rows, _ = hg104_rows
-    official = {key: shape for key, shape, _ in rows if not key.endswith("num_batches_tracked")}
-    entries = list(official_entries(hg104))
-    assert [key for key, _, _ in entries if key not in official] == []
-    assert sorted(key for key, _, _ in entries) == sorted(official)
-    assert len({id(v) for _, v, _ in entries}) == len(hg104.weights) == len(official)
-    for key, variable, transform in entries:
-        assert transform(np.zeros(official[key], "float32")).shape == tuple(variable.shape), key
+    check_every_official_key_maps(hg104, hg104_rows[0])
 
 
 def test_hg104_loads_a_module_prefixed_checkpoint_without_step_counters(hg104, hg104_rows):

@@ -308,3 +308,15 @@ def test_cli_flags_become_export_overrides():
     args = export.parse_args(["--config", "c", "--random_weights", "--export_dir", "e", "--no-flip",
                               "--score_threshold", "0.3", "--corner_pool", "scan"])
     assert export.flag_overrides(args) == ["export.flip=false", "export.score_threshold=0.3", "export.corner_pool=scan"]
+
+
+def test_squeeze_exports_and_pads_to_its_stride_8_divisor(tmp_path):
+    """CornerNet-Squeeze (stride 8, depth 3): pad mode must pad to side | 63, not CornerNet's | 31."""
+    overrides = [*OVERRIDES, "export.test_mode=pad", "export.flip=true"]
+    squeeze_config = load_config("squeeze_shapes_tiny", overrides)
+    keras.utils.set_random_seed(3)  # a random model whose corners pair up (ae_threshold 1000)
+    squeeze = build_model(squeeze_config.model, corner_pool="vectorized")
+    version = export.export_model(squeeze, squeeze_config, tmp_path)
+    outputs = tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.constant([JPEG, PNG]))
+    want = keras_outputs(squeeze, [decoded(JPEG), decoded(PNG)], lambda image: augment.eval_pad(image, 64))
+    assert_same_detections({k: v.numpy() for k, v in outputs.items()}, want)

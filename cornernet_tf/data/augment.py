@@ -368,9 +368,9 @@ def eval_resize(image: tf.Tensor, input_size: tuple[int, int]) -> tuple[tf.Tenso
 def eval_pad(image: tf.Tensor, size_divisor: int, scale: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
     """The original test transform: resize by `scale`, centre in a zero canvas of side s | (d - 1).
 
-    `size_divisor` d (a power of 2, 4 * 2**depth; 128 for depth 5 gives the original `| 127`)
-    makes (side + 1) a multiple of d, so the stride-4 output map (side + 1) / 4 divides by
-    2**depth. image [H, W, 3] uint8 -> ([S_h, S_w, 3] float32 in [0, 1], image_info [6]).
+    `size_divisor` d (a power of 2, stride * 2**depth; 128 for CornerNet's stride 4 and depth 5
+    gives the original `| 127`) makes (side + 1) a multiple of d, so the output map
+    (side + 1) / stride divides by 2**depth. image [H, W, 3] uint8 -> ([S_h, S_w, 3] float32 in [0, 1], image_info [6]).
     """
     if size_divisor & (size_divisor - 1):
         raise ValueError(f"size_divisor must be a power of 2, got {size_divisor}")

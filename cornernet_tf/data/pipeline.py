@@ -416,7 +416,7 @@ def eval_dataset(
 
     images [B, H, W, 3] float32 normalized; image_info [B, 6] (see `image_info.py`); image_id
     [B] int64. `mode` (default eval.test_mode): "resize" to data.input_size, or "pad" (the
-    original test transform at test `scale`, side | (4 * 2**model.depth - 1)); padded batches
+    original test transform at test `scale`, side | (model.stride * 2**model.depth - 1)); padded batches
     of different sizes are zero-padded (before normalization) at the bottom/right, which leaves
     image_info valid. eval.max_images > 0 keeps the first images of the split only
     (`eval_image_ids`). Images that fail to decode are left out: an evaluation scores them as
@@ -431,7 +431,7 @@ def eval_dataset(
         raise ValueError(f"mode must be 'resize' or 'pad', got {mode!r}")
     num_pipelines, pipeline_id = _pipeline_position(input_context)
     parallel = data.num_parallel_calls if data.num_parallel_calls > 0 else tf.data.AUTOTUNE
-    size_divisor = 4 * 2**config.model.depth
+    size_divisor = config.model.stride * 2**config.model.depth
 
     def transform(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         if mode == "resize":

@@ -13,14 +13,20 @@ from cornernet_tf.models.corner_pool import (
 from cornernet_tf.models.cornernet import OUTPUT_KEYS, CornerNet
 from cornernet_tf.models.heads import PredictionHead
 from cornernet_tf.models.hourglass import HourglassBackbone, HourglassModule
-from cornernet_tf.models.layers import ConvBNReLU, Residual
+from cornernet_tf.models.layers import ConvBNReLU, Residual, SymmetricDepthwiseConv2D
+from cornernet_tf.models.squeeze import (
+    CornerNetSqueeze,
+    FireModule,
+    SqueezeBackbone,
+    SqueezeHourglassModule,
+)
 
-MODEL_TYPES = {"cornernet": CornerNet, "centernet": CenterNet}
+MODEL_TYPES = {"cornernet": CornerNet, "centernet": CenterNet, "squeeze": CornerNetSqueeze}
 
 
 def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwargs) -> CornerNet:
-    """A built (weights created) CornerNet or CenterNet (model_config.type) from a validated
-    ModelConfig.
+    """A built (weights created) CornerNet, CenterNet or CornerNetSqueeze (model_config.type) from
+    a validated ModelConfig.
 
     corner_pool overrides model_config.corner_pool (export uses "vectorized"); kwargs go to
     keras.Model (name, dtype).
@@ -53,11 +59,16 @@ __all__ = [
     "CenterPoolModule",
     "ConvBNReLU",
     "CornerNet",
+    "CornerNetSqueeze",
     "CornerPoolModule",
+    "FireModule",
     "HourglassBackbone",
     "HourglassModule",
     "PoolModule",
     "PredictionHead",
     "Residual",
+    "SqueezeBackbone",
+    "SqueezeHourglassModule",
+    "SymmetricDepthwiseConv2D",
     "build_model",
 ]

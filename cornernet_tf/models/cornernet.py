@@ -37,6 +37,8 @@ class CornerNet(keras.Model):
     # the per-stack layer lists, which `build` and `cornernet_tf.convert` walk
     stack_layer_names = ("tl_cnvs", "br_cnvs", "tl_heats", "br_heats", "tl_tags", "br_tags", "tl_regrs", "br_regrs")
     corner_pool_module: type = CornerPoolModule  # CenterNet: cascade corner pooling
+    backbone_class: type = HourglassBackbone  # CornerNet-Squeeze: fire-module hourglasses
+    head_kernel_size: int = 3  # CornerNet-Squeeze: 1x1 heads
 
     def __init__(
         self,
@@ -62,7 +64,9 @@ class CornerNet(keras.Model):
         self.corner_pool = corner_pool
         self.heatmap_bias = heatmap_bias
         policy = self.dtype_policy
-        self.backbone = HourglassBackbone(nstack, dims, modules, cnv_dim, pre_dims, dtype=policy, name="backbone")
+        self.backbone = self.backbone_class(
+            nstack, dims, modules, cnv_dim, pre_dims, dtype=policy, name="backbone"
+        )
         self.tl_cnvs = self._corner_pools("tl_cnvs", "top_left")
         self.br_cnvs = self._corner_pools("br_cnvs", "bottom_right")
         self.tl_heats = self._heads("tl_heats", num_classes, heatmap_bias)
@@ -82,13 +86,18 @@ class CornerNet(keras.Model):
         return self._per_stack(self.corner_pool_module, prefix, self.cnv_dim, self.pool_dim, corner, self.corner_pool)
 
     def _heads(self, prefix: str, out_dim: int, bias: float = 0.0) -> list:
-        """One PredictionHead (hidden width dims[0]) per stack."""
-        return self._per_stack(PredictionHead, prefix, self.dims[0], out_dim, bias)
+        """One PredictionHead (hidden width dims[0], `head_kernel_size`) per stack."""
+        return self._per_stack(PredictionHead, prefix, self.dims[0], out_dim, bias, self.head_kernel_size)
 
     @property
     def depth(self) -> int:
         """Number of stride-2 downsamplings in one hourglass (the original's `n`)."""
         return len(self.dims) - 1
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per output-map pixel (4; CornerNet-Squeeze: 8)."""
+        return self.backbone.stride
 
     def build(self, input_shape) -> None:
         self.backbone.build(input_shape)

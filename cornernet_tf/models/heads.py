@@ -9,19 +9,21 @@ from cornernet_tf.models.layers import ConvBNReLU
 
 @keras.saving.register_keras_serializable(package="cornernet_tf")
 class PredictionHead(keras.layers.Layer):
-    """3x3 conv with bias + ReLU at `hidden_dim`, then a 1x1 conv with bias to `out_dim`.
+    """k x k conv with bias + ReLU at `hidden_dim`, then a 1x1 conv with bias to `out_dim`.
 
     The original's `make_kp_layer` (`convolution(3, cnv_dim, dims[0], with_bn=False)`, then
-    Conv2d 1x1). Heatmap heads start with bias_init = -2.19 (prior probability ~0.1) and output
-    logits. x [B, H, W, cnv_dim] -> [B, H, W, out_dim].
+    Conv2d 1x1); CornerNet-Squeeze's `_pred_mod` is the same with kernel_size 1. Heatmap heads
+    start with bias_init = -2.19 (prior probability ~0.1) and output logits.
+    x [B, H, W, cnv_dim] -> [B, H, W, out_dim].
     """
 
-    def __init__(self, hidden_dim: int, out_dim: int, bias_init: float = 0.0, **kwargs):
+    def __init__(self, hidden_dim: int, out_dim: int, bias_init: float = 0.0, kernel_size: int = 3, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = hidden_dim
         self.out_dim = out_dim
         self.bias_init = bias_init
-        self.conv = ConvBNReLU(hidden_dim, 3, with_bn=False, dtype=self.dtype_policy, name="conv")
+        self.kernel_size = kernel_size
+        self.conv = ConvBNReLU(hidden_dim, kernel_size, with_bn=False, dtype=self.dtype_policy, name="conv")
         self.out = keras.layers.Conv2D(
             out_dim,
             1,
@@ -42,5 +44,10 @@ class PredictionHead(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(hidden_dim=self.hidden_dim, out_dim=self.out_dim, bias_init=self.bias_init)
+        config.update(
+            hidden_dim=self.hidden_dim,
+            out_dim=self.out_dim,
+            bias_init=self.bias_init,
+            kernel_size=self.kernel_size,
+        )
         return config

@@ -21,9 +21,13 @@ class HourglassModule(keras.layers.Layer):
     up1 = modules[0] residuals at dims[0]; low1 = a stride-2 residual dims[0] -> dims[1] and
     modules[0] - 1 more; low2 = the hourglass on dims[1:], modules[1:] (innermost: modules[1]
     residuals at dims[-1]); low3 = modules[0] - 1 residuals, then dims[1] -> dims[0]; the result
-    is up1 + nearest-upsampled low3 (the original's max1 is the identity).
+    is up1 + nearest-upsampled low3 (the original's max1 is the identity). Subclasses swap the
+    block (`block`: a layer class called as block(filters, strides=...)) and the upsampling
+    (`_make_up2`); the recursion builds type(self).
     [B, H, W, dims[0]] -> [B, H, W, dims[0]]; H and W must be divisible by 2**(len(dims) - 1).
     """
+
+    block: type = Residual
 
     def __init__(self, dims: Sequence[int], modules: Sequence[int], **kwargs):
         super().__init__(**kwargs)
@@ -37,18 +41,23 @@ class HourglassModule(keras.layers.Layer):
         curr_dim, next_dim = self.dims[0], self.dims[1]
         curr_mod, next_mod = self.modules[0], self.modules[1]
         policy = self.dtype_policy
-        self.up1 = [Residual(curr_dim, dtype=policy, name=f"up1_{i}") for i in range(curr_mod)]
-        self.low1 = [Residual(next_dim, strides=2, dtype=policy, name="low1_0")] + [
-            Residual(next_dim, dtype=policy, name=f"low1_{i}") for i in range(1, curr_mod)
+        block = self.block
+        self.up1 = [block(curr_dim, dtype=policy, name=f"up1_{i}") for i in range(curr_mod)]
+        self.low1 = [block(next_dim, strides=2, dtype=policy, name="low1_0")] + [
+            block(next_dim, dtype=policy, name=f"low1_{i}") for i in range(1, curr_mod)
         ]
         if len(self.dims) > 2:
-            self.low2 = HourglassModule(self.dims[1:], self.modules[1:], dtype=policy, name="low2")
+            self.low2 = type(self)(self.dims[1:], self.modules[1:], dtype=policy, name="low2")
         else:
-            self.low2 = [Residual(next_dim, dtype=policy, name=f"low2_{i}") for i in range(next_mod)]
-        self.low3 = [Residual(next_dim, dtype=policy, name=f"low3_{i}") for i in range(curr_mod - 1)] + [
-            Residual(curr_dim, dtype=policy, name=f"low3_{curr_mod - 1}")
+            self.low2 = [block(next_dim, dtype=policy, name=f"low2_{i}") for i in range(next_mod)]
+        self.low3 = [block(next_dim, dtype=policy, name=f"low3_{i}") for i in range(curr_mod - 1)] + [
+            block(curr_dim, dtype=policy, name=f"low3_{curr_mod - 1}")
         ]
-        self.up2 = keras.layers.UpSampling2D(size=2, interpolation="nearest", dtype=policy, name="up2")
+        self.up2 = self._make_up2(curr_dim)
+
+    def _make_up2(self, dim: int) -> keras.layers.Layer:
+        """The x2 upsampling of low3's output [B, h, w, dim] -> [B, 2h, 2w, dim]: nearest."""
+        return keras.layers.UpSampling2D(size=2, interpolation="nearest", dtype=self.dtype_policy, name="up2")
 
     @property
     def depth(self) -> int:
@@ -70,6 +79,7 @@ class HourglassModule(keras.layers.Layer):
                 layer.build(low)
         for layer in self.low3:
             layer.build(low)
+        self.up2.build(curr)
 
     def call(self, x, training=None):
         up1 = x
@@ -100,12 +110,15 @@ class HourglassModule(keras.layers.Layer):
 class HourglassBackbone(keras.layers.Layer):
     """Stem + `nstack` hourglasses with intermediate merges; returns every stack's features.
 
-    pre: 7x7/2 ConvBNReLU to pre_dims[0], stride-2 Residual to pre_dims[1] (= dims[0]): stride 4.
-    Per stack s: cnv_s = ConvBNReLU(3x3, cnv_dim)(hourglass_s(inter)); between stacks
+    pre: 7x7/2 ConvBNReLU to pre_dims[0], stride-2 Residual to pre_dims[1] (= dims[0]): stride 4
+    (`_make_stem`, `hourglass_module`: what CornerNet-Squeeze replaces). Per stack s:
+    cnv_s = ConvBNReLU(3x3, cnv_dim)(hourglass_s(inter)); between stacks
     inter = inters[s](ReLU(BN(conv1x1(inter)) + BN(conv1x1(cnv_s)))).
     images [B, H, W, 3] -> list of nstack tensors [B, ceil(H / 4), ceil(W / 4), cnv_dim]
     (511 -> 256 -> 128); the map side must be divisible by 2**(len(dims) - 1).
     """
+
+    hourglass_module: type = HourglassModule
 
     def __init__(
         self,
@@ -129,11 +142,11 @@ class HourglassBackbone(keras.layers.Layer):
         self.cnv_dim = cnv_dim
         self.pre_dims = list(pre_dims)
         policy = self.dtype_policy
-        self.pre = [
-            ConvBNReLU(self.pre_dims[0], 7, strides=2, dtype=policy, name="pre_0"),
-            Residual(self.pre_dims[1], strides=2, dtype=policy, name="pre_1"),
+        self.pre = self._make_stem()
+        self.kps = [
+            self.hourglass_module(self.dims, self.modules, dtype=policy, name=f"kps_{s}")
+            for s in range(nstack)
         ]
-        self.kps = [HourglassModule(self.dims, self.modules, dtype=policy, name=f"kps_{s}") for s in range(nstack)]
         self.cnvs = [ConvBNReLU(cnv_dim, 3, dtype=policy, name=f"cnvs_{s}") for s in range(nstack)]
         merges = range(nstack - 1)
 
@@ -146,14 +159,32 @@ class HourglassBackbone(keras.layers.Layer):
         self.cnvs_conv = [conv1x1(f"cnvs__{s}_0") for s in merges]
         self.cnvs_bn = [batch_norm(policy, f"cnvs__{s}_1") for s in merges]
 
+    def _make_stem(self) -> list:
+        """The `pre` layers, each with `filters` and `strides`: 7x7/2 conv, stride-2 residual."""
+        policy = self.dtype_policy
+        return [
+            ConvBNReLU(self.pre_dims[0], 7, strides=2, dtype=policy, name="pre_0"),
+            Residual(self.pre_dims[1], strides=2, dtype=policy, name="pre_1"),
+        ]
+
     @property
     def depth(self) -> int:
         """Number of stride-2 downsamplings in one hourglass (the original's `n`)."""
         return len(self.dims) - 1
 
+    @property
+    def stride(self) -> int:
+        """Input pixels per feature-map pixel: the product of the stem's strides."""
+        stride = 1
+        for layer in self.pre:
+            stride *= layer.strides
+        return stride
+
     def build(self, input_shape) -> None:
-        self.pre[0].build(input_shape)
-        self.pre[1].build((None, None, None, self.pre_dims[0]))
+        shape = input_shape
+        for layer in self.pre:
+            layer.build(shape)
+            shape = (None, None, None, layer.filters)
         hourglass = (None, None, None, self.dims[0])
         cnv = (None, None, None, self.cnv_dim)
         for s in range(self.nstack):
@@ -183,8 +214,9 @@ class HourglassBackbone(keras.layers.Layer):
         return features
 
     def compute_output_shape(self, input_shape) -> list:
-        batch, height, width, _ = input_shape
-        side = [strided_side(strided_side(n, 2), 2) for n in (height, width)]
+        batch, *side, _ = input_shape
+        for layer in self.pre:
+            side = [strided_side(n, layer.strides) for n in side]
         return [(batch, side[0], side[1], self.cnv_dim)] * self.nstack
 
     def get_config(self) -> dict:

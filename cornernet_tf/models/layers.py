@@ -1,5 +1,5 @@
 """The two building blocks of the Hourglass network, ConvBNReLU and Residual (NHWC), and the
-conv and BatchNorm they are made of.
+convs and BatchNorm they (and CornerNet-Squeeze's fire modules) are made of.
 
 Both follow the original PyTorch code exactly: symmetric zero padding of (k - 1) // 2 on every
 side (SymmetricConv2D), and BatchNorm with PyTorch's defaults (epsilon 1e-5, momentum 0.1,
@@ -24,13 +24,51 @@ def strided_side(size: int | None, strides: int) -> int | None:
     return None if size is None else (size - 1) // strides + 1
 
 
-def _strided_shape(input_shape, strides: int, filters: int) -> tuple:
+def strided_shape(input_shape, strides: int, filters: int) -> tuple:
     batch, height, width, _ = input_shape
     return (batch, strided_side(height, strides), strided_side(width, strides), filters)
 
 
+def symmetric_pad(x, kernel: int, stride: int) -> tuple:
+    """PyTorch's symmetric (k - 1) // 2 zero padding for an odd-kernel conv: (x, stride, padding).
+
+    Strided: x padded explicitly, to be convolved "valid" (a strided 1x1 subsamples first and runs
+    at stride 1). Stride 1: x unchanged and "same", which is already symmetric.
+    """
+    if kernel == 1 and stride > 1:
+        return x[:, ::stride, ::stride, :], 1, "same"
+    if stride == 1:
+        return x, 1, "same"
+    pad = (kernel - 1) // 2
+    if pad:
+        x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    return x, stride, "valid"
+
+
+class _SymmetricPadding:
+    """`call` and `get_config` of the symmetric-padding convs: pad as PyTorch does (see
+    `symmetric_pad`), then convolve with `_convolve` (a keras.ops conv); the config keeps
+    the int kernel size and stride the constructors take, and no padding."""
+
+    _convolve = staticmethod(ops.conv)
+
+    def call(self, x):
+        x, stride, padding = symmetric_pad(x, self.kernel_size[0], self.strides[0])
+        y = self._convolve(x, self.kernel, strides=stride, padding=padding)
+        if self.use_bias:
+            y = y + self.bias
+        return y
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["kernel_size"] = self.kernel_size[0]
+        config["strides"] = self.strides[0]
+        del config["padding"]
+        return config
+
+
 @keras.saving.register_keras_serializable(package="cornernet_tf")
-class SymmetricConv2D(keras.layers.Conv2D):
+class SymmetricConv2D(_SymmetricPadding, keras.layers.Conv2D):
     """Conv2D (odd kernel) with PyTorch's symmetric zero padding of (k - 1) // 2 on every side.
 
     TF's "same" padding is asymmetric for stride 2 on even sizes (0 before, 1 after), which
@@ -46,27 +84,29 @@ class SymmetricConv2D(keras.layers.Conv2D):
             raise ValueError(f"SymmetricConv2D needs an odd kernel_size, got {kernel_size}")
         super().__init__(filters, kernel_size, strides=strides, padding="valid", use_bias=use_bias, **kwargs)
 
-    def call(self, x):
-        kernel, stride = self.kernel_size[0], self.strides[0]
-        if kernel == 1 and stride > 1:
-            x, stride = x[:, ::stride, ::stride, :], 1
-        pad = (kernel - 1) // 2
-        if pad and stride > 1:
-            x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-        y = ops.conv(x, self.kernel, strides=stride, padding="same" if stride == 1 else "valid")
-        if self.use_bias:
-            y = y + self.bias
-        return y
+    def compute_output_shape(self, input_shape) -> tuple:
+        return strided_shape(input_shape, self.strides[0], self.filters)
+
+
+@keras.saving.register_keras_serializable(package="cornernet_tf")
+class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
+    """DepthwiseConv2D (odd kernel, multiplier 1, no bias) with PyTorch's symmetric padding.
+
+    PyTorch's Conv2d(c, c, k, groups=c, padding=(k - 1) // 2, bias=False); see SymmetricConv2D
+    for why strided convs pad explicitly. Kernel [k, k, C, 1].
+    [B, H, W, C] -> [B, ceil(H / s), ceil(W / s), C].
+    """
+
+    def __init__(self, kernel_size: int, strides: int = 1, **kwargs):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"SymmetricDepthwiseConv2D needs an odd kernel_size, got {kernel_size}")
+        kwargs.setdefault("use_bias", False)
+        super().__init__(kernel_size, strides=strides, padding="valid", **kwargs)
+
+    _convolve = staticmethod(ops.depthwise_conv)
 
     def compute_output_shape(self, input_shape) -> tuple:
-        return _strided_shape(input_shape, self.strides[0], self.filters)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["kernel_size"] = self.kernel_size[0]
-        config["strides"] = self.strides[0]
-        del config["padding"]
-        return config
+        return strided_shape(input_shape, self.strides[0], input_shape[-1] * self.depth_multiplier)
 
 
 def batch_norm(dtype: Any, name: str) -> keras.layers.BatchNormalization:
@@ -110,7 +150,7 @@ class ConvBNReLU(keras.layers.Layer):
         return ops.relu(x)
 
     def compute_output_shape(self, input_shape) -> tuple:
-        return _strided_shape(input_shape, self.strides, self.filters)
+        return strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -164,7 +204,7 @@ class Residual(keras.layers.Layer):
         return ops.relu(y + skip)
 
     def compute_output_shape(self, input_shape) -> tuple:
-        return _strided_shape(input_shape, self.strides, self.filters)
+        return strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -8,13 +8,17 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.convert import config_from_official, load_official_weights
 from cornernet_tf.models import CENTERNET_OUTPUT_KEYS, CascadeCornerPoolModule, CenterNet, build_model
-from tests.conftest import load_reference, nhwc, reference_config
-from tests.models.fidelity import check_every_stack_matches_train_path, check_last_stack_matches_test_path
+from tests.conftest import load_reference, nhwc
+from tests.models.fidelity import (
+    TOL,
+    check_every_stack_matches_train_path,
+    check_last_stack_matches_test_path,
+    converted_model,
+    official_input,
+)
 from tests.models.test_cornernet import OFFICIAL_NAMES as CORNERNET_NAMES
 
-TOL = {"atol": 1e-3, "rtol": 1e-3}
 # our output key -> the fixture's name
 OFFICIAL_NAMES = {**CORNERNET_NAMES, "ct_heatmap": "ct_heat", "ct_offset": "ct_regr"}
 
@@ -26,17 +30,12 @@ def ref():
 
 @pytest.fixture(scope="module")
 def tiny(ref):
-    params = {k: v for k, v in ref.items() if not k.startswith("ref/")}
-    config = config_from_official(reference_config(ref), keys=params)  # type detected: centernet
-    model = build_model(config, corner_pool="vectorized")
-    load_official_weights(model, params)
-    return model
+    return converted_model(ref)
 
 
 @pytest.fixture(scope="module")
 def images(ref):
-    """The official BGR input, as our RGB NHWC input."""
-    return nhwc(ref["ref/image"])[..., ::-1].copy()
+    return official_input(ref)
 
 
 def test_last_stack_matches_the_official_test_path(ref, tiny, images):

@@ -8,21 +8,20 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.convert import config_from_official, load_official_weights
 from cornernet_tf.models import OUTPUT_KEYS, CornerNet, build_model
-from tests.conftest import load_reference, nhwc, reference_config
-from tests.models.fidelity import check_every_stack_matches_train_path, check_last_stack_matches_test_path
+from tests.conftest import load_reference
+from tests.models.fidelity import (
+    TOL,
+    CORNERNET_ACTIVATIONS,
+    check_activations,
+    check_every_stack_matches_train_path,
+    check_last_stack_matches_test_path,
+    converted_model,
+    official_input,
+    official_output_names,
+)
 
-TOL = {"atol": 1e-3, "rtol": 1e-3}
-# our output key -> the fixture's name
-OFFICIAL_NAMES = {
-    "tl_heatmap": "tl_heat",
-    "br_heatmap": "br_heat",
-    "tl_embedding": "tl_tag",
-    "br_embedding": "br_tag",
-    "tl_offset": "tl_regr",
-    "br_offset": "br_regr",
-}
+OFFICIAL_NAMES = official_output_names("regr")
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +31,12 @@ def ref():
 
 @pytest.fixture(scope="module")
 def tiny(ref):
-    model = build_model(config_from_official(reference_config(ref)), corner_pool="vectorized")
-    load_official_weights(model, {k: v for k, v in ref.items() if not k.startswith("ref/")})
-    return model
+    return converted_model(ref)
 
 
 @pytest.fixture(scope="module")
 def images(ref):
-    """The official BGR input, as our RGB NHWC input."""
-    return nhwc(ref["ref/image"])[..., ::-1].copy()
+    return official_input(ref)
 
 
 def test_last_stack_matches_the_official_test_path(ref, tiny, images):
@@ -52,24 +48,7 @@ def test_every_stack_matches_the_official_train_path(ref, tiny, images):
 
 
 def test_intermediate_activations_match(ref, tiny, images):
-    backbone = tiny.backbone
-    pre = backbone.pre[1](backbone.pre[0](images))
-    kps = backbone.kps[0](pre)
-    cnv = backbone.cnvs[0](kps)
-    inter_in = tf.nn.relu(
-        backbone.inters_bn[0](backbone.inters_conv[0](pre)) + backbone.cnvs_bn[0](backbone.cnvs_conv[0](cnv))
-    )
-    ours = {
-        "pre.out": pre,
-        "kps.0.out": kps,
-        "cnvs.0.out": cnv,
-        "tl_cnvs.0.out": tiny.tl_cnvs[0](cnv),
-        "br_cnvs.0.out": tiny.br_cnvs[0](cnv),
-        "inters.0.in": inter_in,
-        "inters.0.out": backbone.inters[0](inter_in),
-    }
-    for name, value in ours.items():
-        np.testing.assert_allclose(value, nhwc(ref[f"ref/act/{name}"]), **TOL, err_msg=name)
+    check_activations(ref, tiny, images, CORNERNET_ACTIVATIONS, TOL)
 
 
 def test_inference_path_uses_only_the_last_stack_heads(tiny, images):
