@@ -2,15 +2,26 @@
 
     python benchmarks/model_forward.py [--repeats 3] [--threads 0]
 
-Prints the median wall time of a graph-mode (tf.function) forward pass of Hourglass-104 at
-511x511 and of the default tiny model (configs/shapes_tiny.yaml) at 128x128, batch 1, and of
+Prints the median wall time of a graph-mode (tf.function) forward pass of Hourglass-104
+(configs/cornernet_hg104_coco.yaml) and of CornerNet-Squeeze (configs/squeeze_coco.yaml) at
+511x511, of the default tiny model (configs/shapes_tiny.yaml) at 128x128, all batch 1, and of
 the top-left corner-pool pair top(a) + left(b) on [1, 128, 128, 128] for each implementation,
-relative to the vectorized path.
+relative to the vectorized path. Hourglass-104 and Squeeze are timed in the same run because
+their ratio (the CornerNet-Lite claim) is only meaningful between same-load measurements.
+
+FLOPs are counted from the graph, not analytically: the sum over the ops of the forward's
+concrete-function graph (static input shape) of TensorFlow's registered "flops" statistics,
+the total `tf.compat.v1.profiler`'s float_operation view reports (checked equal for Squeeze),
+summed here so that the convolutions' share can be printed too. Convolutions (Conv2D,
+depthwise, transposed = Conv2DBackpropInput) count 2 x multiply-adds; element-wise ops with a
+statistic (inference batch norm's Mul/Add, bias and residual adds, the corner pools' maxima)
+one per output element; ops without one (ReLU, concat, pads) count 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -18,6 +29,7 @@ import time
 from typing import Callable
 
 import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops
 
 from cornernet_tf.config import load_config
 from cornernet_tf.models import build_model
@@ -35,11 +47,40 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def model_forward_seconds(config_name: str, size: int, repeats: int) -> float:
+CONV_OPS = ("Conv2D", "DepthwiseConv2dNative", "Conv2DBackpropInput")
+
+
+@dataclasses.dataclass
+class Forward:
+    """One model's timed forward pass and the float ops of its graph."""
+
+    seconds: float
+    flops: int
+    conv_flops: int
+
+
+def graph_flops(graph: tf.Graph) -> tuple[int, int]:
+    """(all counted float ops, those of the convolutions) of a graph with static shapes: the
+    per-op "flops" statistics TensorFlow registers, which `tf.compat.v1.profiler` sums."""
+    total = conv = 0
+    for op in graph.get_operations():
+        try:
+            flops = int(tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value or 0)
+        except ValueError:  # an op without a registered statistic or with an unknown shape
+            continue
+        total += flops
+        conv += flops if op.type in CONV_OPS else 0
+    return total, conv
+
+
+def model_forward(config_name: str, size: int, repeats: int) -> Forward:
+    """Median forward time of a random-weight model at size x size, batch 1, and its FLOPs."""
     model = build_model(load_config(config_name).model, corner_pool="vectorized")
     images = tf.random.stateless_uniform((1, size, size, 3), seed=(0, 0))
     forward = tf.function(lambda x: model(x, training=False))
-    return median_seconds(lambda: [v.numpy() for v in forward(images).values()], repeats)
+    flops, conv_flops = graph_flops(forward.get_concrete_function(tf.TensorSpec(images.shape)).graph)
+    seconds = median_seconds(lambda: [v.numpy() for v in forward(images).values()], repeats)
+    return Forward(seconds, flops, conv_flops)
 
 
 def corner_pool_seconds(repeats: int) -> dict[str, float]:
@@ -72,11 +113,16 @@ def main() -> None:
     for name, seconds in pools.items():
         print(f"  {name:<17} {seconds * 1e3:9.2f} ms   x{seconds / pools['vectorized']:.2f} of vectorized")
 
-    tiny = model_forward_seconds("shapes_tiny", 128, args.repeats)
-    hg104 = model_forward_seconds("cornernet_hg104_coco", 511, args.repeats)
-    print("model forward, batch 1, float32, tf.function:")
-    print(f"  shapes_tiny 128x128      {tiny * 1e3:9.1f} ms")
-    print(f"  Hourglass-104 511x511    {hg104 * 1e3:9.1f} ms   x{hg104 / tiny:.0f} of shapes_tiny")
+    tiny = model_forward("shapes_tiny", 128, args.repeats)
+    hg104 = model_forward("cornernet_hg104_coco", 511, args.repeats)
+    squeeze = model_forward("squeeze_coco", 511, args.repeats)
+    print("model forward, batch 1, float32, tf.function (GFLOPs: graph float ops, of which convolutions):")
+    rows = {"shapes_tiny 128x128": tiny, "Hourglass-104 511x511": hg104, "Squeeze 511x511": squeeze}
+    for name, run in rows.items():
+        print(f"  {name:<22} {run.seconds * 1e3:9.1f} ms  {run.flops / 1e9:8.2f} GFLOPs "
+              f"({run.conv_flops / 1e9:.2f} conv)   x{run.seconds / tiny.seconds:.0f} of shapes_tiny")
+    print(f"  Hourglass-104 / Squeeze: time x{hg104.seconds / squeeze.seconds:.2f}, "
+          f"FLOPs x{hg104.flops / squeeze.flops:.2f}")
 
 
 if __name__ == "__main__":
