@@ -3,11 +3,12 @@ official network."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from cornernet_tf.convert import config_from_official, load_official_weights
 from cornernet_tf.models import build_model
-from tests.conftest import nhwc, reference_config
+from tests.conftest import load_reference, nhwc, reference_config
 
 TOL = {"atol": 1e-3, "rtol": 1e-3}
 
@@ -31,6 +32,26 @@ def converted_model(ref) -> keras.Model:
 def official_input(ref) -> np.ndarray:
     """The fixture's BGR NCHW input as our RGB NHWC input."""
     return nhwc(ref["ref/image"])[..., ::-1].copy()
+
+
+def fidelity_fixtures(fixture_name: str):
+    """Module-scoped fixtures `ref` (the arrays of a tiny official fixture), `tiny` (its network,
+    converted) and `images` (its input, RGB NHWC); assign them at module level:
+    `ref, tiny, images = fidelity_fixtures("cornernet_tiny.npz")`."""
+
+    @pytest.fixture(scope="module", name="ref")
+    def ref():
+        return load_reference(fixture_name)
+
+    @pytest.fixture(scope="module", name="tiny")
+    def tiny(ref):
+        return converted_model(ref)
+
+    @pytest.fixture(scope="module", name="images")
+    def images(ref):
+        return official_input(ref)
+
+    return ref, tiny, images
 
 
 def check_last_stack_matches_test_path(ref, out, output_keys, official_names, tol):

@@ -9,13 +9,12 @@ import tensorflow as tf
 
 from cornernet_tf.config import load_config
 from cornernet_tf.models import CENTERNET_OUTPUT_KEYS, CascadeCornerPoolModule, CenterNet, build_model
-from tests.conftest import load_reference, nhwc
+from tests.conftest import nhwc
 from tests.models.fidelity import (
     TOL,
     check_every_stack_matches_train_path,
     check_last_stack_matches_test_path,
-    converted_model,
-    official_input,
+    fidelity_fixtures,
 )
 from tests.models.test_cornernet import OFFICIAL_NAMES as CORNERNET_NAMES
 
@@ -23,19 +22,7 @@ from tests.models.test_cornernet import OFFICIAL_NAMES as CORNERNET_NAMES
 OFFICIAL_NAMES = {**CORNERNET_NAMES, "ct_heatmap": "ct_heat", "ct_offset": "ct_regr"}
 
 
-@pytest.fixture(scope="module")
-def ref():
-    return load_reference("centernet_tiny.npz")
-
-
-@pytest.fixture(scope="module")
-def tiny(ref):
-    return converted_model(ref)
-
-
-@pytest.fixture(scope="module")
-def images(ref):
-    return official_input(ref)
+ref, tiny, images = fidelity_fixtures("centernet_tiny.npz")
 
 
 def test_last_stack_matches_the_official_test_path(ref, tiny, images):

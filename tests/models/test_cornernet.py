@@ -9,34 +9,20 @@ import tensorflow as tf
 
 from cornernet_tf.config import load_config
 from cornernet_tf.models import OUTPUT_KEYS, CornerNet, build_model
-from tests.conftest import load_reference
 from tests.models.fidelity import (
     TOL,
     CORNERNET_ACTIVATIONS,
     check_activations,
     check_every_stack_matches_train_path,
     check_last_stack_matches_test_path,
-    converted_model,
-    official_input,
+    fidelity_fixtures,
     official_output_names,
 )
 
 OFFICIAL_NAMES = official_output_names("regr")
 
 
-@pytest.fixture(scope="module")
-def ref():
-    return load_reference("cornernet_tiny.npz")
-
-
-@pytest.fixture(scope="module")
-def tiny(ref):
-    return converted_model(ref)
-
-
-@pytest.fixture(scope="module")
-def images(ref):
-    return official_input(ref)
+ref, tiny, images = fidelity_fixtures("cornernet_tiny.npz")
 
 
 def test_last_stack_matches_the_official_test_path(ref, tiny, images):

@@ -12,15 +12,14 @@ from cornernet_tf.config import load_config
 from cornernet_tf.models import OUTPUT_KEYS, CornerNetSqueeze, FireModule, SqueezeHourglassModule
 from cornernet_tf.data.pipeline import train_dataset
 from cornernet_tf.training.loop import Trainer
-from tests.conftest import check_layer, load_reference
+from tests.conftest import check_layer
 from tests.models.fidelity import (
     TOL,
     SQUEEZE_ACTIVATIONS,
     check_activations,
     check_every_stack_matches_train_path,
     check_last_stack_matches_test_path,
-    converted_model,
-    official_input,
+    fidelity_fixtures,
     official_output_names,
 )
 from tests.training.conftest import shapes_dir  # noqa: F401 (a fixture)
@@ -28,19 +27,7 @@ from tests.training.conftest import shapes_dir  # noqa: F401 (a fixture)
 OFFICIAL_NAMES = official_output_names("off")
 
 
-@pytest.fixture(scope="module")
-def ref():
-    return load_reference("squeeze_tiny.npz")
-
-
-@pytest.fixture(scope="module")
-def tiny(ref):
-    return converted_model(ref)
-
-
-@pytest.fixture(scope="module")
-def images(ref):
-    return official_input(ref)
+ref, tiny, images = fidelity_fixtures("squeeze_tiny.npz")
 
 
 def test_the_fixture_is_a_squeeze_at_stride_8(tiny, images):
