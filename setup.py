@@ -135,8 +135,13 @@ setup(
         "tensorboard",  # tf.summary needs it; TensorFlow 2.21 no longer installs it
     ],
     extras_require={
-        "serve": ["aiohttp>=3.9"],
-        "test": ["pytest", "aiohttp>=3.9", "nbclient", "nbformat", "ipykernel", "matplotlib"],
+        "serve": ["aiohttp>=3.9", "grpcio", "tensorflow-serving-api==2.21.*"],
+        # portable exports; versions that install beside tensorflow 2.21 / protobuf 6-7 (docs/export_and_serving.md)
+        "tflite": ["ai-edge-litert>=2.3,<3"],
+        "onnx": ["tf2onnx==1.17.0", "onnx>=1.17,<1.24", "onnxruntime>=1.20,<2"],
+        "test": ["pytest", "aiohttp>=3.9", "grpcio", "tensorflow-serving-api==2.21.*", "Pillow",
+                 "nbclient", "nbformat", "ipykernel", "matplotlib",
+                 "ai-edge-litert>=2.3,<3", "tf2onnx==1.17.0", "onnx>=1.17,<1.24", "onnxruntime>=1.20,<2"],
         "torch": ["torch==2.13.0"],
     },
     cmdclass={"build_ext": BuildCornerPoolOp, "build_py": BuildPyWithConfigs},

@@ -4,6 +4,12 @@
     python benchmarks/serving.py --model_base_path exports/cornernet --model_name cornernet
     python benchmarks/serving.py --url http://127.0.0.1:8501/v1/models/cornernet \
         --model_base_path exports/cornernet                        # e.g. the tensorflow/serving image
+    python benchmarks/serving.py --model_base_path exports/cornernet --model_name cornernet --compare
+
+`--compare` runs, in the same run and on the same model and requests, REST, gRPC (the official
+`tensorflow-serving-api` stub, the image as a DT_STRING tensor) and gRPC with server-side
+batching (`--enable_batching`), one fresh server each, and prints each mode's throughput ratio
+to REST.
 
 N client threads (keep-alive connections) send a bounded number of `:predict` requests, each a
 batch of b64 JPEGs, and the script prints throughput, p50/p99 latency and the error count (which
@@ -28,6 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -68,14 +75,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(base: pathlib.Path, name: str, threads: int | None) -> tuple[subprocess.Popen, str]:
-    """Run `serve` on a free loopback port and wait (bounded) until the model is available."""
-    port = free_port()
+def start_server(base: pathlib.Path, name: str, extra: list[str]) -> tuple[subprocess.Popen, str, str]:
+    """Run `serve` on free loopback ports (REST and gRPC) and wait (bounded) until the model is
+    available; returns (process, REST model URL, gRPC address)."""
+    port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "cornernet_tf.serve", "--model_name", name, "--model_base_path", str(base),
-               "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port),
-               "--rest_api_timeout_in_ms", "0"]  # measure slow models too, never cut them off
-    if threads:
-        command += ["--rest_api_num_threads", str(threads)]
+               "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port), "--port", str(grpc_port),
+               "--rest_api_timeout_in_ms", "0", "--grpc_timeout_in_ms", "0",  # measure slow models too
+               *extra]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1/models/{name}"
@@ -86,7 +93,7 @@ def start_server(base: pathlib.Path, name: str, threads: int | None) -> tuple[su
         with contextlib.suppress(OSError):
             status, _ = request(url, "GET")
             if status == 200:
-                return process, url
+                return process, url, f"127.0.0.1:{grpc_port}"
         time.sleep(0.5)
     process.kill()
     raise TimeoutError(f"serve not ready after {START_TIMEOUT_S} s")
@@ -110,36 +117,72 @@ def make_batch(batch: int, size: int) -> list[bytes]:
     return [tf.io.encode_jpeg(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).numpy() for _ in range(batch)]
 
 
-def load_test(url: str, body: bytes, clients: int, total: int) -> tuple[list[float], int, float]:
+def rest_sender(url: str, body: bytes) -> Callable[[], Callable[[], bool]]:
+    """Per client: a keep-alive connection and a function sending one `:predict` (True: 200)."""
+    parts = urllib.parse.urlsplit(url)
+
+    def client() -> Callable[[], bool]:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
+
+        def send() -> bool:
+            try:
+                return request(url + ":predict", "POST", body, connection)[0] == 200
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                return False
+
+        return send
+
+    return client
+
+
+def grpc_sender(address: str, name: str, signature: str, images: list[bytes]) -> Callable[[], Callable[[], bool]]:
+    """Per client: a channel and a function sending one PredictionService.Predict (True: OK)."""
+    import grpc  # only --compare needs the gRPC packages
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    message = predict_pb2.PredictRequest()
+    message.model_spec.name = name
+    message.model_spec.signature_name = signature
+    message.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+
+    def client() -> Callable[[], bool]:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(address))
+
+        def send() -> bool:
+            try:
+                stub.Predict(message, timeout=CLIENT_TIMEOUT_S)
+                return True
+            except grpc.RpcError:
+                return False
+
+        return send
+
+    return client
+
+
+def load_test(make_client: Callable[[], Callable[[], bool]], clients: int, total: int) -> tuple[list[float], int, float]:
     """(latencies in s of the successful requests, error count, wall time in s)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
     remaining = iter(range(total))
-    parts = urllib.parse.urlsplit(url)
 
     def client() -> None:
         nonlocal errors
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
-        try:
-            while True:
-                with lock:
-                    if next(remaining, None) is None:
-                        return
-                start = time.perf_counter()
-                try:
-                    status, _ = request(url + ":predict", "POST", body, connection)
-                except (OSError, http.client.HTTPException):
-                    status = -1
-                    connection.close()
-                elapsed = time.perf_counter() - start
-                with lock:
-                    if status == 200:
-                        latencies.append(elapsed)
-                    else:
-                        errors += 1
-        finally:
-            connection.close()
+        send = make_client()
+        while True:
+            with lock:
+                if next(remaining, None) is None:
+                    return
+            start = time.perf_counter()
+            ok = send()
+            elapsed = time.perf_counter() - start
+            with lock:
+                if ok:
+                    latencies.append(elapsed)
+                else:
+                    errors += 1
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     start = time.perf_counter()
@@ -164,6 +207,41 @@ def direct_latency(base: pathlib.Path, signature: str, images: list[bytes], repe
     return float(np.median(times))
 
 
+def summary(label: str, latencies: list[float], errors: int, wall: float, batch: int) -> float:
+    """Print one line for a load test; returns its throughput in requests/s."""
+    p50, p99 = (np.percentile(latencies, [50, 99]) * 1000) if latencies else (float("nan"),) * 2
+    throughput = len(latencies) / wall
+    print(f"{label:<14} throughput {throughput:.1f} req/s ({throughput * batch:.1f} img/s)  "
+          f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}")
+    return throughput
+
+
+def compare(args: argparse.Namespace, base: pathlib.Path, images: list[bytes], body: bytes) -> int:
+    """REST, gRPC and gRPC with batching, one fresh server each, same requests; 1 if any error."""
+    threads = ["--rest_api_num_threads", str(args.clients), "--grpc_max_threads", str(args.clients),
+               "--max_in_flight_requests", str(args.clients)]
+    batching = ["--enable_batching", "--max_batch_size", str(args.clients * args.batch),
+                "--batch_timeout_micros", str(args.batch_timeout_micros), "--num_batch_threads", "1"]
+    modes = {"rest": ("rest", threads), "grpc": ("grpc", threads), "grpc_batching": ("grpc", threads + batching)}
+    throughputs, failed = {}, False
+    for label, (protocol, flags) in modes.items():
+        process, url, address = start_server(base, args.model_name, flags)
+        try:
+            make_client = (rest_sender(url, body) if protocol == "rest"
+                           else grpc_sender(address, args.model_name, args.signature, images))
+            warm = make_client()
+            if not all(warm() for _ in range(5)):
+                raise RuntimeError(f"{label}: warm-up requests failed")
+            latencies, errors, wall = load_test(make_client, args.clients, args.requests)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+        throughputs[label] = summary(label, latencies, errors, wall, args.batch)
+        failed |= errors > 0
+    print("throughput / REST: " + "  ".join(f"{k} {v / throughputs['rest']:.2f}" for k, v in throughputs.items()))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_base_path", type=pathlib.Path, help="default: export the stand-in model")
@@ -175,38 +253,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--image_size", type=int, default=320, help="side of the random test JPEGs")
     parser.add_argument("--rest_api_num_threads", type=int, help="passed to serve")
+    parser.add_argument("--compare", action="store_true", help="REST vs gRPC vs gRPC with batching")
+    parser.add_argument("--batch_timeout_micros", type=int, default=5000, help="--compare's batching window")
     args = parser.parse_args(argv)
 
     images = make_batch(args.batch, args.image_size)
     body = json.dumps({"signature_name": args.signature,
                        "instances": [{"b64": base64.b64encode(data).decode()} for data in images]}).encode()
+    print(f"requests {args.requests}  clients {args.clients}  batch {args.batch}  image {args.image_size}px  "
+          f"CPUs {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as scratch:
         base = args.model_base_path
         if base is None and args.url is None:
             base = pathlib.Path(scratch) / args.model_name
             write_stand_in(base)
-        process, url = (None, args.url) if args.url else start_server(base, args.model_name, args.rest_api_num_threads)
+        if args.compare:
+            return compare(args, base, images, body)
+        threads = ["--rest_api_num_threads", str(args.rest_api_num_threads)] if args.rest_api_num_threads else []
+        process, url, _ = (None, args.url, None) if args.url else start_server(base, args.model_name, threads)
         try:
             for _ in range(5):  # warm-up; also fails fast on a wrong URL or signature
                 status, answer = request(url + ":predict", "POST", body)
                 if status != 200:
                     raise RuntimeError(f"warm-up request failed with {status}: {answer[:300]!r}")
-            latencies, errors, wall = load_test(url, body, args.clients, args.requests)
+            latencies, errors, wall = load_test(rest_sender(url, body), args.clients, args.requests)
         finally:
             if process is not None:
                 process.terminate()
                 process.wait(timeout=60)
         direct = direct_latency(base, args.signature, images, repeats=30) if base is not None else None
 
-    p50, p99 = (np.percentile(latencies, [50, 99]) * 1000) if latencies else (float("nan"),) * 2
-    throughput = len(latencies) / wall
-    print(f"requests {args.requests}  clients {args.clients}  batch {args.batch}  image {args.image_size}px  "
-          f"CPUs {os.cpu_count()}")
-    print(f"throughput {throughput:.1f} req/s ({throughput * args.batch:.1f} img/s)  "
-          f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}")
+    throughput = summary("rest", latencies, errors, wall, args.batch)
     if direct is not None:
+        p50 = float(np.percentile(latencies, 50)) if latencies else float("nan")
         print(f"direct in-process call p50 {direct * 1000:.1f} ms: "
-              f"latency ratio serve/direct {p50 / 1000 / direct:.2f}, "
+              f"latency ratio serve/direct {p50 / direct:.2f}, "
               f"throughput ratio serve/sequential-direct {throughput * direct:.2f}")
     return 1 if errors else 0
 

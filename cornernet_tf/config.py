@@ -163,6 +163,10 @@ class TrainConfig:
     offset_weight: float = 1.0
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     sync_batchnorm: bool = False
+    # where each batch is resampled and its targets drawn: "step" inside the compiled training
+    # step (on the accelerator), "pipeline" in tf.data (overlapped with the step), "auto" the
+    # faster of the two for the strategy's devices (see training.job.finishes_in_step)
+    finish_batches: Literal["auto", "step", "pipeline"] = "auto"
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 20
@@ -227,9 +231,11 @@ class ExportConfig:
     flip: bool = False
     corner_pool: Literal["vectorized", "scan", "op"] = "vectorized"
     test_mode: Literal["pad", "resize"] = "resize"
+    max_image_pixels: int = 40_000_000
 
     def validate(self) -> None:
         _check(self.max_detections >= 1, f"export.max_detections must be >= 1, got {self.max_detections}")
+        _check(self.max_image_pixels >= 1, f"export.max_image_pixels must be >= 1, got {self.max_image_pixels}")
         _check(0 <= self.score_threshold < 1, f"export.score_threshold must be in [0, 1), got {self.score_threshold}")
 
 

@@ -2,7 +2,9 @@
 
 CLI: `python -m cornernet_tf.export [--config C] (--weights W | --random_weights)
 --export_dir exports/cornernet [--version N] [--set key=value ...] [--flip/--no-flip]
-[--score_threshold X] [--max_detections N] [--corner_pool vectorized|scan|op] [--verbose]`.
+[--score_threshold X] [--max_detections N] [--corner_pool vectorized|scan|op] [--verbose]
+[--format saved_model|tflite|onnx [--quantize none|fp16|int8] [--batch_size N|dynamic]
+[--image_size H W]]` (tflite / onnx: `cornernet_tf.portable`).
 W is what `python -m cornernet_tf.evaluate` accepts: a `.weights.h5`, a training model_dir (its
 latest checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix; as there,
 without --config the run's `config.yaml` beside W or above it is used, and --random_weights
@@ -47,7 +49,7 @@ import tensorflow as tf
 
 from cornernet_tf import cli
 from cornernet_tf.config import Config, ConfigError, load_config
-from cornernet_tf.data import augment
+from cornernet_tf.data import augment, image_header_tf
 from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.inference import MIN_SCORE_THRESHOLD, DetectionSettings, Model, detect
 from cornernet_tf.models import build_model
@@ -104,6 +106,7 @@ class DetectionModule(tf.Module):
         self.input_size = tuple(config.data.input_size)
         self.size_divisor = config.model.stride * 2**config.model.depth
         self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
+        self.max_image_pixels = config.export.max_image_pixels
 
     def _transform(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One uint8 image [H, W, 3] -> (network input [h, w, 3] in [0, 1], image_info [6])."""
@@ -120,16 +123,19 @@ class DetectionModule(tf.Module):
             image, info = self._transform(to_image(element))
             return tf.RaggedTensor.from_tensor(image, ragged_rank=1), info
 
+        # One image at a time: a request's peak is one image at its original size, whatever its batch.
         images, image_info = tf.map_fn(
-            one, elements, fn_output_signature=(_IMAGE_SPEC, tf.TensorSpec([info_lib.IMAGE_INFO_SIZE], tf.float32))
+            one, elements, fn_output_signature=(_IMAGE_SPEC, tf.TensorSpec([info_lib.IMAGE_INFO_SIZE], tf.float32)),
+            parallel_iterations=1,
         )
         images = augment.normalize(images.to_tensor(), self.mean, self.std)
         return object_detection_outputs(detect(self.model, images, image_info, self.settings), image_info)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """serving_default: encoded images [B] -> detections (a bad image is InvalidArgument)."""
-        return self._detect(images, lambda data: tf.io.decode_image(data, channels=3, expand_animations=False))
+        """serving_default: encoded images [B] -> detections. A bad image, or one whose header
+        declares more than export.max_image_pixels pixels, is InvalidArgument before decoding."""
+        return self._detect(images, lambda data: image_header_tf.decode_bounded(data, self.max_image_pixels))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_tensor(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -219,6 +225,26 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return [f"export.{key}={value}" for key, value in flags.items() if value is not None]
 
 
+def _batch_size(text: str) -> int | None:
+    """--batch_size: a positive integer, or "dynamic" (None)."""
+    if text == "dynamic":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'dynamic', got {text!r}")
+    return int(text)
+
+
+def _check_format_flags(args: argparse.Namespace, config: Config) -> None:
+    """Refuse portable-only flags on a SavedModel and what a portable format cannot hold."""
+    if args.format == "saved_model":
+        if args.quantize != "none" or args.image_size is not None or args.batch_size != 1:
+            raise ValueError("--quantize, --image_size and --batch_size are for --format tflite / onnx")
+        return
+    from cornernet_tf.portable import check_request  # imported here: the portable formats are extras
+
+    check_request(config, args.format, args.quantize, args.batch_size)
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cornernet_tf.export", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=None, help=f"YAML file or bundled name (default: the run's "
@@ -236,6 +262,16 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--max_detections", type=int, default=None, help="default export.max_detections")
     parser.add_argument("--corner_pool", choices=("vectorized", "scan", "op"), default=None,
                         help="default export.corner_pool (vectorized: runs on a stock TF Serving)")
+    portable = parser.add_argument_group("portable formats (docs/export_and_serving.md)")
+    portable.add_argument("--format", choices=("saved_model", "tflite", "onnx"), default="saved_model",
+                          help="saved_model (default): TF Serving; tflite / onnx: the tensor signature at a "
+                          "fixed image size, written as <version>/model.<format> and export_info.json")
+    portable.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none",
+                          help="tflite only: float16 weights, or int8 weights (dynamic range)")
+    portable.add_argument("--batch_size", type=_batch_size, default=1, metavar="N|dynamic",
+                          help="fixed batch of the tflite / onnx input (default 1); onnx also takes dynamic")
+    portable.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
+                          help="fixed size of the tflite / onnx input images (default data.input_size)")
     cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -253,6 +289,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     config = load_config(_config_path(args), [*args.overrides, *flag_overrides(args)])
     corner_pool = config.export.corner_pool
+    _check_format_flags(args, config)
     if corner_pool == "op" and not compiled_available():
         raise ValueError("--corner_pool op: the compiled corner-pool library is not available; build it "
                          "(pip install -e .) or export with --corner_pool vectorized")
@@ -263,6 +300,14 @@ def main(argv: Optional[list[str]] = None) -> int:
               file=sys.stderr)
     else:
         print(f"loaded weights {load_weights(model, args.weights)}")
+    if args.format != "saved_model":
+        from cornernet_tf.portable import export_portable
+
+        target = export_portable(model, config, args.export_dir, args.format, args.quantize, args.batch_size,
+                                 args.image_size, args.version)
+        print(f"exported {config.name} to {target}: {args.format}, quantization {args.quantize}, batch "
+              f"{args.batch_size or 'dynamic'}; corner pool {corner_pool}")
+        return 0
     target = export_model(model, config, args.export_dir, args.version)
     print(f"exported {config.name} to {target}: signatures serving_default, serving_tensor; corner pool {corner_pool}")
     if corner_pool == "op":

@@ -1,5 +1,5 @@
 """export.py: a tiny random CornerNet exported through the CLI, loaded by plain TensorFlow in a
-fresh process, by TF's saved_model_cli and by the REST server, each compared with the in-process
+fresh process, by TF's saved_model_cli and by the REST and gRPC server, each compared with the in-process
 Keras model + `inference.detect` path; the versioned, atomic write of the model directory."""
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ import pathlib
 import subprocess
 import sys
 
+import grpc
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from cornernet_tf import export
 from cornernet_tf.config import load_config
@@ -21,7 +23,7 @@ from cornernet_tf.inference import DetectionSettings, detect
 from cornernet_tf.models import build_model
 from cornernet_tf.ops.corner_pool import compiled_available
 from cornernet_tf.training.checkpoint import training_checkpoint
-from tests.serving_helpers import b64, call, running
+from tests.serving_helpers import b64, call, png_bomb, running
 
 # ae_threshold 1000 pairs corners whatever their embeddings, so a random model detects plenty.
 OVERRIDES = ["eval.ae_threshold=1000"]
@@ -53,6 +55,21 @@ calls = {"serving_default": tf.constant([(inputs / "image.jpg").read_bytes(), (i
 results = {f"{name}.{key}": value.numpy()
            for name, images in calls.items() for key, value in loaded.signatures[name](images=images).items()}
 assert not [m for m in sys.modules if m.startswith("cornernet_tf")], "the SavedModel needed cornernet_tf"
+
+
+def peak_memory():
+    status = pathlib.Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+before = peak_memory()
+loaded.signatures["serving_default"](images=tf.constant([(inputs / "photo.png").read_bytes()]))
+results["memory.photo"] = np.int64(peak_memory() - before)
+try:
+    loaded.signatures["serving_default"](images=tf.constant([(inputs / "bomb.png").read_bytes()]))
+except tf.errors.InvalidArgumentError as err:
+    results["bomb.error"] = np.array(err.message)
+results["memory.bomb"] = np.int64(peak_memory() - before)
 np.savez(out, **results)
 """
 
@@ -139,9 +156,16 @@ def test_export_dir_layout_and_assets(base):
     assert saved.export.corner_pool == "vectorized" and saved.model == load_config("shapes_tiny").model
 
 
+PHOTO_SIZE = (4000, 5000)  # 20 MP: 60 MB as uint8, 240 MB more as a float copy
+
+
 def test_fresh_process_without_cornernet_tf_matches_keras_path(base, model, tmp_path):
+    """Also, in the same process: a 20 MP image costs less than a float copy of it, and a
+    decompression bomb is InvalidArgument at no memory cost (both measured as VmHWM growth)."""
     (tmp_path / "image.jpg").write_bytes(JPEG)
     (tmp_path / "image.png").write_bytes(PNG)
+    (tmp_path / "photo.png").write_bytes(tf.io.encode_png(np.zeros((*PHOTO_SIZE, 3), np.uint8)).numpy())
+    (tmp_path / "bomb.png").write_bytes(png_bomb(20000, 20000))
     np.save(tmp_path / "pixels.npy", TENSOR_BATCH)
     out = tmp_path / "out.npz"
     result = subprocess.run(
@@ -151,6 +175,10 @@ def test_fresh_process_without_cornernet_tf_matches_keras_path(base, model, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     with np.load(out) as arrays:
         got = {key: arrays[key] for key in arrays.files}
+    assert "20000 x 20000 pixels" in str(got["bomb.error"]) and "export.max_image_pixels = 40000000" in str(
+        got["bomb.error"])
+    assert got["memory.bomb"] < 500 * 2**20
+    assert got["memory.photo"] < 4 * PHOTO_SIZE[0] * PHOTO_SIZE[1] * 3 - 40 * 2**20, got["memory.photo"]
     for signature, images in (("serving_default", [decoded(JPEG), decoded(PNG)]), ("serving_tensor", list(TENSOR_BATCH))):
         outputs = {key.split(".", 1)[1]: value for key, value in got.items() if key.startswith(signature + ".")}
         assert_same_detections(outputs, keras_outputs(model, images, resize))
@@ -173,22 +201,45 @@ def test_saved_model_cli_shows_both_signatures(base):
         assert "Method name is: tensorflow/serving/predict" in text
 
 
-def test_rest_server_answers_like_the_saved_model(base):
+def _grpc_predict(address: str, images: list[bytes]) -> dict[str, np.ndarray]:
+    """serving_default through the official TF Serving gRPC client."""
+    with grpc.insecure_channel(address) as channel:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "cornernet"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=120)
+    return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+
+def test_rest_and_grpc_servers_answer_like_the_saved_model(base):
+    """The server's own pixel check is off (--max_image_pixels 0): the bomb is refused by the
+    export graph, as it is under a stock tensorflow_model_server."""
     direct = tf.saved_model.load(str(base / "1")).signatures
     want = {k: v.numpy() for k, v in direct["serving_default"](images=tf.constant([JPEG, PNG])).items()}
     want_tensor = direct["serving_tensor"](images=tf.constant(TENSOR_BATCH[:1]))["detection_scores"].numpy()
-    with running(base, "cornernet", "--file_system_poll_wait_seconds", "0") as server:
+    flags = ("--file_system_poll_wait_seconds", "0", "--max_image_pixels", "0", "--max_request_pixels", "0")
+    with running(base, "cornernet", *flags, grpc=True) as server:
         status, answer = call(server.url + ":predict", "POST", {"instances": [b64(JPEG), b64(PNG)]})
         assert status == 200, answer
+        from_grpc = _grpc_predict(server.grpc_address, [JPEG, PNG])
         for name, value in want.items():
             got = np.array([row[name] for row in answer["predictions"]], np.float32)
             np.testing.assert_allclose(got, value, atol=1e-5)
+            np.testing.assert_allclose(from_grpc[name], got, atol=1e-5)
         status, answer = call(server.url + ":predict", "POST",
                               {"signature_name": "serving_tensor", "instances": TENSOR_BATCH[:1].tolist()})
         assert status == 200, answer
         np.testing.assert_allclose(np.array(answer["predictions"][0]["detection_scores"]), want_tensor[0], atol=1e-5)
         status, answer = call(server.url + ":predict", "POST", {"instances": [b64(b"not an image")]})
         assert status == 400 and answer["error"]
+        bomb = png_bomb(20000, 20000)
+        before = server.peak_memory_bytes()
+        status, answer = call(server.url + ":predict", "POST", {"instances": [b64(JPEG), b64(bomb)]})
+        assert status == 400 and "export.max_image_pixels = 40000000" in answer["error"], answer
+        with pytest.raises(grpc.RpcError) as caught:
+            _grpc_predict(server.grpc_address, [bomb])
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "20000 x 20000" in caught.value.details()
+        assert server.peak_memory_bytes() - before < 500 * 2**20
     assert want["num_detections"].min() >= 5
 
 

@@ -15,73 +15,11 @@ import pytest
 import tensorflow as tf
 
 from tests import serving_helpers
-from tests.serving_helpers import b64, call
+from tests.serving_helpers import b64, call, write_model
 
 MODEL = "standin"
 MAX_REQUEST_BYTES = 1_000_000
 TIMEOUT_MS = 2000
-
-
-class StandIn(tf.Module):
-    """Detection-shaped outputs computed from the decoded image, so they differ per image."""
-
-    def __init__(self, offset: float):
-        super().__init__()
-        self.offset = tf.Variable(offset)
-
-    def _detections(self, stats: tf.Tensor) -> dict[str, tf.Tensor]:
-        # stats [B, 3]: mean pixel, height, width.
-        mean, height, width = stats[:, 0], stats[:, 1], stats[:, 2]
-        rank = tf.broadcast_to(tf.range(100, dtype=tf.float32) / 100.0, [tf.shape(stats)[0], 100])
-        aspect = (height / (height + width))[:, None]
-        return {
-            "detection_boxes": tf.stack([0.1 * rank, 0.2 * rank, aspect + 0 * rank, rank + width[:, None] / 1e3], -1),
-            "detection_scores": (mean[:, None] / 255.0) * (1.0 - rank) + self.offset,
-            "detection_classes": tf.math.floormod(100.0 * rank + height[:, None], 3.0),
-            "num_detections": height + width,
-        }
-
-    @staticmethod
-    def _stats(image: tf.Tensor) -> tf.Tensor:
-        shape = tf.cast(tf.shape(image), tf.float32)
-        return tf.stack([tf.reduce_mean(tf.cast(image, tf.float32)), shape[0], shape[1]])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def detect(self, images):
-        def decode(data):
-            return self._stats(tf.io.decode_image(data, channels=3, expand_animations=False))
-
-        return self._detections(tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([3], tf.float32)))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    def detect_tensor(self, images):
-        return self._detections(tf.map_fn(self._stats, images, fn_output_signature=tf.TensorSpec([3], tf.float32)))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)])
-    def echo(self, payload_bytes, label):
-        return {"payload_bytes": payload_bytes, "label": label, "length": tf.strings.length(payload_bytes)}
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int64)])
-    def wait(self, micros):
-        """Sleeps at least `micros` without using CPU: keeps a request in flight."""
-        numbers = tf.data.Dataset.from_tensors(micros)
-        sleeping = tf.raw_ops.SleepDataset(input_dataset=tf.data.experimental.to_variant(numbers),
-                                           sleep_microseconds=micros, output_types=[tf.int64], output_shapes=[[]])
-        waited = tf.data.experimental.from_variant(sleeping, numbers.element_spec)
-        return {"waited": waited.reduce(tf.constant(0, tf.int64), lambda total, x: total + x)[None]}
-
-
-def write_model(base: pathlib.Path, version: int, offset: float) -> pathlib.Path:
-    """Export version `version` next to the base path, then rename it in (as exporters should)."""
-    module = StandIn(offset)
-    staging = base.parent / f".staging-{version}"
-    tf.saved_model.save(module, str(staging), signatures={
-        "serving_default": module.detect, "serving_tensor": module.detect_tensor,
-        "echo": module.echo, "wait": module.wait,
-    })
-    target = base / str(version)
-    staging.rename(target)
-    return target
 
 
 SERVE_FLAGS = ("--rest_api_num_threads", "4", "--max_request_bytes", str(MAX_REQUEST_BYTES))
@@ -97,10 +35,7 @@ def running(base: pathlib.Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> pathlib.Path:
-    path = tmp_path_factory.mktemp("serve") / "models"
-    path.mkdir()
-    write_model(path, 1, offset=0.0)
-    return path
+    return serving_helpers.standin_base(tmp_path_factory, "serve")
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +135,15 @@ def test_strings_and_bytes_outputs(server):
 NOT_AN_IMAGE = {"instances": [b64(b"this is not an image")]}
 
 
+def nested(value, depth: int):
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+DEEP_JSON = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
 @pytest.mark.parametrize("method, suffix, body, status", [
     ("POST", ":predict", b"{not json", 400),
     ("POST", ":predict", b"", 400),
@@ -216,6 +160,21 @@ NOT_AN_IMAGE = {"instances": [b64(b"this is not an image")]}
     ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 3]], [[1, 2]]]]}, 400),
     ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 300]]]]}, 400),
     ("POST", ":predict", {"signature_name": "echo", "instances": ["a"]}, 400),
+    ("POST", ":predict", {"instances": nested(b64(IMAGES[0]), 70)}, 400),
+    ("POST", ":predict", {"inputs": nested(b64(IMAGES[0]), 70)}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": nested(7, 70)}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "inputs": nested([1, 2, 3], 6)}, 400),
+    ("POST", ":predict", DEEP_JSON, 400),
+    ("POST", ":predict", {"instances": [b64(IMAGES[0]), [b64(IMAGES[0])]]}, 400),
+    ("POST", ":predict", {"instances": [{"b64": 5}]}, 400),
+    ("POST", ":predict", {"instances": {"images": b64(IMAGES[0])}}, 400),
+    ("POST", ":predict", {"signature_name": 5, "instances": [b64(IMAGES[0])]}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, "x"]]]]}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1.5, 2, 3]]]]}, 400),
+    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 3]]], [[1, 2, 3]]]}, 400),
+    ("POST", ":predict", {"signature_name": "wait", "inputs": {"micros": [1, 2]}}, 400),
+    ("POST", ":predict", {"signature_name": "wait", "inputs": {"micros": 2**70}}, 400),
+    ("POST", ":predict", {"signature_name": "rows", "inputs": {"values": [1e300]}}, 400),
     ("POST", "/labels/stable:predict", {"instances": [b64(IMAGES[0])]}, 400),
     ("POST", "/versions/7:predict", {"instances": [b64(IMAGES[0])]}, 404),
     ("GET", "/versions/7", None, 404),

@@ -357,10 +357,11 @@ def train_transform(
 def eval_resize(image: tf.Tensor, input_size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
     """Resize the whole image to `input_size` (per-axis scale, bilinear, half-pixel centres).
 
-    image [H, W, 3] uint8 -> ([h, w, 3] float32 in [0, 1], image_info [6] with offset 0).
+    image [H, W, 3] uint8 -> ([h, w, 3] float32 in [0, 1], image_info [6] with offset 0). The
+    uint8 pixels are resized, then scaled: no float copy of a large image at its original size.
     """
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    resized = tf.image.resize(tf.cast(image, tf.float32) / 255.0, input_size, antialias=False)
+    resized = tf.image.resize(image, input_size, antialias=False) / 255.0
     scale = tf.constant(input_size, tf.float32) / hw
     return resized, info_lib.make_image_info(scale, tf.zeros([2]), hw)
 

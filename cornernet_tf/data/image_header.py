@@ -23,8 +23,8 @@ import tensorflow as tf
 # Orientations 5..8 swap width and height (the stored image is transposed or turned by 90°).
 _TRANSPOSING = (5, 6, 7, 8)
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
+SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
@@ -92,14 +92,14 @@ def _jpeg_header(stream: BinaryIO) -> ImageHeader:
         marker = _read_exact(stream, 1, "JPEG marker")[0]
         while marker == 0xFF:  # fill bytes
             marker = _read_exact(stream, 1, "JPEG marker")[0]
-        if marker in _STANDALONE_MARKERS:
+        if marker in STANDALONE_MARKERS:
             continue
         if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
             raise UndecodableImageError("corrupt JPEG: no frame header")
         (length,) = struct.unpack(">H", _read_exact(stream, 2, "JPEG segment length"))
         if length < 2:
             raise UndecodableImageError("corrupt JPEG: bad segment length")
-        if marker in _SOF_MARKERS:
+        if marker in SOF_MARKERS:
             frame = _read_exact(stream, 5, "JPEG frame header")
             height, width = struct.unpack(">HH", frame[1:5])
             if height == 0 or width == 0:
