@@ -1,4 +1,4 @@
-"""COCO detection metrics with pycocotools: results json and the 12 standard numbers."""
+"""COCO detection metrics with pycocotools: results json, the 12 standard numbers, AP per class."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import json
 import os
 import pathlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -50,32 +50,25 @@ def detections_to_coco(
     return records
 
 
-def write_results(path: str | os.PathLike, records: Iterable[dict]) -> pathlib.Path:
-    """Write COCO results json atomically."""
+def write_json(path: str | os.PathLike, value, indent: int | None = None) -> pathlib.Path:
+    """Write `value` as json atomically (a temporary file beside it, then a rename)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(list(records)))
+    tmp.write_text(json.dumps(value, indent=indent))
     os.replace(tmp, path)
     return path
 
 
-def coco_metrics(
-    ground_truth: COCO | str | os.PathLike,
-    records: list[dict],
-    image_ids: Sequence[int] | None = None,
-    verbose: bool = False,
-) -> dict[str, float]:
-    """The 12 COCO bbox metrics of `records` against `ground_truth`, restricted to `image_ids`.
+def write_results(path: str | os.PathLike, records: Iterable[dict]) -> pathlib.Path:
+    """Write COCO results json atomically."""
+    return write_json(path, list(records))
 
-    With no detections at all every metric is 0 (pycocotools cannot load an empty result list).
-    A metric is -1 where the ground truth has nothing to measure (e.g. no large objects).
-    """
-    if not isinstance(ground_truth, COCO):
-        with contextlib.redirect_stdout(io.StringIO()):
-            ground_truth = COCO(str(ground_truth))
-    if not records:
-        return {name: 0.0 for name in METRIC_NAMES}
+
+def _summarize(
+    ground_truth: COCO, records: list[dict], image_ids: Sequence[int] | None, verbose: bool
+) -> COCOeval:
+    """Run pycocotools' bbox evaluation (evaluate, accumulate, summarize) of `records`."""
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         results = ground_truth.loadRes(records)
@@ -85,9 +78,62 @@ def coco_metrics(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    return evaluator
+
+
+def per_class_ap(evaluator: COCOeval) -> dict[str, float]:
+    """{"AP/<name>", "AP50/<name>"} per category of an accumulated evaluation, as pycocotools'
+    summary computes AP: the mean of the precision array [T, R, K, A, M] over IoU thresholds
+    (AP50: the 0.5 one) and recall points, area "all", the largest maxDets, entries > -1 only;
+    -1 where the category has no ground truth to measure."""
+    precision = evaluator.eval["precision"]
+    iou_50 = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
+    values: dict[str, float] = {}
+    for column, category in enumerate(evaluator.params.catIds):
+        name = evaluator.cocoGt.cats[category]["name"]
+        for key, part in (("AP", precision[:, :, column, 0, -1]), ("AP50", precision[iou_50, :, column, 0, -1])):
+            measured = part[part > -1]
+            values[f"{key}/{name}"] = float(measured.mean()) if measured.size else -1.0
+    return values
+
+
+def _load_ground_truth(ground_truth: COCO | str | os.PathLike) -> COCO:
+    if isinstance(ground_truth, COCO):
+        return ground_truth
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(ground_truth))
+
+
+def coco_metrics(
+    ground_truth: COCO | str | os.PathLike,
+    records: list[dict],
+    image_ids: Sequence[int] | None = None,
+    verbose: bool = False,
+    per_class: bool = False,
+) -> dict[str, float]:
+    """The 12 COCO bbox metrics of `records` against `ground_truth`, restricted to `image_ids`;
+    with `per_class`, followed by `per_class_ap`'s AP and AP50 of every category.
+
+    With no detections at all every metric is 0 (pycocotools cannot load an empty result list),
+    per class too. A metric is -1 where the ground truth has nothing to measure (e.g. no large
+    objects).
+    """
+    ground_truth = _load_ground_truth(ground_truth)
+    if not records:
+        names = [f"{key}/{cat['name']}" for cat in ground_truth.cats.values() for key in ("AP", "AP50")]
+        return {name: 0.0 for name in [*METRIC_NAMES, *(names if per_class else [])]}
+    evaluator = _summarize(ground_truth, records, image_ids, verbose)
+    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    return {**metrics, **per_class_ap(evaluator)} if per_class else metrics
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    """The 12 metrics, one per line, in the order pycocotools prints them."""
-    return "\n".join(f"{name:>10s} {metrics[name]:.4f}" for name in METRIC_NAMES)
+    """The 12 metrics, one per line, in the order pycocotools prints them; then, when `metrics`
+    holds `per_class_ap` values, a table of AP and AP50 per class."""
+    lines = [f"{name:>10s} {metrics[name]:.4f}" for name in METRIC_NAMES]
+    classes = [key.split("/", 1)[1] for key in metrics if key.startswith("AP/")]
+    if classes:
+        width = max(10, *(len(name) for name in classes))
+        lines.append(f"{'class':>{width}s}     AP   AP50")
+        lines += [f"{name:>{width}s} {metrics[f'AP/{name}']:.4f} {metrics[f'AP50/{name}']:.4f}" for name in classes]
+    return "\n".join(lines)

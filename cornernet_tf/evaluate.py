@@ -2,7 +2,7 @@
 
 CLI: `python -m cornernet_tf.evaluate --weights W [--config C] [--set key=value ...]
 [--flip/--no-flip] [--scales 0.5,0.75,1,1.25,1.5] [--max_images N] [--split val]
-[--results out.json] [--visualize DIR] [--verbose]`. W is a Keras `.weights.h5`
+[--results out.json] [--metrics metrics.json] [--visualize DIR] [--verbose]`. W is a Keras `.weights.h5`
 (`model.save_weights`, `python -m cornernet_tf.convert`), a training model_dir (its latest
 checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix. Without --config,
 the run's saved `config.yaml` beside W or above it is used (`checkpoint.find_saved_config`); when
@@ -27,7 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 from cornernet_tf import cli
-from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco, format_metrics, write_results
+from cornernet_tf.coco_metrics import (
+    METRIC_NAMES,
+    coco_metrics,
+    detections_to_coco,
+    format_metrics,
+    write_json,
+    write_results,
+)
 from cornernet_tf.config import Config, load_config
 from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.data.pipeline import dataset_info, eval_dataset, eval_image_ids
@@ -92,7 +99,9 @@ def evaluate_model(
     """COCO metrics of `model` on `split`; returns (metrics, the COCO result records).
 
     metrics: the 12 COCO numbers (`METRIC_NAMES`), then "num_images" (scored) and
-    "num_unusable_images" (of those, the ones that could not be read or decoded).
+    "num_unusable_images" (of those, the ones that could not be read or decoded), then
+    "AP/<class>" and "AP50/<class>" of every category (`coco_metrics.per_class_ap`); flat floats,
+    so the trainer logs them all to TensorBoard and metrics.json.
 
     flip, scales, max_images default to config.eval (max_images 0 = all). Every scale runs its
     own `eval_dataset` over the same images; their detections are merged before soft-NMS.
@@ -147,9 +156,10 @@ def evaluate_model(
     if results_path is not None:
         write_results(results_path, records)
     # pycocotools' loadRes adds keys to the records it is given: hand it copies
-    metrics = coco_metrics(info.annotations, [dict(r) for r in records], image_ids=scored_ids)
-    unusable = len(set(scored_ids) - set(image_ids))
-    return {**metrics, "num_images": len(scored_ids), "num_unusable_images": unusable}, records
+    metrics = coco_metrics(info.annotations, [dict(r) for r in records], image_ids=scored_ids, per_class=True)
+    counts = {"num_images": len(scored_ids), "num_unusable_images": len(set(scored_ids) - set(image_ids))}
+    summary = {name: metrics.pop(name) for name in METRIC_NAMES}
+    return {**summary, **counts, **metrics}, records
 
 
 def _account(split: str, scored_ids: Sequence[int], decoded_ids: Sequence[int]) -> str:
@@ -183,6 +193,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--split", choices=("train", "val"), default="val")
     parser.add_argument("--batch_size", type=int, default=1, help="images per batch (1 = the original)")
     parser.add_argument("--results", default=None, help="write COCO results json here")
+    parser.add_argument("--metrics", default=None, metavar="FILE",
+                        help="write the metrics (the 12 numbers, image counts, AP and AP50 per class) as json here")
     parser.add_argument("--visualize", default=None, metavar="DIR", help="write PNGs of detections here")
     parser.add_argument("--num_visualize", type=int, default=8, help="how many images --visualize draws")
     cli.add_verbose_flag(parser)
@@ -203,6 +215,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(format_metrics(metrics))
     if args.results:
         print(f"results: {args.results}")
+    if args.metrics:
+        print(f"metrics: {write_json(args.metrics, metrics, indent=2)}")
     return 0
 
 

@@ -5,13 +5,16 @@ Images are uint8 RGB [H, W, 3] throughout; OpenCV (BGR) is only an implementatio
 
 from __future__ import annotations
 
+import collections
 import colorsys
 import os
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
 
 
 def class_color(class_id: int) -> tuple[int, int, int]:
@@ -29,30 +32,60 @@ def draw_detections(
     class_names: Sequence[str] = (),
     score_threshold: float = 0.3,
     thickness: int = 2,
+    legend: bool = False,
 ) -> np.ndarray:
     """Draw boxes [N, 4] (x1, y1, x2, y2, image pixels) with "name 0.87" labels on a copy.
 
     Rows with score < score_threshold are skipped; classes [N] are 0-based indices into
-    `class_names` (the index itself is printed when a name is missing). Returns uint8 [H, W, 3].
+    `class_names` (the index itself is printed when a name is missing). With `legend`, a
+    `draw_legend` of the classes drawn goes in the top-right corner. Returns uint8 [H, W, 3].
     """
     canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
-    height, width = canvas.shape[:2]
-    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    width = canvas.shape[1]
+    drawn: list[int] = []
     for box, score, cls in zip(np.asarray(boxes), np.asarray(scores), np.asarray(classes)):
         if score < score_threshold:
             continue
         cls = int(cls)
+        drawn.append(cls)
         color = class_color(cls)
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        name = class_names[cls] if cls < len(class_names) else str(cls)
-        label = f"{name} {score:.2f}"
-        (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, 1)
+        label = f"{_class_name(cls, class_names)} {score:.2f}"
+        (text_w, text_h), baseline = cv2.getTextSize(label, _FONT, _FONT_SCALE, 1)
         # Label above the box, or inside it when the box touches the top edge.
         top = y1 - text_h - baseline if y1 - text_h - baseline >= 0 else y1
         left = min(max(x1, 0), max(width - text_w, 0))
         cv2.rectangle(canvas, (left, top), (left + text_w, top + text_h + baseline), color, -1)
-        cv2.putText(canvas, label, (left, top + text_h), font, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(canvas, label, (left, top + text_h), _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return draw_legend(canvas, drawn, class_names) if legend else canvas
+
+
+def _class_name(class_id: int, class_names: Sequence[str]) -> str:
+    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+
+
+def draw_legend(image: np.ndarray, classes: Sequence[int], class_names: Sequence[str] = ()) -> np.ndarray:
+    """A copy of `image` with a legend in its top-right corner: a colour swatch and "name (count)"
+    per distinct class of `classes` (0-based), in class order; "no detections" when empty."""
+    canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    counts = collections.Counter(int(c) for c in classes)
+    entries = [(cls, f"{_class_name(cls, class_names)} ({counts[cls]})") for cls in sorted(counts)]
+    entries = entries or [(None, "no detections")]
+    sizes = [cv2.getTextSize(text, _FONT, _FONT_SCALE, 1) for _, text in entries]
+    line = max(h + b for (_, h), b in sizes) + 4
+    swatch = line - 4
+    panel_w = max(w for (w, _), _ in sizes) + swatch + 12
+    width = canvas.shape[1]
+    left, top = max(width - panel_w - 4, 0), 4
+    region = canvas[top: top + line * len(entries) + 4, left: left + panel_w]
+    region[:] = (region.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken, keep the picture visible
+    for row, ((cls, text), ((_, text_h), _)) in enumerate(zip(entries, sizes)):
+        y = top + 4 + row * line
+        if cls is not None:
+            cv2.rectangle(canvas, (left + 4, y), (left + 4 + swatch, y + swatch), class_color(cls), -1)
+        cv2.putText(canvas, text, (left + swatch + 8, y + text_h), _FONT, _FONT_SCALE, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return canvas
 
 
@@ -70,14 +103,21 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) 
     return cv2.addWeighted(image, 1.0 - alpha, colored, alpha, 0.0)
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> pathlib.Path:
-    """Write an RGB uint8 image as PNG atomically (temporary file, then rename); returns the path."""
+def save_image(path: str | os.PathLike, image: np.ndarray, file_format: str | None = None) -> pathlib.Path:
+    """Write an RGB uint8 image atomically (temporary file, then rename) in `file_format` (".png",
+    ".jpg", ".bmp", ... as OpenCV encodes them; default the suffix of `path`); returns the path."""
     path = pathlib.Path(path)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR))
+    file_format = file_format or path.suffix
+    ok, encoded = cv2.imencode(file_format, cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR))
     if not ok:
-        raise ValueError(f"image for {path}: OpenCV could not encode it as PNG (shape {np.shape(image)})")
+        raise ValueError(f"image for {path}: OpenCV could not encode it as {file_format!r} (shape {np.shape(image)})")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(encoded.tobytes())
     os.replace(tmp, path)
     return path
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> pathlib.Path:
+    """`save_image` as PNG, whatever the suffix of `path`."""
+    return save_image(path, image, ".png")

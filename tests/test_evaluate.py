@@ -49,7 +49,9 @@ def test_evaluate_model_end_to_end(model, config, tmp_path):
     metrics, records = evaluate.evaluate_model(
         model, config, max_images=4, results_path=results, visualize_dir=pictures, num_visualize=3
     )
-    assert list(metrics) == [*METRIC_NAMES, "num_images", "num_unusable_images"]
+    per_class = [f"{key}/{name}" for name in ("rectangle", "ellipse", "triangle") for key in ("AP", "AP50")]
+    assert list(metrics) == [*METRIC_NAMES, "num_images", "num_unusable_images", *per_class]
+    assert all(-1 <= metrics[name] <= 1 for name in per_class)
     assert all(-1 <= metrics[name] <= 1 for name in METRIC_NAMES)
     assert (metrics["num_images"], metrics["num_unusable_images"]) == (4, 0)
     assert json.loads(results.read_text()) == records
@@ -127,11 +129,14 @@ def test_cli_with_saved_weights(model, overrides, tmp_path, capsys):
     model.save_weights(str(weights))
     results = tmp_path / "out.json"
     code = evaluate.main(["--config", "shapes_tiny", "--weights", str(weights), *_cli_args(overrides),
-                          "--max_images", "2", "--results", str(results), "--visualize", str(tmp_path / "vis")])
+                          "--max_images", "2", "--results", str(results), "--visualize", str(tmp_path / "vis"),
+                          "--metrics", str(tmp_path / "metrics.json")])
     assert code == 0
     out = capsys.readouterr().out
     assert all(name in out for name in METRIC_NAMES)
     assert results.is_file() and len(list((tmp_path / "vis").iterdir())) == 2
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"AP/ellipse", "AP50/triangle", "num_images"} <= set(stored) and "ellipse" in out
 
 
 @pytest.mark.parametrize("form", ["model_dir", "checkpoints_dir", "prefix", "weights.h5"])
