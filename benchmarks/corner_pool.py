@@ -152,7 +152,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-scan", action="store_true", help="scan is slow; skip it for quick runs")
     args = parser.parse_args(argv)
 
+    import cornernet_tf  # noqa: F401, PLC0415 (first: the CPU runtime set-up a user of the package gets)
     import tensorflow as tf  # noqa: PLC0415
+
+    from cornernet_tf import runtime  # noqa: PLC0415
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
     shape = (args.batch, args.size, args.size, args.channels)
     impls = ["op", "vectorized"] + ([] if args.skip_scan else ["scan"])
     print(f"shape [B, H, W, C] = {list(shape)} float32, {args.threads} threads, "
-          f"{args.repeats} repeats, TF {tf.__version__}, load average {os.getloadavg()[0]:.1f}")
+          f"{args.repeats} repeats, TF {tf.__version__}, {runtime.cpu_allocator()} CPU allocator, load average {os.getloadavg()[0]:.1f}")
     results = tf_cases(shape, impls, args.repeats)
     torch_row, torch_note = torch_case(shape, args.threads, args.repeats)
     if torch_row is not None:

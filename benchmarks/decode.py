@@ -18,6 +18,8 @@ import time
 from typing import Callable
 
 import numpy as np
+import cornernet_tf  # noqa: F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
+# isort: split
 import tensorflow as tf
 
 from cornernet_tf import decode

@@ -26,11 +26,13 @@ import sys
 import tempfile
 import time
 
-import cv2
-import numpy as np
-import tensorflow as tf
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import cornernet_tf  # noqa: E402, F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
+# isort: split
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from cornernet_tf.config import load_config  # noqa: E402
 from cornernet_tf.data import augment, coco, pipeline  # noqa: E402

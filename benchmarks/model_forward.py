@@ -28,6 +28,8 @@ import statistics
 import time
 from typing import Callable
 
+import cornernet_tf  # noqa: F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
+# isort: split
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 

@@ -1,8 +1,23 @@
 """CornerNet and CenterNet keypoint detectors in TensorFlow / Keras 3."""
 
 from cornernet_tf import cli as _cli
+from cornernet_tf import runtime as _runtime
 
 __version__ = "0.1.0"
 
-# Before any TensorFlow import: quiets `python -m cornernet_tf.<command>`, never a library import.
+# Before any TensorFlow import: TensorFlow's CPU allocator (see runtime.py), and the quiet start
+# of `python -m cornernet_tf.<command>` (never of a library import).
+_runtime.configure()
 _cli.start_quietly()
+
+__all__ = ["Detector", "ImageDetections"]
+
+
+def __getattr__(name: str):
+    """`cornernet_tf.Detector` and `ImageDetections`, imported on first use so that importing the
+    package stays free of TensorFlow (and the quiet start keeps working)."""
+    if name in __all__:
+        from cornernet_tf import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module 'cornernet_tf' has no attribute {name!r}")

@@ -12,7 +12,6 @@ RESUMABLE_CHANGES) is refused unless --allow_config_change says so.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import shutil
@@ -25,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from cornernet_tf import cli
-from cornernet_tf.config import Config, ConfigError, load_config
+from cornernet_tf.config import Config, ConfigError, TrainConfig, load_config
 from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
 from cornernet_tf.training.progress import ProgressLogger
@@ -44,6 +43,7 @@ RESUMABLE_CHANGES = frozenset({
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.log_every",
+    "train.finish_batches",  # where the batch is finished, not what it holds
     "train.eval_every",
     "data.class_names",  # they name the class ids, which stay
     "data.num_parallel_calls",  # the order depends on it only when data.deterministic is false
@@ -174,6 +174,12 @@ def check_saved_config(model_dir: pathlib.Path, config: Config, allow_change: bo
               f"the run differs from an uninterrupted one from here on")
 
 
+def evaluation_steps(train: TrainConfig, final: bool) -> list[int]:
+    """The steps after which the run evaluates: every train.eval_every, and the last if `final`."""
+    periodic = list(range(train.eval_every, train.steps, train.eval_every)) if train.eval_every else []
+    return periodic + ([train.steps] if final else [])
+
+
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     return train(parse_args(argv))
@@ -188,7 +194,8 @@ def train(args: argparse.Namespace) -> int:
     if config.train.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(config.train.mixed_precision)
 
-    from cornernet_tf.data.pipeline import dataset_info, finish_batch, train_dataset  # noqa: PLC0415 (heavy import after arg checks)
+    from cornernet_tf.data.pipeline import dataset_info  # noqa: PLC0415 (heavy import after arg checks)
+    from cornernet_tf.training.job import build_trainer  # noqa: PLC0415
 
     info = dataset_info(config, "train")
     print(f"train data: {info.summary}")
@@ -197,18 +204,7 @@ def train(args: argparse.Namespace) -> int:
             config.data.class_names = list(info.class_names)
 
     strategy = make_strategy(args.strategy)
-    # Resampling and targets run on the accelerator, except on TPUs: their input batches need
-    # static shapes, and a batch of views holds images padded to the batch's largest.
-    on_device = not isinstance(strategy, tf.distribute.TPUStrategy)
-    trainer = Trainer(
-        config,
-        strategy,
-        model_dir,
-        dataset_fn=lambda ctx, start, skipped: train_dataset(
-            config, input_context=ctx, start_step=start, finish_on_device=on_device, skipped_samples=skipped
-        ),
-        finish_batch=functools.partial(finish_batch, config) if on_device else None,
-    )
+    trainer = build_trainer(config, strategy, model_dir)
     start = trainer.restore(require=args.resume)
     if args.init_weights and start:
         print(f"resuming at step {start}: --init_weights {args.init_weights} is not used")
@@ -229,6 +225,7 @@ def train(args: argparse.Namespace) -> int:
         start_step=start,
         every=config.train.log_every,
         log_dir=str(model_dir / "logs" / "train") if trainer.chief else None,
+        eval_steps=evaluation_steps(config.train, final=trainer.chief and not args.no_eval),
     )
     progress.scalars(start, {"unusable_train_images": len(info.unusable)}, prefix="data")
     def periodic_eval(step: int) -> None:

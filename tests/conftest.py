@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import pathlib
 
+# before TensorFlow loads: the CPU runtime set-up every user of the package gets (runtime.py)
+import cornernet_tf  # noqa: F401
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf

@@ -14,7 +14,6 @@ from cornernet_tf.models import build_model
 from tests.conftest import nhwc, reference_config
 from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, official_fixtures
 
-
 hg104, hg104_rows, tiny_ref, tiny_params = official_fixtures("cornernet")
 
 

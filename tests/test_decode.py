@@ -177,7 +177,7 @@ def rescore_reference(boxes, scores, classes, valid, centers, center_scores, cen
 def rescore(boxes, scores, classes, valid, centers, center_scores, center_classes):
     dets = {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid}
     ctrs = {"centers": centers, "scores": center_scores, "classes": center_classes}
-    as_tensors = lambda d: {k: tf.constant(v) for k, v in d.items()}  # noqa: E731
+    as_tensors = lambda d: {k: tf.constant(v) for k, v in d.items()}
     out = decode.centernet_rescore(as_tensors(dets), as_tensors(ctrs))
     return out["scores"].numpy(), out["valid"].numpy()
 

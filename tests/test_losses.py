@@ -5,7 +5,6 @@ CenterNet terms and finite gradients."""
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.conftest import load_reference, nhwc
 
 from cornernet_tf.losses import (
     cornernet_loss,
@@ -15,6 +14,7 @@ from cornernet_tf.losses import (
     offset_loss,
     pull_push_loss,
 )
+from tests.conftest import load_reference, nhwc
 
 RTOL = 1e-4
 PUSH_RTOL = 1e-3

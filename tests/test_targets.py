@@ -7,9 +7,15 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.conftest import reference_path
 
-from cornernet_tf.targets import build_batch_targets, build_targets, centernet_gaussian_radius, draw_gaussian, gaussian_radius
+from cornernet_tf.targets import (
+    build_batch_targets,
+    build_targets,
+    centernet_gaussian_radius,
+    draw_gaussian,
+    gaussian_radius,
+)
+from tests.conftest import reference_path
 
 RADIUS_FNS = {"cornernet": gaussian_radius, "centernet": centernet_gaussian_radius}
 

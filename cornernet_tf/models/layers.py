@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 BN_EPSILON = 1e-5
@@ -109,9 +110,45 @@ class SymmetricDepthwiseConv2D(_SymmetricPadding, keras.layers.DepthwiseConv2D):
         return strided_shape(input_shape, self.strides[0], input_shape[-1] * self.depth_multiplier)
 
 
+@keras.saving.register_keras_serializable(package="cornernet_tf")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization computed by TensorFlow's fused kernel (FusedBatchNormV3).
+
+    Keras 3 normalises with separate moments, subtract, rsqrt, multiply and add ops, each making
+    a full-size tensor, and as many again in the gradient; the fused kernel is one op each way
+    (oneDNN's on CPU, cuDNN's on GPU), and at inference grappler folds it into the conv before
+    it. The results are Keras' own: normalisation by the biased batch variance in training, the
+    same running-average updates of moving_mean and moving_variance (the kernel's Bessel-corrected
+    variance is scaled back), the same variables and config. Synchronized statistics, masks and
+    layouts other than NHWC take Keras' path.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        rank = len(inputs.shape)
+        fused = (mask is None and not self.synchronized and rank == 4 and self.axis % rank == 3
+                 and inputs.dtype in (tf.float32, tf.float16, tf.bfloat16) and self.center and self.scale)
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        if not (training and self.trainable):
+            outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, is_training=False)
+            return outputs
+        empty = tf.constant([], tf.float32)
+        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=self.epsilon,
+            is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # biased, as Keras keeps it
+        for moving, batch_value in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            moving.assign(moving * self.momentum + tf.cast(batch_value, moving.dtype) * (1.0 - self.momentum))
+        return outputs
+
+
 def batch_norm(dtype: Any, name: str) -> keras.layers.BatchNormalization:
     """A BatchNormalization with PyTorch's defaults (eps 1e-5, running-average momentum 0.1)."""
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=dtype, name=name)
+    return FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=dtype, name=name)
 
 
 def _channels_only(input_shape) -> tuple:

@@ -17,6 +17,7 @@ checkpointed, so the resumed stream starts past them too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pathlib
@@ -305,5 +306,6 @@ class Trainer:
                 if step % train.checkpoint_every == 0 or step == total:
                     self.save()
                 if on_eval is not None and train.eval_every and step % train.eval_every == 0 and step != total:
-                    on_eval(step)
+                    with progress.paused() if progress is not None else contextlib.nullcontext():
+                        on_eval(step)
         return int(self.step.numpy())

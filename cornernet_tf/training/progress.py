@@ -3,9 +3,11 @@ TensorBoard scalars."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from typing import Mapping, TextIO
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TextIO
 
 import tensorflow as tf
 
@@ -21,7 +23,11 @@ class ProgressLogger:
     """Prints `step/total [bar] loss parts lr img/s ETA` and writes the same scalars to TensorBoard.
 
     Averages the loss parts over the steps since the last print, so the numbers shown are
-    smoother than single-step values.
+    smoother than single-step values. img/s is that of the steps since the last print. The ETA
+    is what the run still needs: the steps left at the rate of every step since the first print
+    (the first window holds tracing and warm-up), plus one evaluation's time for each of
+    `eval_steps` still ahead, once one has run. Time spent `paused()` (evaluations) counts in
+    neither rate.
     """
 
     def __init__(
@@ -32,6 +38,8 @@ class ProgressLogger:
         every: int = 20,
         log_dir: str | None = None,
         stream: TextIO = sys.stdout,
+        eval_steps: Iterable[int] = (),
+        clock: Callable[[], float] = time.perf_counter,
     ):
         self.total_steps = total_steps
         self.global_batch = global_batch
@@ -41,9 +49,39 @@ class ProgressLogger:
         self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
         self._sums: dict[str, float] = {}
         self._count = 0
-        self._window_start = time.perf_counter()
+        self._clock = clock
+        self._window_start = clock()
         self._window_step = start_step
         self._throughput = 0.0
+        self._eval_steps = sorted(set(eval_steps))
+        self._eval_seconds: float | None = None  # the last evaluation's duration
+        self._steady: tuple[float, int] | None = None  # (time, step) at the first print: the ETA's rate starts there
+        self._paused_since_steady = 0.0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (an evaluation) is left out of img/s and the ETA's rate; its
+        duration is the ETA's estimate of each evaluation still ahead."""
+        start = self._clock()
+        try:
+            yield
+        finally:
+            seconds = self._clock() - start
+            self._eval_seconds = seconds
+            self._window_start += seconds
+            self._paused_since_steady += seconds if self._steady else 0.0
+
+    def eta_seconds(self, step: int) -> float:
+        """Seconds the run still needs after `step` (0 before a rate is known)."""
+        if self._steady is not None and step > self._steady[1]:
+            since, since_step = self._steady
+            seconds_per_step = (self._clock() - since - self._paused_since_steady) / (step - since_step)
+        elif self._throughput:
+            seconds_per_step = self.global_batch / self._throughput
+        else:
+            return 0.0
+        evaluations = sum(1 for s in self._eval_steps if s > step) if self._eval_seconds is not None else 0
+        return (self.total_steps - step) * seconds_per_step + evaluations * (self._eval_seconds or 0.0)
 
     def update(self, step: int, losses: Mapping[str, float], learning_rate: float, skipped_samples: int = 0) -> None:
         """Record the losses of `step` (1-based count of finished steps); `skipped_samples`, the
@@ -53,10 +91,12 @@ class ProgressLogger:
         self._count += 1
         if step % self.every and step != self.total_steps:
             return
-        now = time.perf_counter()
+        now = self._clock()
         steps = step - self._window_step
         if steps > 0:
             self._throughput = steps * self.global_batch / max(now - self._window_start, 1e-9)
+        if self._steady is None:
+            self._steady = (now, step)
         means = {name: total / self._count for name, total in self._sums.items()}
         self._print(step, means, learning_rate, skipped_samples)
         if self.writer is not None:
@@ -73,7 +113,7 @@ class ProgressLogger:
         width = 20
         filled = int(width * step / max(self.total_steps, 1))
         bar = "=" * filled + "." * (width - filled)
-        eta = (self.total_steps - step) * self.global_batch / self._throughput if self._throughput else 0.0
+        eta = self.eta_seconds(step)
         parts = " ".join(f"{name} {value:.4f}" for name, value in means.items())
         line = (
             f"step {step}/{self.total_steps} [{bar}] {parts} lr {learning_rate:.2e} "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import struct
 import pathlib
-from typing import Callable
+import struct
+from collections.abc import Callable
 
 import cv2
 import numpy as np

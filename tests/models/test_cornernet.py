@@ -10,8 +10,8 @@ import tensorflow as tf
 from cornernet_tf.config import load_config
 from cornernet_tf.models import OUTPUT_KEYS, CornerNet, build_model
 from tests.models.fidelity import (
-    TOL,
     CORNERNET_ACTIVATIONS,
+    TOL,
     check_activations,
     check_every_stack_matches_train_path,
     check_last_stack_matches_test_path,

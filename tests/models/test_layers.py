@@ -3,8 +3,9 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from cornernet_tf.models.layers import BN_EPSILON, ConvBNReLU, Residual, SymmetricConv2D
+from cornernet_tf.models.layers import BN_EPSILON, ConvBNReLU, FusedBatchNorm, Residual, SymmetricConv2D
 from tests.conftest import check_layer
 
 
@@ -90,3 +91,49 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_variables():
     y = layer(np.zeros((1, 8, 8, 4), "float32"))
     assert y.dtype == "bfloat16"
     assert all(w.dtype == "float32" for w in layer.weights)
+
+
+def _batch_norm_pair(channels: int):
+    """Keras' BatchNormalization and ours with the same non-trivial variables."""
+    rng = np.random.default_rng(0)
+    values = [rng.uniform(0.5, 1.5, channels), rng.normal(size=channels), rng.normal(size=channels),
+              rng.uniform(0.5, 2.0, channels)]
+    layers = (keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9),
+              FusedBatchNorm(epsilon=BN_EPSILON, momentum=0.9))
+    for layer in layers:
+        layer.build((None, None, None, channels))
+        layer.set_weights([v.astype("float32") for v in values])
+    return layers
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_batch_norm_computes_what_keras_batch_normalization_computes(training):
+    x = tf.random.stateless_normal([3, 9, 7, 5], seed=(1, 2)) * 3.0 + 1.0
+    weights = tf.random.stateless_normal(x.shape, seed=(3, 4))
+    results = []
+    for layer in _batch_norm_pair(5):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * weights)
+        results.append((y, tape.gradient(loss, [x, *layer.trainable_weights]), layer.get_weights()))
+    (keras_y, keras_grads, keras_after), (our_y, our_grads, our_after) = results
+    np.testing.assert_allclose(our_y, keras_y, atol=1e-5)
+    for ours, theirs in zip(our_grads, keras_grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    # the moving statistics move alike in training (biased batch variance) and stay at inference
+    for ours, theirs in zip(our_after, keras_after):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_batch_norm_uses_the_fused_kernel_and_keras_for_synchronized_statistics():
+    _, layer = _batch_norm_pair(4)
+    x = tf.ones([2, 4, 4, 4])
+
+    def op_types() -> set[str]:
+        graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "FusedBatchNormV3" in op_types()
+    layer.synchronized = True
+    assert "FusedBatchNormV3" not in op_types()

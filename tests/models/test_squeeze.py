@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.models import OUTPUT_KEYS, CornerNetSqueeze, FireModule, SqueezeHourglassModule
 from cornernet_tf.data.pipeline import train_dataset
+from cornernet_tf.models import OUTPUT_KEYS, CornerNetSqueeze, FireModule, SqueezeHourglassModule
 from cornernet_tf.training.loop import Trainer
 from tests.conftest import check_layer
 from tests.models.fidelity import (
-    TOL,
     SQUEEZE_ACTIVATIONS,
+    TOL,
     check_activations,
     check_every_stack_matches_train_path,
     check_last_stack_matches_test_path,

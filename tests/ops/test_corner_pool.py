@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.conftest import load_reference, nhwc
 
 from cornernet_tf.ops import compiled_available, corner_pool, corner_pool_pair, resolve_implementation
 from cornernet_tf.ops.corner_pool import _compiled_module
+from tests.conftest import load_reference, nhwc
 
 DIRECTIONS = ("top", "left", "bottom", "right")
 PURE = ("scan", "vectorized")

@@ -1,0 +1,238 @@
+"""One training step, ours against a PyTorch CornerNet of the same architecture, in the same run.
+
+    python benchmarks/train_step.py [--model tiny|hg104|all] [--rounds 3] [--threads N]
+
+Times one optimizer step (forward, losses, backward, Adam update) of
+
+- `tiny`: the default job (configs/shapes_tiny.yaml, batch 16 at 128 x 128), and
+- `hg104`: CornerNet Hourglass-104 (configs/cornernet_hg104_coco.yaml) at batch 1, 511 x 511,
+
+for these variants, each in a fresh process (TensorFlow reads its allocator choice when it
+starts), interleaved round by round so that a busy machine slows them alike:
+
+| variant | what runs |
+| --- | --- |
+| `torch` | `benchmarks/torch_cornernet.py` (PyTorch, torch.cummax corner pools, `torch.set_num_threads(N)`) on a precomputed batch |
+| `ours` | our step as `python -m cornernet_tf.train` builds it (`training.job.build_trainer`), on the same precomputed batch |
+| `ours-main` | the same, reading the training split as the main job does (tiny only) |
+| `ours-main-pipeline` | `ours-main` with `train.finish_batches=pipeline` (the batch finished in tf.data) |
+| `*-tf-allocator` | the variant with TensorFlow's default CPU allocator (`TF_CPU_ALLOCATOR_USE_BFC=false`) |
+
+A variant's time is the median of its per-step times after warm-up; the table shows the range
+over rounds and the ratios to `torch` of the same round. `torch_cornernet.check_same_network`
+runs first and must report the same network (outputs and loss of both after weight conversion).
+Results go to docs/benchmarks.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# model -> (config, overrides, warm-up steps, timed steps)
+MODELS = {
+    "tiny": ("shapes_tiny", [], 5, 20),
+    "hg104": ("cornernet_hg104_coco", ["train.batch_size=1"], 2, 4),
+}
+VARIANTS = {
+    "tiny": ["torch", "ours", "ours-main", "ours-main-pipeline", "ours-tf-allocator", "ours-main-tf-allocator"],
+    "hg104": ["torch", "ours", "ours-tf-allocator"],
+}
+DEFAULT_ALLOCATOR = "-tf-allocator"
+
+
+def _config(model: str):
+    from cornernet_tf.config import load_config
+
+    name, overrides, _, _ = MODELS[model]
+    return load_config(name, overrides + ["train.checkpoint_every=1000000000", "train.eval_every=0"])
+
+
+def make_batch(model: str, path: pathlib.Path) -> None:
+    """The precomputed (images, targets) batch every fixed-batch variant trains on: the main
+    job's first batch for tiny; random pixels and targets of random boxes for hg104."""
+    import numpy as np
+
+    from cornernet_tf.targets import build_batch_targets
+
+    config = _config(model)
+    if model == "tiny":
+        from cornernet_tf.data.pipeline import train_dataset
+
+        images, targets = next(iter(train_dataset(config)))
+    else:
+        rng = np.random.default_rng(0)
+        batch, (height, width) = config.train.batch_size, config.data.input_size
+        images = rng.normal(size=(batch, height, width, 3)).astype(np.float32)
+        corners = rng.uniform(0, width - 64, size=(batch, 8, 2, 2)).astype(np.float32)
+        boxes = np.concatenate([corners.min(2), corners.max(2) + 32.0], -1)
+        classes = rng.integers(0, config.model.num_classes, size=(batch, 8)).astype(np.int32)
+        targets = build_batch_targets(boxes, classes, np.full([batch], 8), config.model.num_classes,
+                                      (height, width), tuple(config.data.output_size), config.data.max_objects)
+    np.savez(path, images=np.asarray(images), **{f"t/{key}": np.asarray(value) for key, value in targets.items()})
+
+
+def _load_batch(path: pathlib.Path) -> tuple:
+    import numpy as np
+
+    with np.load(path) as data:
+        return data["images"], {key[2:]: data[key] for key in data.files if key.startswith("t/")}
+
+
+class _StepClock:
+    """Stands in for the progress bar: the loop calls `update` once per finished step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def update(self, *args, **kwargs) -> None:
+        self.times.append(time.perf_counter())
+
+    def message(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+
+def time_ours(model: str, variant: str, batch_path: pathlib.Path) -> list[float]:
+    import tensorflow as tf
+
+    from cornernet_tf.training.job import build_trainer
+    from cornernet_tf.training.loop import Trainer
+    from cornernet_tf.training.strategy import make_strategy
+
+    config = _config(model)
+    if variant.startswith("ours-main-pipeline"):
+        config.train.finish_batches = "pipeline"
+    strategy = make_strategy("mirrored")  # the main job's --strategy
+    model_dir = tempfile.mkdtemp(prefix="train_step_")
+    if variant.startswith("ours-main"):
+        trainer = build_trainer(config, strategy, model_dir)
+    else:
+        images, targets = _load_batch(batch_path)
+        batch = (tf.constant(images), {key: tf.constant(value) for key, value in targets.items()})
+        trainer = Trainer(config, strategy, model_dir, lambda *_: tf.data.Dataset.from_tensors(batch).repeat())
+    _, _, warmup, steps = MODELS[model]
+    clock = _StepClock()
+    trainer.fit(clock, max_steps=warmup + steps + 1)
+    return [b - a for a, b in zip(clock.times[warmup:], clock.times[warmup + 1:])]
+
+
+def time_torch(model: str, batch_path: pathlib.Path, threads: int) -> list[float]:
+    import torch
+    from torch_cornernet import build_torch_cornernet, to_torch_targets, torch_train_step
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    config = _config(model)
+    images, targets = _load_batch(batch_path)
+    images = torch.from_numpy(images[..., ::-1].copy()).permute(0, 3, 1, 2).contiguous()  # BGR, NCHW
+    targets = to_torch_targets(targets)
+    net = build_torch_cornernet(config.model)
+    train = config.train
+    step = torch_train_step(net, torch.optim.Adam(net.parameters(), lr=train.learning_rate),
+                            pull_weight=train.pull_weight, push_weight=train.push_weight,
+                            offset_weight=train.offset_weight)
+    _, _, warmup, steps = MODELS[model]
+    for _ in range(warmup):
+        step(images, targets)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step(images, targets)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    path = pathlib.Path(args.batch)
+    if args.worker == "make-batch":
+        make_batch(args.model, path)
+        print(json.dumps({"batch": str(path)}))
+        return
+    if args.worker == "check":
+        from torch_cornernet import check_same_network
+
+        from cornernet_tf.config import load_config
+
+        print(json.dumps(check_same_network(load_config(MODELS["tiny"][0]).model, args.threads)))
+        return
+    times = time_torch(args.model, path, args.threads) if args.worker == "torch" else \
+        time_ours(args.model, args.worker, path)
+    print(json.dumps({"median": statistics.median(times), "best": min(times)}))
+
+
+def _spawn(worker: str, model: str, batch: pathlib.Path, threads: int) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    if worker.endswith(DEFAULT_ALLOCATOR):
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "false"
+    else:
+        env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)  # what a user gets: the package's choice
+    cmd = [sys.executable, __file__, "--worker", worker, "--model", model, "--batch", str(batch),
+           "--threads", str(threads)]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{worker} ({model}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _span(values: list[float], fmt: str) -> str:
+    low, high = min(values), max(values)
+    return format(low, fmt) if len(values) == 1 or f"{low:{fmt}}" == f"{high:{fmt}}" else \
+        f"{low:{fmt}}-{high:{fmt}}"
+
+
+def benchmark(model: str, rounds: int, threads: int, workdir: pathlib.Path) -> None:
+    batch = workdir / f"{model}_batch.npz"
+    _spawn("make-batch", model, batch, threads)
+    variants = VARIANTS[model]
+    medians: dict[str, list[float]] = {v: [] for v in variants}
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    for round_index in range(rounds):
+        results = {variant: _spawn(variant, model, batch, threads)["median"] for variant in variants}
+        print(f"  round {round_index + 1}: " + ", ".join(f"{v} {t:.3f}s" for v, t in results.items()), flush=True)
+        for variant, seconds in results.items():
+            medians[variant].append(seconds)
+            ratios[variant].append(seconds / results["torch"])
+    name, overrides, _, _ = MODELS[model]
+    print(f"\n{model} ({name}{', ' + ', '.join(overrides) if overrides else ''}), {rounds} rounds, "
+          f"torch threads {threads}:")
+    print("| variant | step (s), median per round | / torch, same round |\n| --- | --- | --- |")
+    for variant in variants:
+        print(f"| {variant} | {_span(medians[variant], '.3f')} | {_span(ratios[variant], '.2f')} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=[*MODELS, "all"], default="tiny")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+    with tempfile.TemporaryDirectory() as workdir:
+        check = _spawn("check", "tiny", pathlib.Path(workdir) / "unused", args.threads)
+        same = check["output_max_abs_diff"] < 1e-4 and check["loss_rel_diff"] < 1e-4 and \
+            check["torch_params"] == check["keras_params"]
+        print(f"same network: {same} (outputs differ by {check['output_max_abs_diff']:.1e}, loss by "
+              f"{check['loss_rel_diff']:.1e} relative, {check['keras_params']:,} parameters each)")
+        if not same:
+            sys.exit("the PyTorch network is not ours; no comparison")
+        for model in (MODELS if args.model == "all" else [args.model]):
+            benchmark(model, args.rounds, args.threads, pathlib.Path(workdir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""TensorFlow's CPU runtime set-up, chosen by measurement and applied before TensorFlow loads.
+
+TensorFlow's default CPU allocator hands every large tensor fresh pages from the kernel, and a
+training step pays a page fault per 4 KB of every activation, gradient and temporary it makes:
+the shapes_tiny training step ran 1.6-2.0x slower with it than with TensorFlow's own BFC
+allocator, which keeps and reuses freed blocks (docs/benchmarks.md, "Training step"). TensorFlow
+reads the choice once, from `TF_CPU_ALLOCATOR_USE_BFC`, when it starts, so the package sets it
+on import, before its first `import tensorflow`:
+
+- `import cornernet_tf` (every command line, the notebooks, the tests, a user's script that
+  imports cornernet_tf before TensorFlow) starts TensorFlow with the BFC allocator;
+- a variable the user set wins (`TF_CPU_ALLOCATOR_USE_BFC=false` restores TensorFlow's default);
+- when TensorFlow was imported first, nothing can change any more: `cpu_allocator()` says which
+  allocator the process has, so a script can tell.
+
+Only the standard library is imported here, since the package imports this module first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
+
+
+def configure(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Choose the BFC allocator unless the user chose (a non-empty value) or TensorFlow already
+    started; returns whether this call set it."""
+    if environ.get(BFC_VARIABLE, "").strip() or "tensorflow" in sys.modules:
+        return False
+    environ[BFC_VARIABLE] = "true"
+    return True
+
+
+def cpu_allocator(environ: MutableMapping[str, str] = os.environ) -> str:
+    """"bfc" or "default": the CPU allocator TensorFlow uses (or will use) in this process, as
+    decided by the variable when TensorFlow started."""
+    return "bfc" if environ.get(BFC_VARIABLE, "").strip().lower() in ("true", "1") else "default"

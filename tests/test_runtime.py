@@ -1,0 +1,42 @@
+"""The CPU runtime set-up the package applies before TensorFlow starts (cornernet_tf/runtime.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cornernet_tf import runtime
+
+PROBE = ("import os, sys; {before}import cornernet_tf; from cornernet_tf import runtime; "
+         "print(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'), runtime.cpu_allocator(), 'tensorflow' in sys.modules)")
+
+
+def probe(before: str = "", **environ: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != runtime.BFC_VARIABLE} | environ
+    out = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()
+
+
+def test_importing_the_package_chooses_the_bfc_allocator_without_loading_tensorflow():
+    assert probe() == ["true", "bfc", "False"]
+    assert probe(TF_CPU_ALLOCATOR_USE_BFC="") == ["true", "bfc", "False"]  # empty: nobody chose
+
+
+@pytest.mark.parametrize("value, allocator", [("false", "default"), ("0", "default"), ("1", "bfc")])
+def test_the_users_choice_wins(value, allocator):
+    assert probe(TF_CPU_ALLOCATOR_USE_BFC=value) == [value, allocator, "False"]
+
+
+def test_nothing_changes_once_tensorflow_has_started():
+    assert probe(before="import tensorflow; ") == ["None", "default", "True"]
+
+
+def test_configure_on_a_given_environment(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    environ: dict[str, str] = {}
+    assert runtime.configure(environ) and environ == {runtime.BFC_VARIABLE: "true"}
+    assert not runtime.configure(environ)  # already chosen
