@@ -21,8 +21,8 @@ def finishes_in_step(strategy: tf.distribute.Strategy, finish_batches: str = "au
 
     "auto": on GPUs, yes, since the accelerator does that work faster than the host and the
     batches it receives are a third of the size. On a CPU-only host the step and tf.data share
-    the same cores, and the in-step work measured faster than a parallel map in tf.data (see
-    docs/benchmarks.md, "Training step"), so yes there too. TPUs, never: their input batches
+    the same cores, and a parallel map in tf.data measured no faster (slower in two of three
+    rounds, see docs/benchmarks.md, "Training step"), so yes there too. TPUs, never: their input batches
     need static shapes, and a batch of views holds images padded to the batch's largest.
     """
     if isinstance(strategy, tf.distribute.TPUStrategy):
