@@ -15,8 +15,10 @@ is written beside the library as `_corner_pool_build.log`). Rebuild by hand with
 `python -m custom_ops.build`.
 """
 
+import importlib.util
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -25,8 +27,26 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).resolve().parent
-OP_LOG = "_corner_pool_build.log"
-NO_TENSORFLOW_EXIT = 3  # custom_ops.build's exit status when TensorFlow is not importable
+
+
+def _load_op_build():
+    """custom_ops/build.py, loaded from its file: its module level needs only the standard library
+    (TensorFlow is imported when it builds), and setup.py's folder need not be on sys.path."""
+    spec = importlib.util.spec_from_file_location("_corner_pool_op_build", ROOT / "custom_ops" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _package_version() -> str:
+    """`__version__` of cornernet_tf/__init__.py, read as text: importing the package needs TensorFlow."""
+    match = re.search(r'^__version__ = "([^"]+)"$', (ROOT / "cornernet_tf" / "__init__.py").read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError('cornernet_tf/__init__.py has no line __version__ = "..."')
+    return match.group(1)
+
+
+OP_BUILD = _load_op_build()
 
 
 def _build_in_target_environment(out_dir: pathlib.Path) -> int:
@@ -40,39 +60,28 @@ def _build_in_target_environment(out_dir: pathlib.Path) -> int:
         proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True)
     except OSError as err:
         print(f"cornernet_tf: cannot run {sys.executable} for the op build ({err})")
-        return NO_TENSORFLOW_EXIT
-    if proc.returncode not in (0, NO_TENSORFLOW_EXIT):
+        return OP_BUILD.NO_TENSORFLOW_EXIT
+    if proc.returncode not in (0, OP_BUILD.NO_TENSORFLOW_EXIT):
         print(proc.stderr.strip()[-2000:])
     return proc.returncode
-
-
-def _build_in_this_environment(out_dir: pathlib.Path) -> None:
-    sys.path.insert(0, str(ROOT))
-    try:
-        from custom_ops.build import build_library  # noqa: PLC0415 (needs TF, imported late)
-
-        build_library(out_dir)
-    finally:
-        if sys.path and sys.path[0] == str(ROOT):
-            sys.path.pop(0)
 
 
 def _build_corner_pool_op(out_dir: pathlib.Path) -> None:
     """Compile the op into out_dir; never raises (the reason of a failure goes to the log)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / OP_LOG
+    log = out_dir / OP_BUILD.LOG_NAME
     try:
         status = _build_in_target_environment(out_dir)
-        if status == NO_TENSORFLOW_EXIT:
-            _build_in_this_environment(out_dir)
+        if status == OP_BUILD.NO_TENSORFLOW_EXIT:
+            OP_BUILD.build_library(out_dir)  # against the build environment's TensorFlow
         elif status != 0:
             raise RuntimeError(f"see {log}")
         print(f"cornernet_tf: built the corner-pool op into {out_dir}")
-    except Exception as err:  # noqa: BLE001 (the pure-TF corner pool remains available)
+    except Exception as err:
         if not log.is_file() or "FAILED" not in log.read_text():
             log.write_text(f"FAILED: corner-pool op not built: {type(err).__name__}: {err}\n")
         # a library left from an earlier build would contradict the log: the op is unavailable
-        (out_dir / "_corner_pool_ops.so").unlink(missing_ok=True)
+        (out_dir / OP_BUILD.LIBRARY_NAME).unlink(missing_ok=True)
         print(f"cornernet_tf: WARNING: corner-pool op not built ({err}); the pure-TF corner pool is used")
 
 
@@ -86,7 +95,7 @@ class BuildCornerPoolOp(build_ext):
             target = pathlib.Path(self.build_lib) / "cornernet_tf" / "ops"
             # build_py may have copied a library of the source tree: never ship one that this
             # build did not make
-            (target / "_corner_pool_ops.so").unlink(missing_ok=True)
+            (target / OP_BUILD.LIBRARY_NAME).unlink(missing_ok=True)
         _build_corner_pool_op(target)
 
     def get_outputs(self):  # the library is not a setuptools Extension
@@ -116,15 +125,20 @@ class BinaryDistribution(Distribution):
         return True
 
 
+SERVE = ["aiohttp>=3.9", "grpcio", "tensorflow-serving-api==2.21.*"]
+# portable exports; versions that install beside tensorflow 2.21 / protobuf 6-7 (docs/export_and_serving.md)
+TFLITE = ["ai-edge-litert>=2.3,<3"]
+ONNX = ["tf2onnx==1.17.0", "onnx>=1.17,<1.24", "onnxruntime>=1.20,<2"]
+
 setup(
     name="cornernet-tf",
-    version="0.1.0",
+    version=_package_version(),
     description="CornerNet and CenterNet keypoint object detectors in TensorFlow / Keras 3",
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["cornernet_tf", "cornernet_tf.*"]),
-    package_data={"cornernet_tf.ops": ["*.so", "_corner_pool_build.log"]},
+    package_data={"cornernet_tf.ops": [OP_BUILD.LIBRARY_NAME, OP_BUILD.LOG_NAME]},
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.10",
@@ -135,13 +149,22 @@ setup(
         "tensorboard",  # tf.summary needs it; TensorFlow 2.21 no longer installs it
     ],
     extras_require={
-        "serve": ["aiohttp>=3.9", "grpcio", "tensorflow-serving-api==2.21.*"],
-        # portable exports; versions that install beside tensorflow 2.21 / protobuf 6-7 (docs/export_and_serving.md)
-        "tflite": ["ai-edge-litert>=2.3,<3"],
-        "onnx": ["tf2onnx==1.17.0", "onnx>=1.17,<1.24", "onnxruntime>=1.20,<2"],
-        "test": ["pytest", "aiohttp>=3.9", "grpcio", "tensorflow-serving-api==2.21.*", "Pillow",
-                 "nbclient", "nbformat", "ipykernel", "matplotlib",
-                 "ai-edge-litert>=2.3,<3", "tf2onnx==1.17.0", "onnx>=1.17,<1.24", "onnxruntime>=1.20,<2"],
+        "serve": SERVE,
+        "tflite": TFLITE,
+        "onnx": ONNX,
+        # ruff is pinned: its formatter's output is what CI compares against
+        "test": [
+            "pytest",
+            "ruff==0.17.6",
+            "Pillow",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+            "matplotlib",
+            *SERVE,
+            *TFLITE,
+            *ONNX,
+        ],
         "torch": ["torch==2.13.0"],
     },
     cmdclass={"build_ext": BuildCornerPoolOp, "build_py": BuildPyWithConfigs},

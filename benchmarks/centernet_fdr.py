@@ -6,7 +6,7 @@ The CenterNet paper's claim: center keypoints remove incorrect boxes, so CenterN
 false-discovery rate (FDR) is lower than CornerNet's. This trains `shapes_tiny` (CornerNet) and
 `centernet_shapes_tiny` (CenterNet) with the same steps, batch, learning-rate schedule and seeds
 through `python -m cornernet_tf.train`, evaluates both on the val split (each config's own test
-settings, `max_per_image` raised to 100) and reports COCO AP / AR and
+settings, `detection.max_detections` raised to 100) and reports COCO AP / AR and
 
     FDR = detections that match no ground truth / detections,
 
@@ -51,12 +51,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def train(config_name: str, model_dir: pathlib.Path, args: argparse.Namespace, shapes_dir: pathlib.Path) -> float:
     """Train `config_name` into `model_dir` with the benchmark's budget; returns the wall time (s)."""
     overrides = [
-        f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.seed={args.seed}",
-        f"data.seed={args.seed}", f"data.shapes_dir={shapes_dir}", "train.eval_every=0",
+        f"train.steps={args.steps}",
+        f"train.batch_size={args.batch_size}",
+        f"train.seed={args.seed}",
+        f"data.seed={args.seed}",
+        f"data.shapes_dir={shapes_dir}",
+        "train.eval_every=0",
         f"train.checkpoint_every={args.steps}",
     ]
-    command = [sys.executable, "-m", "cornernet_tf.train", "--config", config_name, "--model_dir", str(model_dir),
-               "--no_eval", *[arg for item in overrides for arg in ("--set", item)]]
+    command = [
+        sys.executable,
+        "-m",
+        "cornernet_tf.train",
+        "--config",
+        config_name,
+        "--model_dir",
+        str(model_dir),
+        "--no_eval",
+        *[arg for item in overrides for arg in ("--set", item)],
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     start = time.monotonic()
     subprocess.run(command, check=True, env=env, cwd=REPO_ROOT)
@@ -66,8 +79,8 @@ def train(config_name: str, model_dir: pathlib.Path, args: argparse.Namespace, s
 def coco_matches(annotations: str, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """(scores [D], matched [D] bool) of every detection record, matched one-to-one to a
     ground-truth box of its class at IoU MATCH_IOU by pycocotools (area 'all', 100 per image)."""
-    from pycocotools.coco import COCO  # noqa: PLC0415
-    from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO(annotations)
@@ -90,12 +103,13 @@ def false_discovery_rate(matched: np.ndarray) -> float:
 
 def evaluate(model_dir: pathlib.Path, score_threshold: float) -> dict[str, float]:
     """COCO metrics and FDRs of the run in `model_dir` on its val split."""
-    from cornernet_tf.config import load_config  # noqa: PLC0415 (TensorFlow after the training runs)
-    from cornernet_tf.data.pipeline import dataset_info  # noqa: PLC0415
-    from cornernet_tf.evaluate import evaluate_model, load_weights  # noqa: PLC0415
-    from cornernet_tf.models import build_model  # noqa: PLC0415
+    from cornernet_tf.config import load_config
+    from cornernet_tf.tasks.data import dataset_info
+    from cornernet_tf.tasks.evaluation import evaluate_model
+    from cornernet_tf.tasks.model import build_model
+    from cornernet_tf.training.checkpoint import load_weights
 
-    config = load_config(model_dir / "config.yaml", [f"eval.max_per_image={MAX_DETECTIONS}"])
+    config = load_config(model_dir / "config.yaml", [f"detection.max_detections={MAX_DETECTIONS}"])
     model = build_model(config.model)
     load_weights(model, model_dir)
     metrics, records = evaluate_model(model, config, split="val")
@@ -113,7 +127,9 @@ def evaluate(model_dir: pathlib.Path, score_threshold: float) -> dict[str, float
 def markdown(results: dict[str, dict], score_threshold: float) -> str:
     """The results as a markdown table, one column per model plus CenterNet / CornerNet."""
     rows = [
-        ("AP", "AP"), ("AP50", "AP50"), ("AR100", "AR100"),
+        ("AP", "AP"),
+        ("AP50", "AP50"),
+        ("AR100", "AR100"),
         (f"detections >= {score_threshold}", "detections_above_threshold"),
         (f"FDR, score >= {score_threshold}", "FDR_above_threshold"),
         ("detections (top 100 per image)", "detections"),

@@ -37,10 +37,10 @@ class Timing:
     def __init__(self, median: float = 0.0, best: float = 0.0):
         self.median, self.best = median, best
 
-    def __add__(self, other: "Timing") -> "Timing":
+    def __add__(self, other: Timing) -> Timing:
         return Timing(self.median + other.median, self.best + other.best)
 
-    def __truediv__(self, k: float) -> "Timing":
+    def __truediv__(self, k: float) -> Timing:
         return Timing(self.median / k, self.best / k)
 
     def __str__(self) -> str:
@@ -60,7 +60,7 @@ def _time(fn, repeats: int, warmup: int = 2) -> Timing:
 
 
 def tf_cases(shape, implementations, repeats):
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     cp = importlib.import_module("cornernet_tf.ops.corner_pool")
     rng = tf.random.Generator.from_seed(0)
@@ -102,7 +102,7 @@ def tf_cases(shape, implementations, repeats):
 
 def torch_case(shape, threads, repeats):
     try:
-        import torch  # noqa: PLC0415
+        import torch
     except ImportError:
         return None, "torch not importable (pip install torch==2.13.0)"
     torch.set_num_threads(threads)
@@ -121,6 +121,7 @@ def torch_case(shape, threads, repeats):
 
     row = {"forward": Timing(), "forward+backward": Timing()}
     for direction in DIRECTIONS:
+
         def forward(d=direction):
             with torch.no_grad():
                 return pool(x, d)
@@ -152,22 +153,25 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-scan", action="store_true", help="scan is slow; skip it for quick runs")
     args = parser.parse_args(argv)
 
-    import cornernet_tf  # noqa: F401, PLC0415 (first: the CPU runtime set-up a user of the package gets)
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
-    from cornernet_tf import runtime  # noqa: PLC0415
+    import cornernet_tf  # noqa: F401 (first: the CPU runtime set-up a user of the package gets)
+    from cornernet_tf import runtime
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from cornernet_tf.ops import compiled  # noqa: PLC0415
+    from cornernet_tf.ops import compiled
 
     if not compiled.is_available():
         print(f"compiled op unavailable: {compiled.unavailable_reason()}")
         return 1
     shape = (args.batch, args.size, args.size, args.channels)
     impls = ["op", "vectorized"] + ([] if args.skip_scan else ["scan"])
-    print(f"shape [B, H, W, C] = {list(shape)} float32, {args.threads} threads, "
-          f"{args.repeats} repeats, TF {tf.__version__}, {runtime.cpu_allocator()} CPU allocator, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"shape [B, H, W, C] = {list(shape)} float32, {args.threads} threads, "
+        f"{args.repeats} repeats, TF {tf.__version__}, {runtime.cpu_allocator()} CPU allocator, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     results = tf_cases(shape, impls, args.repeats)
     torch_row, torch_note = torch_case(shape, args.threads, args.repeats)
     if torch_row is not None:
@@ -175,8 +179,9 @@ def main(argv=None) -> int:
     print(f"peer: {torch_note}")
 
     columns = ["forward", "forward+backward", "top-left pair fwd+bwd"]
-    print("times in ms: median (best) of the repeats; forward and forward+backward are averaged "
-          "over the four directions")
+    print(
+        "times in ms: median (best) of the repeats; forward and forward+backward are averaged over the four directions"
+    )
     print(f"{'implementation':<16}" + "".join(f"{c:>26}" for c in columns))
     for name, row in results.items():
         print(f"{name:<16}" + "".join(f"{str(row[c]):>26}" for c in columns))
@@ -190,8 +195,10 @@ def main(argv=None) -> int:
         )
         print(f"  {name:<14} {ratios}")
     gbytes = 2 * 4 * shape[0] * shape[1] * shape[2] * shape[3] / 1e9
-    print(f"op forward effective bandwidth: {gbytes / (op['forward'].median / 1e3):.1f} GB/s median, "
-          f"{gbytes / (op['forward'].best / 1e3):.1f} GB/s best (read x + write y)")
+    print(
+        f"op forward effective bandwidth: {gbytes / (op['forward'].median / 1e3):.1f} GB/s median, "
+        f"{gbytes / (op['forward'].best / 1e3):.1f} GB/s best (read x + write y)"
+    )
     return 0
 
 

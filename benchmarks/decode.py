@@ -5,7 +5,7 @@
     python benchmarks/decode.py --device gpu
 
 Prints the median decode time (plain graph and XLA), the soft-NMS time of a flip test, and the
-decode's ratio to the forward time of the Hourglass-104 model (`cornernet_tf.models.build_model`,
+decode's ratio to the forward time of the Hourglass-104 model (`cornernet_tf.tasks.model.build_model`,
 511 x 511 input, random weights: the timing does not depend on them). Results go to
 docs/benchmarks.md, section "Decode (CPU)".
 """
@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
+
 import cornernet_tf  # noqa: F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
+
 # isort: split
 import tensorflow as tf
 
@@ -64,7 +66,7 @@ def forward_seconds(input_size: int, repeats: int) -> float | None:
     """Median forward time of the Hourglass-104 CornerNet, or None when the model is unavailable."""
     try:
         from cornernet_tf.config import ModelConfig
-        from cornernet_tf.models import build_model
+        from cornernet_tf.tasks.model import build_model
     except ImportError as err:
         print(f"model: not available ({err}); reporting the decode time only")
         return None

@@ -27,18 +27,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import export
 from cornernet_tf.config import load_config
 from cornernet_tf.data import shapes
 from cornernet_tf.detector import Detector, find_export, load_image
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.export import export_model
+from cornernet_tf.tasks.model import build_model
 
 
 def make_export(root: pathlib.Path) -> pathlib.Path:
     """A random-weight shapes_tiny export (128 x 128 input, vectorized corner pool)."""
     config = load_config("shapes_tiny")
     keras.utils.set_random_seed(0)
-    return export.export_model(build_model(config.model, corner_pool="vectorized"), config, root / "export")
+    return export_model(build_model(config.model, corner_pool="vectorized"), config, root / "export")
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
         _, image_dir = shapes.ensure_dataset(root / "shapes", 1, args.images)["val"]
         paths = sorted(image_dir.glob("*.png"))[: args.images]
         arrays = [load_image(path) for path in paths]
-        batches = {i: np.stack(arrays[i: i + args.batch_size]) for i in range(0, len(arrays), args.batch_size)}
+        batches = {i: np.stack(arrays[i : i + args.batch_size]) for i in range(0, len(arrays), args.batch_size)}
 
         loaded = tf.saved_model.load(str(version))
         tensor_signature, encoded_signature = loaded.signatures["serving_tensor"], loaded.signatures["serving_default"]
@@ -66,12 +66,12 @@ def main() -> None:
             {key: value.numpy() for key, value in tensor_signature(images=tf.constant(batches[start])).items()}
 
         def direct_paths(start: int) -> None:
-            data = [path.read_bytes() for path in paths[start: start + args.batch_size]]
+            data = [path.read_bytes() for path in paths[start : start + args.batch_size]]
             {key: value.numpy() for key, value in encoded_signature(images=tf.constant(data)).items()}
 
         sides = {
-            "arrays": (direct_arrays, lambda start: detector.predict(arrays[start: start + args.batch_size])),
-            "paths": (direct_paths, lambda start: detector.predict(paths[start: start + args.batch_size])),
+            "arrays": (direct_arrays, lambda start: detector.predict(arrays[start : start + args.batch_size])),
+            "paths": (direct_paths, lambda start: detector.predict(paths[start : start + args.batch_size])),
         }
         for direct, ours in sides.values():  # warm-up: traces, allocations
             direct(0)
@@ -85,14 +85,18 @@ def main() -> None:
                         began = time.perf_counter()
                         pair[side](start)
                         seconds[name][round_index, side] += time.perf_counter() - began
-    print(f"{len(paths)} shapes images of {arrays[0].shape[1]} x {arrays[0].shape[0]}, batch {args.batch_size}, "
-          f"{args.rounds} rounds; TF {tf.__version__}, {platform.processor() or platform.machine()}")
+    print(
+        f"{len(paths)} shapes images of {arrays[0].shape[1]} x {arrays[0].shape[0]}, batch {args.batch_size}, "
+        f"{args.rounds} rounds; TF {tf.__version__}, {platform.processor() or platform.machine()}"
+    )
     for name, times in seconds.items():
         rates = len(paths) / times
         ratios = rates[:, 1] / rates[:, 0]
-        print(f"{name:6s}: direct {np.median(rates[:, 0]):.1f} images/s, Detector {np.median(rates[:, 1]):.1f} "
-              f"images/s; Detector / direct per round {', '.join(f'{r:.3f}' for r in ratios)} "
-              f"(median {np.median(ratios):.3f}, all rounds {times[:, 0].sum() / times[:, 1].sum():.3f})")
+        print(
+            f"{name:6s}: direct {np.median(rates[:, 0]):.1f} images/s, Detector {np.median(rates[:, 1]):.1f} "
+            f"images/s; Detector / direct per round {', '.join(f'{r:.3f}' for r in ratios)} "
+            f"(median {np.median(ratios):.3f}, all rounds {times[:, 0].sum() / times[:, 1].sum():.3f})"
+        )
 
 
 if __name__ == "__main__":

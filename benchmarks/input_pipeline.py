@@ -4,7 +4,7 @@ Writes `--images` JPEGs of 640x480 (textured backgrounds with filled rectangles;
 image and file sizes) and a COCO json with `--objects` boxes per image over 80 classes into a temporary
 folder, then measures, on the same files:
   decode: read + tf.io.decode_jpeg, parallel map, batched (the upper bound of any pipeline);
-  full:   `pipeline.train_dataset(..., finish_on_device=True)` with the COCO Hourglass-104
+  full:   `tasks.data.train_dataset(..., finish_on_device=True)` with the COCO Hourglass-104
           settings: what the training loop reads (decode, random window / flip / colour
           draws, boxes, uint8 images, padded batches); the loop then runs
           `pipeline.finish_batch` (resampling to 511x511, colour, normalization, targets
@@ -19,6 +19,7 @@ the CPU cost per image of each stage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -28,15 +29,18 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import cornernet_tf  # noqa: E402, F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
-# isort: split
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import cornernet_tf  # noqa: F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
 
-from cornernet_tf.config import load_config  # noqa: E402
-from cornernet_tf.data import augment, coco, pipeline  # noqa: E402
-from cornernet_tf.targets import build_batch_targets  # noqa: E402
+# isort: split
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from cornernet_tf.config import load_config
+from cornernet_tf.data import augment, coco
+from cornernet_tf.data.pipeline import TrainInputSpec
+from cornernet_tf.targets import build_batch_targets
+from cornernet_tf.tasks import data as data_tasks
 
 HEIGHT, WIDTH, NUM_CLASSES = 480, 640, 80
 
@@ -47,8 +51,11 @@ def write_dataset(root: pathlib.Path, count: int, objects: int, seed: int = 0) -
     images, annotations = [], []
     for index in range(count):
         # photo-like texture at three scales: ~155 KiB per file at quality 90, as COCO's ~160 KiB
-        coarse = cv2.resize(rng.normal(0, 40, (HEIGHT // 16, WIDTH // 16, 3)).astype(np.float32), (WIDTH, HEIGHT),
-                            interpolation=cv2.INTER_CUBIC)
+        coarse = cv2.resize(
+            rng.normal(0, 40, (HEIGHT // 16, WIDTH // 16, 3)).astype(np.float32),
+            (WIDTH, HEIGHT),
+            interpolation=cv2.INTER_CUBIC,
+        )
         middle = cv2.resize(rng.normal(0, 25, (HEIGHT // 4, WIDTH // 4, 3)).astype(np.float32), (WIDTH, HEIGHT))
         image = rng.integers(64, 192, 3) + coarse + middle + rng.normal(0, 15, (HEIGHT, WIDTH, 3))
         image = np.clip(image, 0, 255).astype(np.uint8)
@@ -57,9 +64,16 @@ def write_dataset(root: pathlib.Path, count: int, objects: int, seed: int = 0) -
             x, y = rng.integers(0, WIDTH - w), rng.integers(0, HEIGHT - h)
             color = tuple(int(c) for c in rng.integers(0, 256, 3))
             cv2.rectangle(image, (int(x), int(y)), (int(x + w - 1), int(y + h - 1)), color, -1)
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "iscrowd": 0,
-                                "category_id": int(rng.integers(1, NUM_CLASSES + 1)),
-                                "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "iscrowd": 0,
+                    "category_id": int(rng.integers(1, NUM_CLASSES + 1)),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                }
+            )
         name = f"{index:06d}.jpg"
         cv2.imwrite(str(root / name), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         images.append({"id": index + 1, "file_name": name, "height": HEIGHT, "width": WIDTH})
@@ -85,29 +99,49 @@ def measure(dataset: tf.data.Dataset, batches: int, batch_size: int, warmup: int
     return images / (time.perf_counter() - wall), 1000 * (time.process_time() - cpu) / images
 
 
-def stage_costs(path: str, boxes: np.ndarray, classes: np.ndarray, config, batch: int,
-                repeats: int = 20) -> dict[str, float]:
+def stage_costs(
+    path: str, boxes: np.ndarray, classes: np.ndarray, spec: TrainInputSpec, batch: int, repeats: int = 20
+) -> dict[str, float]:
     """CPU ms per image of each stage, as traced functions on one file: decode and
     `sample_view` (per image, host), and on a batch of `batch` copies `render_views` and the
     targets (what `finish_batch` runs on the accelerator in training). Single-call work, run
     before the pipelines: it shows where a pipeline's time goes."""
-    data = config.data
+    input_size = spec.targets.input_size
     encoded = tf.io.read_file(path)
     decode = tf.function(lambda: tf.io.decode_jpeg(encoded, channels=3))
     image = decode()
-    view_fn = tf.function(lambda seed: augment.sample_view(
-        image, boxes, classes, seed, input_size=tuple(data.input_size), scale_range=tuple(data.random_scale),
-        random_crop=True, flip=True, jitter=True, light=True))
+    view_fn = tf.function(
+        lambda seed: augment.sample_view(
+            image,
+            boxes,
+            classes,
+            seed,
+            input_size=input_size,
+            scale_range=spec.scale_range,
+            random_crop=True,
+            flip=True,
+            jitter=True,
+            light=True,
+        )
+    )
     view, view_boxes, view_classes = view_fn(tf.constant([0, 0], tf.int64))
     views = {key: tf.stack([value] * batch) for key, value in view.items()}
-    render_fn = tf.function(lambda: augment.render_views(views, tuple(data.input_size), data.mean, data.std))
+    render_fn = tf.function(lambda: augment.render_views(views, input_size, spec.mean, spec.std))
     count = view_boxes.shape[0]
-    targets_fn = tf.function(lambda: build_batch_targets(
-        tf.stack([view_boxes] * batch), tf.stack([view_classes] * batch), tf.fill([batch], count),
-        config.model.num_classes, tuple(data.input_size), tuple(data.output_size),
-        max_objects=data.max_objects, gaussian_iou=data.gaussian_iou))
-    stages = {"decode": (lambda i: decode(), 1), "sample_view": (lambda i: view_fn(tf.constant([i, 0], tf.int64)), 1),
-              "render_views": (lambda i: render_fn(), batch), "targets": (lambda i: targets_fn(), batch)}
+    targets_fn = tf.function(
+        lambda: build_batch_targets(
+            tf.stack([view_boxes] * batch),
+            tf.stack([view_classes] * batch),
+            tf.fill([batch], count),
+            **dataclasses.asdict(spec.targets),
+        )
+    )
+    stages = {
+        "decode": (lambda i: decode(), 1),
+        "sample_view": (lambda i: view_fn(tf.constant([i, 0], tf.int64)), 1),
+        "render_views": (lambda i: render_fn(), batch),
+        "targets": (lambda i: targets_fn(), batch),
+    }
     costs = {}
     for name, (fn, images) in stages.items():
         fn(0)
@@ -138,34 +172,50 @@ def main(argv: list[str] | None = None) -> None:
         annotations = write_dataset(root, args.images, args.objects)
         files = sorted(str(p) for p in root.glob("*.jpg"))
         mean_kb = np.mean([os.path.getsize(f) for f in files]) / 1024
-        config = load_config("cornernet_hg104_coco", [
-            f"data.train_annotations={annotations}", f"data.train_images={root}",
-            f"data.val_annotations={annotations}", f"data.val_images={root}",
-        ])
+        config = load_config(
+            "cornernet_hg104_coco",
+            [
+                f"data.train_annotations={annotations}",
+                f"data.train_images={root}",
+                f"data.val_annotations={annotations}",
+                f"data.val_images={root}",
+            ],
+        )
         source = coco.load_coco(annotations, root)
-        costs = stage_costs(source.image_paths[0], source.boxes[0], source.classes[0], config, args.batch)
+        costs = stage_costs(
+            source.image_paths[0], source.boxes[0], source.classes[0], data_tasks.train_input(config), args.batch
+        )
         pipelines = {
             "decode": lambda: decode_only(files, args.batch),
-            "full": lambda: pipeline.train_dataset(config, batch_size=args.batch, finish_on_device=True),
-            "host": lambda: pipeline.train_dataset(config, batch_size=args.batch),
+            "full": lambda: data_tasks.train_dataset(config, batch_size=args.batch, finish_on_device=True),
+            "host": lambda: data_tasks.train_dataset(config, batch_size=args.batch),
         }
         results = {name: [] for name in pipelines}
         for _ in range(args.rounds):  # interleaved, so all see the same background load
             for name, make in pipelines.items():
                 results[name].append(measure(make(), args.batches, args.batch))
     (decode_rate, decode_cpu), (full_rate, full_cpu), (host_rate, host_cpu) = (
-        np.median(results[name], axis=0) for name in pipelines)
-    print(f"cpus: {os.cpu_count()}, tensorflow {tf.__version__}, {args.images} JPEGs {WIDTH}x{HEIGHT} "
-          f"({mean_kb:.0f} KiB), {args.objects} boxes/image, batch {args.batch} x {args.batches}, "
-          f"median of {args.rounds} rounds, load average before {load[0]:.1f}")
+        np.median(results[name], axis=0) for name in pipelines
+    )
+    print(
+        f"cpus: {os.cpu_count()}, tensorflow {tf.__version__}, {args.images} JPEGs {WIDTH}x{HEIGHT} "
+        f"({mean_kb:.0f} KiB), {args.objects} boxes/image, batch {args.batch} x {args.batches}, "
+        f"median of {args.rounds} rounds, load average before {load[0]:.1f}"
+    )
     print(f"decode only:         {decode_rate:7.1f} images/s {decode_cpu:6.2f} CPU ms/image")
-    print(f"full train pipeline: {full_rate:7.1f} images/s {full_cpu:6.2f} CPU ms/image "
-          "(what training reads; finish_batch then runs on the accelerator)")
-    print(f"all on host:         {host_rate:7.1f} images/s {host_cpu:6.2f} CPU ms/image "
-          "(finish_batch in the pipeline, on these CPUs)")
+    print(
+        f"full train pipeline: {full_rate:7.1f} images/s {full_cpu:6.2f} CPU ms/image "
+        "(what training reads; finish_batch then runs on the accelerator)"
+    )
+    print(
+        f"all on host:         {host_rate:7.1f} images/s {host_cpu:6.2f} CPU ms/image "
+        "(finish_batch in the pipeline, on these CPUs)"
+    )
     print("per-image stages, CPU ms: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
-    print(f"ratio full / decode: {full_rate / decode_rate:.2f} by images/s, {decode_cpu / full_cpu:.2f} by CPU time "
-          f"(goal >= 0.50); all on host / decode: {host_rate / decode_rate:.2f}")
+    print(
+        f"ratio full / decode: {full_rate / decode_rate:.2f} by images/s, {decode_cpu / full_cpu:.2f} by CPU time "
+        f"(goal >= 0.50); all on host / decode: {host_rate / decode_rate:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,16 +26,17 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import cornernet_tf  # noqa: F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
+
 # isort: split
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 
 from cornernet_tf.config import load_config
-from cornernet_tf.models import build_model
 from cornernet_tf.ops import compiled_available, corner_pool_pair
+from cornernet_tf.tasks.model import build_model
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -107,8 +108,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    print(f"TF {tf.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"intra-op threads {args.threads or 'default'}, median of {args.repeats}")
+    print(
+        f"TF {tf.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"intra-op threads {args.threads or 'default'}, median of {args.repeats}"
+    )
 
     pools = corner_pool_seconds(args.repeats)
     print("corner pool top_left pair on [1, 128, 128, 128] float32:")
@@ -121,10 +124,14 @@ def main() -> None:
     print("model forward, batch 1, float32, tf.function (GFLOPs: graph float ops, of which convolutions):")
     rows = {"shapes_tiny 128x128": tiny, "Hourglass-104 511x511": hg104, "Squeeze 511x511": squeeze}
     for name, run in rows.items():
-        print(f"  {name:<22} {run.seconds * 1e3:9.1f} ms  {run.flops / 1e9:8.2f} GFLOPs "
-              f"({run.conv_flops / 1e9:.2f} conv)   x{run.seconds / tiny.seconds:.0f} of shapes_tiny")
-    print(f"  Hourglass-104 / Squeeze: time x{hg104.seconds / squeeze.seconds:.2f}, "
-          f"FLOPs x{hg104.flops / squeeze.flops:.2f}")
+        print(
+            f"  {name:<22} {run.seconds * 1e3:9.1f} ms  {run.flops / 1e9:8.2f} GFLOPs "
+            f"({run.conv_flops / 1e9:.2f} conv)   x{run.seconds / tiny.seconds:.0f} of shapes_tiny"
+        )
+    print(
+        f"  Hourglass-104 / Squeeze: time x{hg104.seconds / squeeze.seconds:.2f}, "
+        f"FLOPs x{hg104.flops / squeeze.flops:.2f}"
+    )
 
 
 if __name__ == "__main__":

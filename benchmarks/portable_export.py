@@ -38,10 +38,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def train(model_dir: pathlib.Path, steps: int, shapes_dir: pathlib.Path) -> None:
-    overrides = [f"train.steps={steps}", "train.eval_every=0", f"train.checkpoint_every={steps}",
-                 f"data.shapes_dir={shapes_dir}"]
-    command = [sys.executable, "-m", "cornernet_tf.train", "--config", CONFIG, "--model_dir", str(model_dir),
-               "--no_eval", *[arg for item in overrides for arg in ("--set", item)]]
+    overrides = [
+        f"train.steps={steps}",
+        "train.eval_every=0",
+        f"train.checkpoint_every={steps}",
+        f"data.shapes_dir={shapes_dir}",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "cornernet_tf.train",
+        "--config",
+        CONFIG,
+        "--model_dir",
+        str(model_dir),
+        "--no_eval",
+        *[arg for item in overrides for arg in ("--set", item)],
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     subprocess.run(command, check=True, env=env)
 
@@ -51,21 +64,25 @@ def val_images(config, max_images: int) -> tuple[list[int], np.ndarray, str, lis
     import cv2
 
     from cornernet_tf.data import shapes
-    from cornernet_tf.data.pipeline import dataset_info
+    from cornernet_tf.tasks.data import dataset_info
 
     data = config.data
-    _, images_dir = shapes.ensure_dataset(data.shapes_dir, data.shapes_train, data.shapes_val,
-                                          data.shapes_image_size)["val"]
+    _, images_dir = shapes.ensure_dataset(data.shapes_dir, data.shapes_train, data.shapes_val, data.shapes_image_size)[
+        "val"
+    ]
     info = dataset_info(config, "val")
     ground_truth = json.loads(pathlib.Path(info.annotations).read_text())
     entries = sorted(ground_truth["images"], key=lambda entry: entry["id"])[: max_images or None]
-    pixels = [cv2.cvtColor(cv2.imread(str(pathlib.Path(images_dir) / entry["file_name"])), cv2.COLOR_BGR2RGB)
-              for entry in entries]
+    pixels = [
+        cv2.cvtColor(cv2.imread(str(pathlib.Path(images_dir) / entry["file_name"])), cv2.COLOR_BGR2RGB)
+        for entry in entries
+    ]
     return [entry["id"] for entry in entries], np.stack(pixels), info.annotations, info.category_ids
 
 
-def score(run: Callable[[np.ndarray], dict], ids: list[int], images: np.ndarray, annotations: str,
-          category_ids: list[int]) -> tuple[float, float, float]:
+def score(
+    run: Callable[[np.ndarray], dict], ids: list[int], images: np.ndarray, annotations: str, category_ids: list[int]
+) -> tuple[float, float, float]:
     """(AP, AP50, median latency in ms) of `run` (uint8 [1, H, W, 3] -> detection outputs)."""
     from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
 
@@ -97,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf  # imported after the training subprocess
 
-    from cornernet_tf import export
     from cornernet_tf.config import load_config
-    from cornernet_tf.models import build_model
-    from cornernet_tf.portable import MODEL_FILES, export_portable, onnx, tflite
+    from cornernet_tf.portable import MODEL_FILES, onnx, tflite
+    from cornernet_tf.tasks.export import export_model, export_portable
+    from cornernet_tf.tasks.model import build_model
     from cornernet_tf.training.checkpoint import load_weights
 
     config = load_config(CONFIG, [f"data.shapes_dir={shapes_dir}"])
@@ -108,12 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     load_weights(model, weights)
     ids, images, annotations, category_ids = val_images(config, args.max_images)
     exports = work / "exports"
-    saved = export.export_model(model, config, exports / "saved_model")
+    saved = export_model(model, config, exports / "saved_model")
     signature = tf.saved_model.load(str(saved)).signatures["serving_tensor"]
-    runners = {"SavedModel (TF)": (lambda x: {k: v.numpy() for k, v in signature(images=tf.constant(x)).items()},
-                                   sum(p.stat().st_size for p in saved.rglob("*") if p.is_file()))}
-    for name, fmt, quantize in (("TFLite float32", "tflite", "none"), ("TFLite fp16", "tflite", "fp16"),
-                                ("TFLite int8", "tflite", "int8"), ("ONNX float32", "onnx", "none")):
+    runners = {
+        "SavedModel (TF)": (
+            lambda x: {k: v.numpy() for k, v in signature(images=tf.constant(x)).items()},
+            sum(p.stat().st_size for p in saved.rglob("*") if p.is_file()),
+        )
+    }
+    for name, fmt, quantize in (
+        ("TFLite float32", "tflite", "none"),
+        ("TFLite fp16", "tflite", "fp16"),
+        ("TFLite int8", "tflite", "int8"),
+        ("ONNX float32", "onnx", "none"),
+    ):
         version = export_portable(model, config, exports / f"{fmt}_{quantize}", fmt, quantize)
         path = version / MODEL_FILES[fmt]
         runners[name] = ((tflite if fmt == "tflite" else onnx).runner(path), path.stat().st_size)
@@ -127,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| format | AP | AP50 | AP - float TFLite AP | file | file / float TFLite | ms per image |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
-        print(f"| {name} | {r['AP']:.4f} | {r['AP50']:.4f} | {r['AP'] - float_ap:+.4f} | {r['bytes'] / 1e6:.2f} MB "
-              f"| {r['bytes'] / float_size:.2f}x | {r['latency_ms']:.1f} |")
+        print(
+            f"| {name} | {r['AP']:.4f} | {r['AP50']:.4f} | {r['AP'] - float_ap:+.4f} | {r['bytes'] / 1e6:.2f} MB "
+            f"| {r['bytes'] / float_size:.2f}x | {r['latency_ms']:.1f} |"
+        )
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -79,10 +79,26 @@ def start_server(base: pathlib.Path, name: str, extra: list[str]) -> tuple[subpr
     """Run `serve` on free loopback ports (REST and gRPC) and wait (bounded) until the model is
     available; returns (process, REST model URL, gRPC address)."""
     port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "cornernet_tf.serve", "--model_name", name, "--model_base_path", str(base),
-               "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port), "--port", str(grpc_port),
-               "--rest_api_timeout_in_ms", "0", "--grpc_timeout_in_ms", "0",  # measure slow models too
-               *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "cornernet_tf.serve",
+        "--model_name",
+        name,
+        "--model_base_path",
+        str(base),
+        "--rest_api_host",
+        "127.0.0.1",
+        "--rest_api_port",
+        str(port),
+        "--port",
+        str(grpc_port),
+        "--rest_api_timeout_in_ms",
+        "0",
+        "--grpc_timeout_in_ms",
+        "0",  # measure slow models too
+        *extra,
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1/models/{name}"
@@ -99,8 +115,9 @@ def start_server(base: pathlib.Path, name: str, extra: list[str]) -> tuple[subpr
     raise TimeoutError(f"serve not ready after {START_TIMEOUT_S} s")
 
 
-def request(url: str, method: str, body: bytes | None = None,
-            connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+def request(
+    url: str, method: str, body: bytes | None = None, connection: http.client.HTTPConnection | None = None
+) -> tuple[int, bytes]:
     parts = urllib.parse.urlsplit(url)
     conn = connection or http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
     try:
@@ -161,7 +178,9 @@ def grpc_sender(address: str, name: str, signature: str, images: list[bytes]) ->
     return client
 
 
-def load_test(make_client: Callable[[], Callable[[], bool]], clients: int, total: int) -> tuple[list[float], int, float]:
+def load_test(
+    make_client: Callable[[], Callable[[], bool]], clients: int, total: int
+) -> tuple[list[float], int, float]:
     """(latencies in s of the successful requests, error count, wall time in s)."""
     latencies: list[float] = []
     errors = 0
@@ -211,24 +230,42 @@ def summary(label: str, latencies: list[float], errors: int, wall: float, batch:
     """Print one line for a load test; returns its throughput in requests/s."""
     p50, p99 = (np.percentile(latencies, [50, 99]) * 1000) if latencies else (float("nan"),) * 2
     throughput = len(latencies) / wall
-    print(f"{label:<14} throughput {throughput:.1f} req/s ({throughput * batch:.1f} img/s)  "
-          f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}")
+    print(
+        f"{label:<14} throughput {throughput:.1f} req/s ({throughput * batch:.1f} img/s)  "
+        f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}"
+    )
     return throughput
 
 
 def compare(args: argparse.Namespace, base: pathlib.Path, images: list[bytes], body: bytes) -> int:
     """REST, gRPC and gRPC with batching, one fresh server each, same requests; 1 if any error."""
-    threads = ["--rest_api_num_threads", str(args.clients), "--grpc_max_threads", str(args.clients),
-               "--max_in_flight_requests", str(args.clients)]
-    batching = ["--enable_batching", "--max_batch_size", str(args.clients * args.batch),
-                "--batch_timeout_micros", str(args.batch_timeout_micros), "--num_batch_threads", "1"]
+    threads = [
+        "--rest_api_num_threads",
+        str(args.clients),
+        "--grpc_max_threads",
+        str(args.clients),
+        "--max_in_flight_requests",
+        str(args.clients),
+    ]
+    batching = [
+        "--enable_batching",
+        "--max_batch_size",
+        str(args.clients * args.batch),
+        "--batch_timeout_micros",
+        str(args.batch_timeout_micros),
+        "--num_batch_threads",
+        "1",
+    ]
     modes = {"rest": ("rest", threads), "grpc": ("grpc", threads), "grpc_batching": ("grpc", threads + batching)}
     throughputs, failed = {}, False
     for label, (protocol, flags) in modes.items():
         process, url, address = start_server(base, args.model_name, flags)
         try:
-            make_client = (rest_sender(url, body) if protocol == "rest"
-                           else grpc_sender(address, args.model_name, args.signature, images))
+            make_client = (
+                rest_sender(url, body)
+                if protocol == "rest"
+                else grpc_sender(address, args.model_name, args.signature, images)
+            )
             warm = make_client()
             if not all(warm() for _ in range(5)):
                 raise RuntimeError(f"{label}: warm-up requests failed")
@@ -258,10 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     images = make_batch(args.batch, args.image_size)
-    body = json.dumps({"signature_name": args.signature,
-                       "instances": [{"b64": base64.b64encode(data).decode()} for data in images]}).encode()
-    print(f"requests {args.requests}  clients {args.clients}  batch {args.batch}  image {args.image_size}px  "
-          f"CPUs {os.cpu_count()}")
+    body = json.dumps(
+        {"signature_name": args.signature, "instances": [{"b64": base64.b64encode(data).decode()} for data in images]}
+    ).encode()
+    print(
+        f"requests {args.requests}  clients {args.clients}  batch {args.batch}  image {args.image_size}px  "
+        f"CPUs {os.cpu_count()}"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         base = args.model_base_path
         if base is None and args.url is None:
@@ -286,9 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     throughput = summary("rest", latencies, errors, wall, args.batch)
     if direct is not None:
         p50 = float(np.percentile(latencies, 50)) if latencies else float("nan")
-        print(f"direct in-process call p50 {direct * 1000:.1f} ms: "
-              f"latency ratio serve/direct {p50 / direct:.2f}, "
-              f"throughput ratio serve/sequential-direct {throughput * direct:.2f}")
+        print(
+            f"direct in-process call p50 {direct * 1000:.1f} ms: "
+            f"latency ratio serve/direct {p50 / direct:.2f}, "
+            f"throughput ratio serve/sequential-direct {throughput * direct:.2f}"
+        )
     return 1 if errors else 0
 
 

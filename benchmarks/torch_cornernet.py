@@ -29,13 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cornernet_tf.config import ModelConfig, load_config
 from cornernet_tf.convert import load_official_weights
 from cornernet_tf.losses import cornernet_loss
-from cornernet_tf.models import build_model
 from cornernet_tf.targets import build_batch_targets
+from cornernet_tf.tasks.model import build_model
 
 Maps = dict[str, torch.Tensor]
 _CLAMP = 1e-4  # as cornernet_tf.losses: probability clamp, and the eps added to every count
-_GATHERED = {"tl_embedding": "tl_indices", "br_embedding": "br_indices", "tl_offset": "tl_indices",
-             "br_offset": "br_indices"}
+_GATHERED = {
+    "tl_embedding": "tl_indices",
+    "br_embedding": "br_indices",
+    "tl_offset": "tl_indices",
+    "br_offset": "br_indices",
+}
 
 
 class Convolution(nn.Module):
@@ -61,8 +65,9 @@ class Residual(nn.Module):
         self.conv2 = nn.Conv2d(out, out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out)
         changed = stride != 1 or inp != out
-        self.skip = nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out)) if changed \
-            else nn.Identity()
+        self.skip = (
+            nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out)) if changed else nn.Identity()
+        )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +78,9 @@ class Residual(nn.Module):
 def residuals(inp: int, out: int, count: int, stride: int = 1, change_last: bool = False) -> nn.Sequential:
     """`count` residuals inp -> out; the channel change (and stride) in the first one, or in the last."""
     dims = [inp] * count + [out] if change_last else [inp] + [out] * count
-    return nn.Sequential(*(Residual(a, b, stride if i == 0 else 1) for i, (a, b) in enumerate(itertools.pairwise(dims))))
+    return nn.Sequential(
+        *(Residual(a, b, stride if i == 0 else 1) for i, (a, b) in enumerate(itertools.pairwise(dims)))
+    )
 
 
 class Hourglass(nn.Module):
@@ -139,12 +146,15 @@ class TorchCornerNet(nn.Module):
         self.cnvs = nn.ModuleList(Convolution(3, dim, c.cnv_dim) for _ in range(n))
         self.inters = nn.ModuleList(Residual(dim, dim) for _ in range(n - 1))
         self.inters_ = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(n - 1))
+            nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(n - 1)
+        )
         self.cnvs_ = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c.cnv_dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(n - 1))
+            nn.Sequential(nn.Conv2d(c.cnv_dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(n - 1)
+        )
         for corner, directions in (("tl", ("top", "left")), ("br", ("bottom", "right"))):
-            setattr(self, f"{corner}_cnvs", nn.ModuleList(CornerPool(c.cnv_dim, c.pool_dim, directions)
-                                                          for _ in range(n)))
+            setattr(
+                self, f"{corner}_cnvs", nn.ModuleList(CornerPool(c.cnv_dim, c.pool_dim, directions) for _ in range(n))
+            )
             for kind, out, bias in (("heats", c.num_classes, c.heatmap_bias), ("tags", 1, 0.0), ("regrs", 2, 0.0)):
                 setattr(self, f"{corner}_{kind}", nn.ModuleList(head(c.cnv_dim, dim, out, bias) for _ in range(n)))
 
@@ -155,11 +165,16 @@ class TorchCornerNet(nn.Module):
             cnv = self.cnvs[s](self.kps[s](inter))
             if self.training or s == len(self.kps) - 1:
                 tl, br = self.tl_cnvs[s](cnv), self.br_cnvs[s](cnv)
-                outputs.append({
-                    "tl_heatmap": self.tl_heats[s](tl), "br_heatmap": self.br_heats[s](br),
-                    "tl_embedding": self.tl_tags[s](tl), "br_embedding": self.br_tags[s](br),
-                    "tl_offset": self.tl_regrs[s](tl), "br_offset": self.br_regrs[s](br),
-                })
+                outputs.append(
+                    {
+                        "tl_heatmap": self.tl_heats[s](tl),
+                        "br_heatmap": self.br_heats[s](br),
+                        "tl_embedding": self.tl_tags[s](tl),
+                        "br_embedding": self.br_tags[s](br),
+                        "tl_offset": self.tl_regrs[s](tl),
+                        "br_offset": self.br_regrs[s](br),
+                    }
+                )
             if s < len(self.kps) - 1:
                 inter = self.inters[s](torch.relu(self.inters_[s](inter) + self.cnvs_[s](cnv)))
         return outputs
@@ -187,7 +202,7 @@ def focal_loss(gt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     prob = torch.sigmoid(logits).clamp(_CLAMP, 1.0 - _CLAMP)
     positive = gt == 1.0
     pos = torch.where(positive, torch.log(prob) * (1.0 - prob) ** 2, 0.0).sum()
-    neg = torch.where(gt < 1.0, torch.log(1.0 - prob) * prob ** 2 * (1.0 - gt) ** 4, 0.0).sum()
+    neg = torch.where(gt < 1.0, torch.log(1.0 - prob) * prob**2 * (1.0 - gt) ** 4, 0.0).sum()
     return -(pos + neg) / positive.sum().clamp(min=1)
 
 
@@ -213,22 +228,33 @@ def gather_at(maps: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return maps.flatten(2).gather(2, indices[:, None].expand(-1, maps.shape[1], -1)).transpose(1, 2)
 
 
-def torch_cornernet_loss(stack_outputs: list[Maps], targets: Maps, pull_weight: float = 0.1,
-                         push_weight: float = 0.1, offset_weight: float = 1.0) -> torch.Tensor:
+def torch_cornernet_loss(
+    stack_outputs: list[Maps],
+    targets: Maps,
+    pull_weight: float = 0.1,
+    push_weight: float = 0.1,
+    offset_weight: float = 1.0,
+) -> torch.Tensor:
     """`cornernet_tf.losses.cornernet_loss`'s total on NCHW outputs and `to_torch_targets` targets."""
     mask = targets["mask"]
     total = 0.0
     for outputs in stack_outputs:
         gathered = {key: gather_at(outputs[key], targets[index]) for key, index in _GATHERED.items()}
         pull, push = pull_push_loss(gathered["tl_embedding"][..., 0], gathered["br_embedding"][..., 0], mask)
-        total = total + focal_loss(targets["tl_heatmap"], outputs["tl_heatmap"]) \
-            + focal_loss(targets["br_heatmap"], outputs["br_heatmap"]) + pull_weight * pull + push_weight * push \
+        total = (
+            total
+            + focal_loss(targets["tl_heatmap"], outputs["tl_heatmap"])
+            + focal_loss(targets["br_heatmap"], outputs["br_heatmap"])
+            + pull_weight * pull
+            + push_weight * push
             + offset_weight * sum(offset_loss(gathered[k], targets[k], mask) for k in ("tl_offset", "br_offset"))
+        )
     return total / len(stack_outputs)
 
 
-def torch_train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-                     **loss_weights: float) -> Callable[[torch.Tensor, Maps], float]:
+def torch_train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, **loss_weights: float
+) -> Callable[[torch.Tensor, Maps], float]:
     """step(images_nchw, torch_targets) -> loss: zero_grad, forward (training mode), loss, backward, step.
 
     images_nchw [B, 3, H, W] BGR (our RGB images channel-reversed); torch_targets from `to_torch_targets`;
@@ -249,19 +275,26 @@ def _randomise_batch_norms(model: nn.Module, generator: torch.Generator) -> None
     """Non-trivial BN statistics and affines, so the inference comparison exercises every BN variable."""
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            for tensor, low, high in ((bn.weight, 0.5, 1.5), (bn.bias, -0.2, 0.2), (bn.running_mean, -0.2, 0.2),
-                                      (bn.running_var, 0.5, 1.5)):
+            for tensor, low, high in (
+                (bn.weight, 0.5, 1.5),
+                (bn.bias, -0.2, 0.2),
+                (bn.running_mean, -0.2, 0.2),
+                (bn.running_var, 0.5, 1.5),
+            ):
                 tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
 
 
 def parameter_counts(torch_model: nn.Module, keras_model: Any) -> tuple[int, int]:
     """Trainable values of both networks (equal when the architectures are)."""
-    return (sum(p.numel() for p in torch_model.parameters()),
-            sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights))
+    return (
+        sum(p.numel() for p in torch_model.parameters()),
+        sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights),
+    )
 
 
-def check_same_network(model_config: ModelConfig, threads: int, size: int = 128, batch: int = 2,
-                       seed: int = 0) -> dict[str, float]:
+def check_same_network(
+    model_config: ModelConfig, threads: int, size: int = 128, batch: int = 2, seed: int = 0
+) -> dict[str, float]:
     """Build both nets, load the torch weights into ours with cornernet_tf.convert, and compare the
     inference outputs (max abs difference over all maps) and the training-mode loss on targets built
     from random boxes (relative difference). Also returns both parameter counts. The training-mode loss is
@@ -287,15 +320,27 @@ def check_same_network(model_config: ModelConfig, threads: int, size: int = 128,
     corners = rng.uniform(0, size - 8, size=(batch, 6, 2, 2)).astype(np.float32)
     boxes = np.concatenate([corners.min(2), corners.max(2) + 4.0], -1)  # [B, 6, 4] x1 y1 x2 y2, inside the image
     classes = rng.integers(0, model_config.num_classes, size=(batch, 6)).astype(np.int32)
-    targets = build_batch_targets(boxes, classes, rng.integers(1, 7, size=batch), model_config.num_classes,
-                                  (size, size), (out, out), max_objects=8)
+    targets = build_batch_targets(
+        boxes,
+        classes,
+        rng.integers(1, 7, size=batch),
+        model_config.num_classes,
+        (size, size),
+        (out, out),
+        max_objects=8,
+    )
     net.train()
     torch_loss = float(torch_cornernet_loss(net(images_nchw), to_torch_targets(targets)).detach())
     keras_loss = float(cornernet_loss(ours(images_rgb, training=True, return_all_stacks=True), targets)["total"])
     torch_params, keras_params = parameter_counts(net, ours)
-    return {"output_max_abs_diff": output_diff, "torch_loss": torch_loss, "keras_loss": keras_loss,
-            "loss_rel_diff": abs(torch_loss - keras_loss) / abs(keras_loss),
-            "torch_params": torch_params, "keras_params": keras_params}
+    return {
+        "output_max_abs_diff": output_diff,
+        "torch_loss": torch_loss,
+        "keras_loss": keras_loss,
+        "loss_rel_diff": abs(torch_loss - keras_loss) / abs(keras_loss),
+        "torch_params": torch_params,
+        "keras_params": keras_params,
+    }
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ starts), interleaved round by round so that a busy machine slows them alike:
 
 | variant | what runs |
 | --- | --- |
-| `torch` | `benchmarks/torch_cornernet.py` (PyTorch, torch.cummax corner pools, `torch.set_num_threads(N)`) on a precomputed batch |
-| `ours` | our step as `python -m cornernet_tf.train` builds it (`training.job.build_trainer`), on the same precomputed batch |
+| `torch` | `torch_cornernet.py` (torch.cummax corner pools, `torch.set_num_threads(N)`), a precomputed batch |
+| `ours` | our step as the train command builds it (`tasks.training.build_trainer`), the same batch |
 | `ours-main` | the same, reading the training split as the main job does (tiny only) |
 | `ours-main-pipeline` | `ours-main` with `train.finish_batches=pipeline` (the batch finished in tf.data) |
 | `*-tf-allocator` | the variant with TensorFlow's default CPU allocator (`TF_CPU_ALLOCATOR_USE_BFC=false`) |
@@ -68,7 +68,7 @@ def make_batch(model: str, path: pathlib.Path) -> None:
 
     config = _config(model)
     if model == "tiny":
-        from cornernet_tf.data.pipeline import train_dataset
+        from cornernet_tf.tasks.data import train_dataset
 
         images, targets = next(iter(train_dataset(config)))
     else:
@@ -78,8 +78,15 @@ def make_batch(model: str, path: pathlib.Path) -> None:
         corners = rng.uniform(0, width - 64, size=(batch, 8, 2, 2)).astype(np.float32)
         boxes = np.concatenate([corners.min(2), corners.max(2) + 32.0], -1)
         classes = rng.integers(0, config.model.num_classes, size=(batch, 8)).astype(np.int32)
-        targets = build_batch_targets(boxes, classes, np.full([batch], 8), config.model.num_classes,
-                                      (height, width), tuple(config.data.output_size), config.data.max_objects)
+        targets = build_batch_targets(
+            boxes,
+            classes,
+            np.full([batch], 8),
+            config.model.num_classes,
+            (height, width),
+            tuple(config.model.output_size(config.data.input_size)),
+            config.data.max_objects,
+        )
     np.savez(path, images=np.asarray(images), **{f"t/{key}": np.asarray(value) for key, value in targets.items()})
 
 
@@ -106,8 +113,7 @@ class _StepClock:
 def time_ours(model: str, variant: str, batch_path: pathlib.Path) -> list[float]:
     import tensorflow as tf
 
-    from cornernet_tf.training.job import build_trainer
-    from cornernet_tf.training.loop import Trainer
+    from cornernet_tf.tasks.training import build_trainer
     from cornernet_tf.training.strategy import make_strategy
 
     config = _config(model)
@@ -120,11 +126,13 @@ def time_ours(model: str, variant: str, batch_path: pathlib.Path) -> list[float]
     else:
         images, targets = _load_batch(batch_path)
         batch = (tf.constant(images), {key: tf.constant(value) for key, value in targets.items()})
-        trainer = Trainer(config, strategy, model_dir, lambda *_: tf.data.Dataset.from_tensors(batch).repeat())
+        trainer = build_trainer(
+            config, strategy, model_dir, dataset_fn=lambda *_: tf.data.Dataset.from_tensors(batch).repeat()
+        )
     _, _, warmup, steps = MODELS[model]
     clock = _StepClock()
     trainer.fit(clock, max_steps=warmup + steps + 1)
-    return [b - a for a, b in zip(clock.times[warmup:], clock.times[warmup + 1:])]
+    return [b - a for a, b in zip(clock.times[warmup:], clock.times[warmup + 1 :])]
 
 
 def time_torch(model: str, batch_path: pathlib.Path, threads: int) -> list[float]:
@@ -139,9 +147,13 @@ def time_torch(model: str, batch_path: pathlib.Path, threads: int) -> list[float
     targets = to_torch_targets(targets)
     net = build_torch_cornernet(config.model)
     train = config.train
-    step = torch_train_step(net, torch.optim.Adam(net.parameters(), lr=train.learning_rate),
-                            pull_weight=train.pull_weight, push_weight=train.push_weight,
-                            offset_weight=train.offset_weight)
+    step = torch_train_step(
+        net,
+        torch.optim.Adam(net.parameters(), lr=train.learning_rate),
+        pull_weight=train.pull_weight,
+        push_weight=train.push_weight,
+        offset_weight=train.offset_weight,
+    )
     _, _, warmup, steps = MODELS[model]
     for _ in range(warmup):
         step(images, targets)
@@ -166,8 +178,11 @@ def run_worker(args: argparse.Namespace) -> None:
 
         print(json.dumps(check_same_network(load_config(MODELS["tiny"][0]).model, args.threads)))
         return
-    times = time_torch(args.model, path, args.threads) if args.worker == "torch" else \
-        time_ours(args.model, args.worker, path)
+    times = (
+        time_torch(args.model, path, args.threads)
+        if args.worker == "torch"
+        else time_ours(args.model, args.worker, path)
+    )
     print(json.dumps({"median": statistics.median(times), "best": min(times)}))
 
 
@@ -177,8 +192,18 @@ def _spawn(worker: str, model: str, batch: pathlib.Path, threads: int) -> dict:
         env["TF_CPU_ALLOCATOR_USE_BFC"] = "false"
     else:
         env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)  # what a user gets: the package's choice
-    cmd = [sys.executable, __file__, "--worker", worker, "--model", model, "--batch", str(batch),
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        worker,
+        "--model",
+        model,
+        "--batch",
+        str(batch),
+        "--threads",
+        str(threads),
+    ]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{worker} ({model}) failed:\n{proc.stderr[-3000:]}")
@@ -187,8 +212,7 @@ def _spawn(worker: str, model: str, batch: pathlib.Path, threads: int) -> dict:
 
 def _span(values: list[float], fmt: str) -> str:
     low, high = min(values), max(values)
-    return format(low, fmt) if len(values) == 1 or f"{low:{fmt}}" == f"{high:{fmt}}" else \
-        f"{low:{fmt}}-{high:{fmt}}"
+    return format(low, fmt) if len(values) == 1 or f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}-{high:{fmt}}"
 
 
 def benchmark(model: str, rounds: int, threads: int, workdir: pathlib.Path) -> None:
@@ -204,8 +228,10 @@ def benchmark(model: str, rounds: int, threads: int, workdir: pathlib.Path) -> N
             medians[variant].append(seconds)
             ratios[variant].append(seconds / results["torch"])
     name, overrides, _, _ = MODELS[model]
-    print(f"\n{model} ({name}{', ' + ', '.join(overrides) if overrides else ''}), {rounds} rounds, "
-          f"torch threads {threads}:")
+    print(
+        f"\n{model} ({name}{', ' + ', '.join(overrides) if overrides else ''}), {rounds} rounds, "
+        f"torch threads {threads}:"
+    )
     print("| variant | step (s), median per round | / torch, same round |\n| --- | --- | --- |")
     for variant in variants:
         print(f"| {variant} | {_span(medians[variant], '.3f')} | {_span(ratios[variant], '.2f')} |")
@@ -224,13 +250,18 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as workdir:
         check = _spawn("check", "tiny", pathlib.Path(workdir) / "unused", args.threads)
-        same = check["output_max_abs_diff"] < 1e-4 and check["loss_rel_diff"] < 1e-4 and \
-            check["torch_params"] == check["keras_params"]
-        print(f"same network: {same} (outputs differ by {check['output_max_abs_diff']:.1e}, loss by "
-              f"{check['loss_rel_diff']:.1e} relative, {check['keras_params']:,} parameters each)")
+        same = (
+            check["output_max_abs_diff"] < 1e-4
+            and check["loss_rel_diff"] < 1e-4
+            and check["torch_params"] == check["keras_params"]
+        )
+        print(
+            f"same network: {same} (outputs differ by {check['output_max_abs_diff']:.1e}, loss by "
+            f"{check['loss_rel_diff']:.1e} relative, {check['keras_params']:,} parameters each)"
+        )
         if not same:
             sys.exit("the PyTorch network is not ours; no comparison")
-        for model in (MODELS if args.model == "all" else [args.model]):
+        for model in MODELS if args.model == "all" else [args.model]:
             benchmark(model, args.rounds, args.threads, pathlib.Path(workdir))
 
 

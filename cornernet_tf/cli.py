@@ -27,7 +27,8 @@ import os
 import sys
 import tempfile
 import traceback
-from typing import BinaryIO, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import BinaryIO
 
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LOG_LEVEL = "3"  # ERROR too ("failed call to cuInit" without a GPU); real failures raise in Python
@@ -35,10 +36,10 @@ VERBOSE_FLAG = "--verbose"
 USER_ERRORS = (ValueError, OSError)
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
-_held_stderr: Optional[tuple[int, BinaryIO]] = None  # (saved fd 2, the file holding what was written)
+_held_stderr: tuple[int, BinaryIO] | None = None  # (saved fd 2, the file holding what was written)
 
 
-def command_module(argv: Sequence[str], orig_argv: Sequence[str]) -> Optional[str]:
+def command_module(argv: Sequence[str], orig_argv: Sequence[str]) -> str | None:
     """The module `python -m` is starting while it is being located (argv[0] is "-m" then; the
     module name stands in `orig_argv` just before the arguments), else None."""
     if not argv or argv[0] != "-m" or len(orig_argv) < len(argv):
@@ -85,15 +86,36 @@ def _stop_holding_stderr(replay: bool) -> None:
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     """The --verbose every command accepts (read from the command line before TensorFlow loads)."""
-    parser.add_argument(VERBOSE_FLAG, action="store_true",
-                        help="show TensorFlow's start-up and C++ log lines, and the traceback of an error")
+    parser.add_argument(
+        VERBOSE_FLAG,
+        action="store_true",
+        help="show TensorFlow's start-up and C++ log lines, and the traceback of an error",
+    )
 
 
-def command(main: Callable[[Optional[list[str]]], Optional[int]]) -> Callable[[Optional[list[str]]], int]:
+def add_override_flag(parser: argparse.ArgumentParser, example: str, applies_to: str = "") -> None:
+    """The repeatable `--set KEY=VALUE` config override of every command building a config,
+    collected in `args.overrides` in the order given; `applies_to` prefixes the help."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{applies_to}override a config field, e.g. --set {example} (repeatable)",
+    )
+
+
+def add_flip_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--flip / --no-flip`: None when neither is given, so the config's detection.flip applies."""
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
+def command(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
     """`main(argv)` of a command line, with the exit statuses every command shares."""
 
     @functools.wraps(main)
-    def run(argv: Optional[list[str]] = None) -> int:
+    def run(argv: list[str] | None = None) -> int:
         _stop_holding_stderr(replay=False)
         try:
             return main(argv) or 0

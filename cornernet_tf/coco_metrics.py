@@ -13,6 +13,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from cornernet_tf.files import atomic_write_text
+
 METRIC_NAMES = (
     "AP",
     "AP50",
@@ -36,7 +38,19 @@ def detections_to_coco(
     classes: np.ndarray,
     category_ids: Sequence[int],
 ) -> list[dict]:
-    """One image's detections ([N, 4] x1, y1, x2, y2 image pixels) as COCO result records."""
+    """One image's detections ([N, 4] x1, y1, x2, y2 image pixels) as COCO result records.
+
+    Args:
+        image_id: COCO id of the image the detections belong to.
+        boxes_xyxy: [N, 4] boxes as x1, y1, x2, y2 in image pixels.
+        scores: [N] detection scores.
+        classes: [N] contiguous class indices into `category_ids`.
+        category_ids: COCO category id of each contiguous class index.
+
+    Returns:
+        One record per detection: "image_id", "category_id", "bbox" as [x, y, width, height]
+        rounded to 2 decimals and "score" rounded to 5.
+    """
     records = []
     for (x1, y1, x2, y2), score, cls in zip(np.asarray(boxes_xyxy, np.float64), scores, classes):
         records.append(
@@ -52,12 +66,7 @@ def detections_to_coco(
 
 def write_json(path: str | os.PathLike, value, indent: int | None = None) -> pathlib.Path:
     """Write `value` as json atomically (a temporary file beside it, then a rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=indent))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(value, indent=indent))
 
 
 def write_results(path: str | os.PathLike, records: Iterable[dict]) -> pathlib.Path:
@@ -65,9 +74,7 @@ def write_results(path: str | os.PathLike, records: Iterable[dict]) -> pathlib.P
     return write_json(path, list(records))
 
 
-def _summarize(
-    ground_truth: COCO, records: list[dict], image_ids: Sequence[int] | None, verbose: bool
-) -> COCOeval:
+def _summarize(ground_truth: COCO, records: list[dict], image_ids: Sequence[int] | None, verbose: bool) -> COCOeval:
     """Run pycocotools' bbox evaluation (evaluate, accumulate, summarize) of `records`."""
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
@@ -117,6 +124,16 @@ def coco_metrics(
     With no detections at all every metric is 0 (pycocotools cannot load an empty result list),
     per class too. A metric is -1 where the ground truth has nothing to measure (e.g. no large
     objects).
+
+    Args:
+        ground_truth: A loaded `COCO` annotation set, or the path of an annotations json to load.
+        records: COCO result records, as `detections_to_coco` makes them.
+        image_ids: Images to evaluate on; None evaluates every image of the ground truth.
+        verbose: Let pycocotools print its progress and summary table.
+        per_class: Add "AP/<name>" and "AP50/<name>" for every category.
+
+    Returns:
+        Metric name (`METRIC_NAMES`, then the per-class keys) to value.
     """
     ground_truth = _load_ground_truth(ground_truth)
     if not records:

@@ -1,6 +1,7 @@
 """Typed configuration: YAML files map 1:1 onto these dataclasses.
 
-Only builders and command lines read a `Config`; layers, losses and ops take plain arguments.
+Only the task layer (`cornernet_tf/tasks/`) and the command lines read a `Config`; everything
+below takes plain arguments or small frozen specs such as `DetectionConfig`.
 `load_config("shapes_tiny")` finds `configs/shapes_tiny.yaml`; `overrides` are dotted
 `section.key=value` strings whose values are parsed as YAML (`train.batch_size=8`,
 `data.input_size=[256,256]`).
@@ -14,9 +15,14 @@ import os
 import pathlib
 import types
 import typing
-from typing import Any, Iterable, Literal, Optional
+import warnings
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import yaml
+
+from cornernet_tf.detection_config import MIN_SCORE_THRESHOLD, DetectionConfig
+from cornernet_tf.files import atomic_write_text
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 # The copy an installed wheel ships, else the source tree's configs/ (checkouts, editable installs).
@@ -79,6 +85,15 @@ class ModelConfig:
         """Input pixels per output-map pixel: the stem downsamples by 4 (squeeze: by 8)."""
         return 8 if self.type == "squeeze" else 4
 
+    @property
+    def size_divisor(self) -> int:
+        """What an input side + 1 must be a multiple of: the stem's stride times the hourglass's
+        2**depth halvings (the original's test padding, side | (size_divisor - 1))."""
+        return self.stride * 2**self.depth
+
+    def output_size(self, input_size: Iterable[int]) -> list[int]:
+        """Heatmap [height, width] of an input [height, width]: (side + 1) // stride (511 -> 128)."""
+        return [(side + 1) // self.stride for side in input_size]
 
 
 @dataclasses.dataclass
@@ -101,7 +116,6 @@ class DataConfig:
     val_tfrecords: str = ""
     class_names: list[str] = dataclasses.field(default_factory=list)
     input_size: list[int] = dataclasses.field(default_factory=lambda: [511, 511])
-    output_size: list[int] = dataclasses.field(default_factory=lambda: [128, 128])
     max_objects: int = 128
     gaussian_iou: float = 0.3
     flip: bool = True
@@ -110,12 +124,8 @@ class DataConfig:
     color_jitter: bool = True
     lighting: bool = True
     # Normalization of RGB images in [0, 1]: the original's BGR constants, reordered to RGB.
-    mean: list[float] = dataclasses.field(
-        default_factory=lambda: [0.47026115, 0.44719302, 0.40789654]
-    )
-    std: list[float] = dataclasses.field(
-        default_factory=lambda: [0.27809835, 0.27408164, 0.28863828]
-    )
+    mean: list[float] = dataclasses.field(default_factory=lambda: [0.47026115, 0.44719302, 0.40789654])
+    std: list[float] = dataclasses.field(default_factory=lambda: [0.27809835, 0.27408164, 0.28863828])
     shuffle_buffer: int = 1000
     num_parallel_calls: int = -1  # -1 = tf.data.AUTOTUNE
     deterministic: bool = False
@@ -123,8 +133,7 @@ class DataConfig:
 
     def validate(self) -> None:
         _check(len(self.input_size) == 2, f"data.input_size needs [height, width], got {self.input_size}")
-        _check(len(self.output_size) == 2, f"data.output_size needs [height, width], got {self.output_size}")
-        _check(all(s > 0 for s in self.input_size + self.output_size), "data sizes must be positive")
+        _check(all(s > 0 for s in self.input_size), f"data.input_size must be positive, got {self.input_size}")
         _check(self.max_objects >= 1, f"data.max_objects must be >= 1, got {self.max_objects}")
         _check(0.0 < self.gaussian_iou < 1.0, f"data.gaussian_iou must be in (0, 1), got {self.gaussian_iou}")
         _check(
@@ -157,7 +166,7 @@ class TrainConfig:
     lr_decay_steps: list[int] = dataclasses.field(default_factory=lambda: [450_000])
     lr_decay_factor: float = 0.1
     warmup_steps: int = 0
-    clip_norm: Optional[float] = None
+    clip_norm: float | None = None
     pull_weight: float = 0.1
     push_weight: float = 0.1
     offset_weight: float = 1.0
@@ -165,7 +174,7 @@ class TrainConfig:
     sync_batchnorm: bool = False
     # where each batch is resampled and its targets drawn: "step" inside the compiled training
     # step (on the accelerator), "pipeline" in tf.data (overlapped with the step), "auto" the
-    # faster of the two for the strategy's devices (see training.job.finishes_in_step)
+    # faster of the two for the strategy's devices (see training.strategy.finishes_in_step)
     finish_batches: Literal["auto", "step", "pipeline"] = "auto"
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -195,48 +204,23 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """Decoding and test-time augmentation (official test settings by default)."""
+    """Which images an evaluation scores; how it decodes them is the `detection` section."""
 
-    top_k: int = 100
-    nms_kernel: int = 3
-    ae_threshold: float = 0.5
-    num_dets: int = 1000
-    max_per_image: int = 100
-    flip: bool = True
-    scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
-    test_mode: Literal["pad", "resize"] = "pad"
-    soft_nms_sigma: float = 0.5
-    score_threshold: float = 0.0
     max_images: int = 0  # 0 = all
-    # CenterNet central-region check: boxes larger than this area (original-image pixels) use n = 5.
-    center_area_threshold: float = 22500.0
 
     def validate(self) -> None:
-        _check(self.top_k >= 1, f"eval.top_k must be >= 1, got {self.top_k}")
-        _check(self.nms_kernel >= 1 and self.nms_kernel % 2 == 1, f"eval.nms_kernel must be odd, got {self.nms_kernel}")
-        _check(self.ae_threshold > 0, f"eval.ae_threshold must be > 0, got {self.ae_threshold}")
-        _check(self.num_dets >= 1, f"eval.num_dets must be >= 1, got {self.num_dets}")
-        _check(self.max_per_image >= 1, f"eval.max_per_image must be >= 1, got {self.max_per_image}")
-        _check(len(self.scales) >= 1 and all(s > 0 for s in self.scales), f"eval.scales must be positive, got {self.scales}")
-        _check(self.soft_nms_sigma > 0, f"eval.soft_nms_sigma must be > 0, got {self.soft_nms_sigma}")
         _check(self.max_images >= 0, f"eval.max_images must be >= 0, got {self.max_images}")
 
 
 @dataclasses.dataclass
 class ExportConfig:
-    """What the SavedModel bakes in."""
+    """What a SavedModel bakes in besides the `detection` settings."""
 
-    max_detections: int = 100
-    score_threshold: float = 0.0
-    flip: bool = False
     corner_pool: Literal["vectorized", "scan", "op"] = "vectorized"
-    test_mode: Literal["pad", "resize"] = "resize"
     max_image_pixels: int = 40_000_000
 
     def validate(self) -> None:
-        _check(self.max_detections >= 1, f"export.max_detections must be >= 1, got {self.max_detections}")
         _check(self.max_image_pixels >= 1, f"export.max_image_pixels must be >= 1, got {self.max_image_pixels}")
-        _check(0 <= self.score_threshold < 1, f"export.score_threshold must be in [0, 1), got {self.score_threshold}")
 
 
 @dataclasses.dataclass
@@ -247,25 +231,22 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    detection: DetectionConfig = dataclasses.field(default_factory=DetectionConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def validate(self) -> None:
         for section in (self.model, self.data, self.train, self.eval, self.export):
             section.validate()
-        stride, depth = self.model.stride, self.model.depth
-        divisor = stride * 2**depth  # input side + 1 per hourglass-divisible map side
-        for inp, out in zip(self.data.input_size, self.data.output_size):
+        problems = self.detection.problems()
+        _check(not problems, "; ".join(problems))
+        model = self.model
+        for side, out in zip(self.data.input_size, model.output_size(self.data.input_size)):
             _check(
-                out == (inp + 1) // stride,
-                f"data.output_size {self.data.output_size} must be (input_size + 1) // {stride} of "
-                f"data.input_size {self.data.input_size} for model.type {self.model.type} "
-                f"(e.g. 511 -> {512 // stride})",
-            )
-            _check(
-                out % 2**depth == 0,
-                f"data.output_size side {out} must be divisible by 2**model.depth = {2**depth} (e.g. "
-                f"input {4 * divisor - 1} or {4 * divisor} for depth {depth}, model.type {self.model.type})",
+                out % 2**model.depth == 0,
+                f"data.input_size side {side} gives a {out}-pixel heatmap side (input + 1) // {model.stride}, "
+                f"not divisible by 2**model.depth = {2**model.depth}; use e.g. {4 * model.size_divisor - 1} or "
+                f"{4 * model.size_divisor} for model.type {model.type}, depth {model.depth}",
             )
         if self.data.class_names:
             _check(
@@ -282,11 +263,7 @@ class Config:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the resolved config atomically (write to a temporary file, then rename)."""
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml())
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_yaml())
 
 
 def _type_name(tp: Any) -> str:
@@ -338,9 +315,7 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
         not unknown,
         f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {names}",
     )
-    kwargs = {
-        key: _coerce(value, hints[key], f"{where}.{key}" if where else key) for key, value in values.items()
-    }
+    kwargs = {key: _coerce(value, hints[key], f"{where}.{key}" if where else key) for key, value in values.items()}
     return cls(**kwargs)
 
 
@@ -379,15 +354,73 @@ def resolve_config_path(path_or_name: str | os.PathLike) -> pathlib.Path:
     raise ConfigError(f"config {str(path_or_name)!r} not found; bundled configs: {known}")
 
 
+# Keys of configs saved before the `detection` section: eval's decoding settings moved there
+# under the decode functions' names; export's own copies are gone (exports decode as evaluation).
+_MOVED_EVAL_KEYS = {
+    "top_k": "k",
+    "nms_kernel": "nms_kernel",
+    "ae_threshold": "ae_threshold",
+    "num_dets": "num_dets",
+    "max_per_image": "max_detections",
+    "flip": "flip",
+    "scales": "scales",
+    "test_mode": "test_mode",
+    "soft_nms_sigma": "soft_nms_sigma",
+    "score_threshold": "score_threshold",
+    "center_area_threshold": "center_area_threshold",
+}
+_DROPPED_EXPORT_KEYS = ("max_detections", "score_threshold", "flip", "test_mode")
+
+
+def _upgrade(tree: dict[str, Any]) -> list[int] | None:
+    """Rewrite the keys of older configs in place (`_MOVED_EVAL_KEYS`, `_DROPPED_EXPORT_KEYS`);
+    returns their data.output_size, now derived from the model, for `_check_output_size`."""
+    sections = {name: tree.get(name) for name in ("eval", "export", "data", "detection")}
+    for name, section in sections.items():
+        _check(section is None or isinstance(section, dict), f"{name}: expected a mapping, got {section!r}")
+    old_eval = {key: value for key, value in (sections["eval"] or {}).items() if key in _MOVED_EVAL_KEYS}
+    if old_eval:
+        detection = tree.setdefault("detection", {}) or {}
+        tree["detection"] = detection
+        for key, value in old_eval.items():
+            new = _MOVED_EVAL_KEYS[key]
+            _check(new not in detection, f"eval.{key} and detection.{new} are both set; keep detection.{new}")
+            detection[new] = max(value, MIN_SCORE_THRESHOLD) if new == "score_threshold" else value
+            del tree["eval"][key]
+    dropped = [key for key in _DROPPED_EXPORT_KEYS if key in (sections["export"] or {})]
+    if dropped:
+        for key in dropped:
+            del tree["export"][key]
+        warnings.warn(
+            f"export.{', export.'.join(dropped)} no longer exist: exports decode with the detection "
+            f"section, as evaluation does; set detection.* (or the export flags) instead",
+            stacklevel=3,
+        )
+    return (sections["data"] or {}).pop("output_size", None)
+
+
+def _check_output_size(config: Config, output_size: list[int] | None) -> None:
+    """An older config's data.output_size must be the one the model gives its input size."""
+    derived = config.model.output_size(config.data.input_size)
+    _check(
+        output_size is None or list(output_size) == derived,
+        f"data.output_size {output_size} is not the {derived} a model.type {config.model.type} network gives "
+        f"data.input_size {config.data.input_size}; remove data.output_size, it follows from the model",
+    )
+
+
 def config_from_dict(values: dict[str, Any], overrides: Iterable[str] = ()) -> Config:
     """Build and validate a `Config` from a nested mapping plus dotted overrides; `values` is
-    copied whole, since overrides write into nested sections the caller still holds."""
+    copied whole, since overrides write into nested sections the caller still holds. Keys of
+    older configs (eval.top_k, export.flip, data.output_size, ...) are upgraded."""
     tree = copy.deepcopy(dict(values or {}))
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
+    output_size = _upgrade(tree)
     config = _from_dict(Config, tree, "")
     config.validate()
+    _check_output_size(config, output_size)
     return config
 
 

@@ -23,13 +23,15 @@ import argparse
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import keras
 import numpy as np
 
 from cornernet_tf import cli
 from cornernet_tf.config import ModelConfig, load_config
+from cornernet_tf.files import atomic_path
 from cornernet_tf.models import (
     MODEL_TYPES,
     CascadeCornerPoolModule,
@@ -38,21 +40,21 @@ from cornernet_tf.models import (
     PoolModule,
     PredictionHead,
     Residual,
-    build_model,
 )
+from cornernet_tf.tasks.model import build_model
 
 # official BatchNorm2d entry -> Keras BatchNormalization variable
 _BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-_OFFICIAL_KEYS = (
-    "type", "model", "n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim"
-)
+_OFFICIAL_KEYS = ("type", "model", "n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim")
 # the official config's "model" (its models/ or core/models/ file) -> our model.type
-_OFFICIAL_MODELS = {"CornerNet": "cornernet", "CenterNet-104": "centernet", "CenterNet-52": "centernet",
-                    "CornerNet_Squeeze": "squeeze"}
-# our per-stack layer lists -> CornerNet-Lite's names (CornerNet and CenterNet use ours)
-_SQUEEZE_STACK_NAMES = {
-    "tl_cnvs": "tl_modules", "br_cnvs": "br_modules", "tl_regrs": "tl_offs", "br_regrs": "br_offs"
+_OFFICIAL_MODELS = {
+    "CornerNet": "cornernet",
+    "CenterNet-104": "centernet",
+    "CenterNet-52": "centernet",
+    "CornerNet_Squeeze": "squeeze",
 }
+# our per-stack layer lists -> CornerNet-Lite's names (CornerNet and CenterNet use ours)
+_SQUEEZE_STACK_NAMES = {"tl_cnvs": "tl_modules", "br_cnvs": "br_modules", "tl_regrs": "tl_offs", "br_regrs": "br_offs"}
 _MAX_LISTED = 20
 
 Entry = tuple[str, Any, Callable[[np.ndarray], np.ndarray]]
@@ -207,7 +209,7 @@ def _read_source(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, np.
             return {k: data[k] for k in data.files}
     if path.suffix in (".pkl", ".pth", ".pt"):
         try:
-            import torch  # noqa: PLC0415 (optional dependency, only for conversion)
+            import torch
         except ImportError:
             raise ValueError(
                 f"reading {str(path)!r} needs PyTorch: pip install 'cornernet-tf[torch]' "
@@ -227,7 +229,7 @@ def _normalise_keys(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for key, value in params.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if key.endswith(".num_batches_tracked"):
             continue
         out[key] = value
@@ -287,9 +289,7 @@ def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os
             continue
         value = transform(np.asarray(params[key]))
         if tuple(value.shape) != tuple(variable.shape):
-            mismatched.append(
-                f"{key} {list(np.shape(params[key]))} -> {variable.path} expects {list(variable.shape)}"
-            )
+            mismatched.append(f"{key} {list(np.shape(params[key]))} -> {variable.path} expects {list(variable.shape)}")
         assignments.append((variable, value))
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
@@ -323,8 +323,7 @@ def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None
         named = _OFFICIAL_MODELS.get(d["model"])
         if named is None:
             raise ValueError(
-                f"config_from_official: unknown official model {d['model']!r}; "
-                f"known: {list(_OFFICIAL_MODELS)}"
+                f"config_from_official: unknown official model {d['model']!r}; known: {list(_OFFICIAL_MODELS)}"
             )
     model_type = d.get("type", named or detected or "cornernet")
     if named not in (None, model_type):
@@ -357,7 +356,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="cornernet_hg104_coco", help="YAML config or bundled config name")
     parser.add_argument("--checkpoint", required=True, help="official checkpoint: .pkl/.pth (torch) or .npz")
     parser.add_argument("--out", required=True, help="output file, must end with .weights.h5")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    cli.add_override_flag(parser, "model.num_classes=20")
     cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -369,16 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     if not out.name.endswith(".weights.h5"):
         raise ValueError(f"--out {args.out!r} must end with .weights.h5 (Keras weights file)")
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.overrides)
     model = build_model(config.model, corner_pool="vectorized")
     load_official_weights(model, args.checkpoint)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name[: -len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out, suffix=".weights.h5") as temp:  # Keras saves weights only under this suffix
+        model.save_weights(temp)
     print(f"wrote {out} ({sum(int(np.prod(w.shape)) for w in model.weights)} values)")
     return 0
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from cornernet_tf.data import image_info as info_lib
+from cornernet_tf.losses import gather_at
 
 Detections = dict[str, tf.Tensor]
 
@@ -63,11 +64,9 @@ def topk_keypoints(heat: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Te
     return scores, classes, spatial // width, spatial % width
 
 
-def _gather_at(maps: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor) -> tf.Tensor:
+def _gather_at_yx(maps: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor) -> tf.Tensor:
     """Values of `maps` [B, H, W, D] at integer positions ys, xs [B, K] -> [B, K, D]."""
-    shape = tf.shape(maps)
-    flat = tf.reshape(maps, [shape[0], shape[1] * shape[2], shape[3]])
-    return tf.gather(flat, ys * shape[2] + xs, batch_dims=1)
+    return gather_at(maps, ys * tf.shape(maps)[2] + xs)
 
 
 def _keypoints(
@@ -76,7 +75,7 @@ def _keypoints(
     """sigmoid -> NMS -> top-k -> sub-pixel offsets. Returns scores, classes, ys, xs, x, y [B, K]."""
     heat = heatmap_nms(tf.sigmoid(tf.cast(logits, tf.float32)), nms_kernel)
     scores, classes, ys, xs = topk_keypoints(heat, k)
-    offset = _gather_at(tf.cast(offsets, tf.float32), ys, xs)
+    offset = _gather_at_yx(tf.cast(offsets, tf.float32), ys, xs)
     x = tf.cast(xs, tf.float32) + offset[..., 0]
     y = tf.cast(ys, tf.float32) + offset[..., 1]
     return scores, classes, ys, xs, x, y
@@ -91,22 +90,26 @@ def decode_corners(
 ) -> Detections:
     """Pair the top-k top-left and bottom-right corners into the best `num_dets` boxes.
 
-    outputs: `tl_heatmap`, `br_heatmap` logits [B, H, W, C]; `tl_embedding`, `br_embedding`
-    [B, H, W, 1]; `tl_offset`, `br_offset` [B, H, W, 2] (channel 0 = x).
     Every (tl i, br j) pair scores (tl + br) / 2, or -1 when the classes differ, the embeddings
     differ by more than `ae_threshold`, or the br corner lies left of / above the tl corner.
-    Returns a detections dict with N = min(num_dets, k*k) rows, boxes in output-map pixels,
-    sorted by score (invalid rows last), plus `tl_scores`, `br_scores` [B, N].
     Defaults are the official CornerNet test settings.
+
+    Args:
+        outputs: `tl_heatmap`, `br_heatmap` logits [B, H, W, C]; `tl_embedding`, `br_embedding`
+            [B, H, W, 1]; `tl_offset`, `br_offset` [B, H, W, 2] (channel 0 = x).
+        k: Corners of each kind kept per image (top-k over all classes and positions).
+        nms_kernel: Window of the heatmap max-pool NMS (`heatmap_nms`); 1 disables it.
+        ae_threshold: Largest embedding distance of a valid pair.
+        num_dets: Pairs kept per image.
+
+    Returns:
+        A detections dict with N = min(num_dets, k*k) rows, boxes in output-map pixels, sorted by
+        score (invalid rows last), plus `tl_scores`, `br_scores` [B, N].
     """
-    tl_s, tl_c, tl_ys, tl_xs, tl_x, tl_y = _keypoints(
-        outputs["tl_heatmap"], outputs["tl_offset"], k, nms_kernel
-    )
-    br_s, br_c, br_ys, br_xs, br_x, br_y = _keypoints(
-        outputs["br_heatmap"], outputs["br_offset"], k, nms_kernel
-    )
-    tl_tag = _gather_at(tf.cast(outputs["tl_embedding"], tf.float32), tl_ys, tl_xs)[..., 0]
-    br_tag = _gather_at(tf.cast(outputs["br_embedding"], tf.float32), br_ys, br_xs)[..., 0]
+    tl_s, tl_c, tl_ys, tl_xs, tl_x, tl_y = _keypoints(outputs["tl_heatmap"], outputs["tl_offset"], k, nms_kernel)
+    br_s, br_c, br_ys, br_xs, br_x, br_y = _keypoints(outputs["br_heatmap"], outputs["br_offset"], k, nms_kernel)
+    tl_tag = _gather_at_yx(tf.cast(outputs["tl_embedding"], tf.float32), tl_ys, tl_xs)[..., 0]
+    br_tag = _gather_at_yx(tf.cast(outputs["br_embedding"], tf.float32), br_ys, br_xs)[..., 0]
 
     # Pair matrices [B, K(tl), K(br)], flattened as i * K + j like the original.
     scores = (tl_s[:, :, None] + br_s[:, None, :]) / 2
@@ -154,10 +157,19 @@ def centernet_rescore(
 ) -> Detections:
     """CenterNet's central-region check: keep a box only if a same-class center falls inside.
 
-    dets [B, N] and centers [B, K] in the same (image) pixels. A box of area <= area_threshold
-    uses the central n x n-th region with n = small_n, larger ones n = large_n (open
-    intervals). With a match, score <- (2 * score + center_score) / 3 using the first matching
-    center in center order; without, the box becomes invalid (score -1). Returns a new dict.
+    A box of area <= area_threshold uses the central n x n-th region with n = small_n, larger
+    ones n = large_n (open intervals). With a match, score <- (2 * score + center_score) / 3
+    using the first matching center in center order; without, the box becomes invalid (score -1).
+
+    Args:
+        dets: Detections dict [B, N], in image pixels.
+        centers: Centers dict [B, K], in the same pixels as `dets`.
+        area_threshold: Largest box area (square pixels) checked with `small_n`.
+        small_n: n of the central region of small boxes.
+        large_n: n of the central region of larger boxes.
+
+    Returns:
+        A new detections dict: `dets` with `scores` and `valid` updated.
     """
     x1, y1, x2, y2 = tf.unstack(dets["boxes"], axis=-1)
     area = (x2 - x1) * (y2 - y1)
@@ -200,6 +212,15 @@ def boxes_to_image(boxes: tf.Tensor, image_info: tf.Tensor, stride: tf.Tensor, c
 
     Undoes the resize/pad described by image_info [B, 6] after scaling by the map stride (see
     `points_to_image`); clipping is to [0, width] x [0, height] as in the original.
+
+    Args:
+        boxes: [B, N, 4] (x1, y1, x2, y2) in output-map pixels.
+        image_info: [B, 6] (`data/image_info.py`).
+        stride: Input px per map px, (y, x) [2] or a scalar, shared by the batch.
+        clip: Clip to the original image; False leaves the boxes unclipped.
+
+    Returns:
+        [B, N, 4] float32 boxes in image pixels.
     """
     boxes = points_to_image(boxes, image_info, stride)
     return info_lib.clip_to_image(boxes, image_info) if clip else boxes
@@ -210,10 +231,18 @@ def detections_to_image(
 ) -> Detections:
     """Map a detections (or centers) dict from map to image pixels: boxes clipped, centers not.
 
-    image_info [B, 6] and stride as in `points_to_image`. reject_margin (CenterNet: 5): boxes
-    reaching `reject_margin` pixels beyond any image edge before clipping become invalid. The
-    original measures those 5 pixels in the resized image, i.e. 5 / s image pixels at test
-    scale s.
+    The original measures CenterNet's 5-pixel reject margin in the resized image, i.e. 5 / s
+    image pixels at test scale s.
+
+    Args:
+        dets: Detections or centers dict in output-map pixels.
+        image_info: [B, 6] (`data/image_info.py`).
+        stride: Input px per map px, (y, x) [2] or a scalar (see `points_to_image`).
+        reject_margin: When given (CenterNet: 5), boxes reaching `reject_margin` pixels beyond
+            any image edge before clipping become invalid (score -1).
+
+    Returns:
+        A new dict of the same keys, in image pixels.
     """
     out = dict(dets)
     if "centers" in dets:
@@ -274,19 +303,29 @@ def soft_nms(
 ) -> Detections:
     """Per-class Gaussian soft-NMS, then the best `max_detections` over all classes.
 
-    boxes [B, N, 4] (x1, y1, x2, y2), scores [B, N], classes [B, N] int, valid [B, N] bool
-    (None: all rows). The original's `soft_nms(method=2)`: repeatedly take the highest current
-    score, then multiply every same-class box overlapping it by exp(-iou^2 / sigma) and drop
-    those that fall below `score_threshold` (boxes are never dropped for their initial score).
-    `pixel_inclusive` counts w = x2 - x1 + 1 as the original does. Since per-class sequences
-    are independent and non-increasing, taking the global maximum each step yields the top
-    `max_detections` of all classes directly.
+    The original's `soft_nms(method=2)`: repeatedly take the highest current score, then
+    multiply every same-class box overlapping it by exp(-iou^2 / sigma) and drop those that fall
+    below `score_threshold` (boxes are never dropped for their initial score). Since per-class
+    sequences are independent and non-increasing, taking the global maximum each step yields the
+    top `max_detections` of all classes directly.
 
     Not `tf.image.non_max_suppression_with_scores`: its weight is exp(-0.5 iou^2 / sigma')
     (sigma' = sigma / 2 would match), but it hard-drops boxes at iou >= iou_threshold <= 1, so
     duplicate boxes vanish instead of decaying; it is per-class only and not XLA-compatible.
-    Returns a detections dict [B, max_detections], rows in selection (descending) order,
-    invalid rows with score -1 and zero boxes.
+
+    Args:
+        boxes: [B, N, 4] (x1, y1, x2, y2).
+        scores: [B, N].
+        classes: [B, N] int.
+        valid: [B, N] bool rows to consider; None: all rows.
+        sigma: Width of the Gaussian decay.
+        max_detections: Rows kept per image.
+        score_threshold: Boxes decayed below it are dropped.
+        pixel_inclusive: Count w = x2 - x1 + 1 (and h likewise) as the original does.
+
+    Returns:
+        A detections dict [B, max_detections], rows in selection (descending) order, invalid
+        rows with score -1 and zero boxes.
     """
     boxes = tf.cast(boxes, tf.float32)
     current = tf.cast(scores, tf.float32)

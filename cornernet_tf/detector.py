@@ -5,8 +5,8 @@
         print(found.boxes, found.scores, found.class_names)
         picture = found.draw(image)
 
-Both sources run one graph, `export.DetectionModule.serve_tensor` (resize or pad per
-export.test_mode, normalize, `inference.detect`): `from_export` calls the SavedModel's
+Both sources run one graph, `detection_module.DetectionModule.serve_tensor` (resize or pad per
+the run's detection settings, normalize, `inference.detect_multiscale`): `from_export` calls the SavedModel's
 `serving_tensor` signature and needs nothing of the network's code, `from_weights` builds the
 same module around the network of the weights in this process. So the two give the same boxes for
 the same model, and what you see is what the export serves.
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import export
 from cornernet_tf.coco_metrics import detections_to_coco
 from cornernet_tf.config import Config, config_from_dict, load_config
-from cornernet_tf.data import augment, image_header
-from cornernet_tf.models import build_model
+from cornernet_tf.data import image_header
 from cornernet_tf.ops.corner_pool import compiled_available
+from cornernet_tf.tasks.export import CLASS_NAMES_ASSET, class_names, detection_module
+from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import config_for_weights, load_weights
 from cornernet_tf.visualize import draw_detections
 
@@ -93,14 +93,17 @@ class ImageDetections:
         """A copy of `image` (uint8 RGB, the image these detections are of) with every box, its
         class name and score, and a legend of the classes found."""
         if tuple(np.shape(image)[:2]) != self.image_size:
-            raise ValueError(f"draw: the image is {np.shape(image)[:2]}, these detections are of an image of "
-                             f"{self.image_size} (height, width)")
-        return draw_detections(image, self.boxes, self.scores, self.class_ids, self._names(), score_threshold=-1.0,
-                               legend=legend)
+            raise ValueError(
+                f"draw: the image is {np.shape(image)[:2]}, these detections are of an image of "
+                f"{self.image_size} (height, width)"
+            )
+        return draw_detections(
+            image, self.boxes, self.scores, self.class_ids, self._names(), score_threshold=-1.0, legend=legend
+        )
 
 
 def class_name(class_id: int, names: Sequence[str]) -> str:
-    """Name of 0-based class `class_id`; `class_<id + 1>` when the export names none (`export.class_names`)."""
+    """Name of 0-based class `class_id`; `class_<id + 1>` when the export names none (`tasks.export.class_names`)."""
     return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id + 1}"
 
 
@@ -119,8 +122,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise image_header.UnreadableImageError(f"{path}: {err}") from None
     except (image_header.UndecodableImageError, tf.errors.InvalidArgumentError) as err:
         message = err.message if isinstance(err, tf.errors.OpError) else str(err)
-        raise image_header.UndecodableImageError(f"{path}: {message.splitlines()[0] if message else 'undecodable'}"
-                                                 ) from None
+        raise image_header.UndecodableImageError(
+            f"{path}: {message.splitlines()[0] if message else 'undecodable'}"
+        ) from None
     if header.orientation != 1:
         image = image_header.orient(image, tf.constant(header.orientation))
     return image.numpy()
@@ -144,8 +148,10 @@ def as_images(images: ImageInput | Iterable[ImageInput]) -> Iterator[np.ndarray 
 
 def _checked(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-        raise ValueError(f"an image array must be uint8 RGB [H, W, 3] (a batch [B, H, W, 3]), got {image.dtype} "
-                         f"{list(image.shape)}; e.g. np.asarray(pil_image.convert('RGB'))")
+        raise ValueError(
+            f"an image array must be uint8 RGB [H, W, 3] (a batch [B, H, W, 3]), got {image.dtype} "
+            f"{list(image.shape)}; e.g. np.asarray(pil_image.convert('RGB'))"
+        )
     return image
 
 
@@ -178,7 +184,7 @@ class Detector:
     """Detections of uint8 RGB images through an exported or in-process `DetectionModule`.
 
     `score_threshold` drops detections below it and `max_detections` keeps the best ones, on top
-    of what the module returns (export.score_threshold and export.max_detections are baked into
+    of what the module returns (detection.score_threshold and detection.max_detections are baked into
     an export; a lower threshold or more detections than it returns cannot be had from it).
     """
 
@@ -192,6 +198,22 @@ class Detector:
         device: str | None = None,
         description: str = "",
     ) -> None:
+        """Wrap a detection signature; `from_export` and `from_weights` make one from files.
+
+        Args:
+            signature: Called as signature(images=uint8 [B, H, W, 3]); returns the TF Object
+                Detection API outputs of `SIGNATURE` (num_detections, detection_boxes,
+                detection_scores, detection_classes).
+            class_names: Name of each 0-based class index.
+            batch_size: Most images per signature call.
+            score_threshold: Drop detections scored below it; None keeps what the module returns.
+            max_detections: Keep at most this many per image; None keeps what the module returns.
+            device: Device to run on ("cpu", "gpu", "gpu:1", "/GPU:0"); None: TensorFlow's placement.
+            description: What the detector runs, for messages.
+
+        Raises:
+            ValueError: `batch_size` or `max_detections` is below 1, or this process has no `device`.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_detections is not None and max_detections < 1:
@@ -215,9 +237,11 @@ class Detector:
         version = find_export(path)
         loaded = tf.saved_model.load(str(version))
         if SIGNATURE not in loaded.signatures:
-            raise ValueError(f"{version}: the SavedModel has no {SIGNATURE!r} signature (it has "
-                             f"{sorted(loaded.signatures)}); export it with python -m cornernet_tf.export")
-        names_file = version / "assets" / export.CLASS_NAMES_ASSET
+            raise ValueError(
+                f"{version}: the SavedModel has no {SIGNATURE!r} signature (it has "
+                f"{sorted(loaded.signatures)}); export it with python -m cornernet_tf.export"
+            )
+        names_file = version / "assets" / CLASS_NAMES_ASSET
         names = names_file.read_text().splitlines() if names_file.is_file() else []
         detector = cls(loaded.signatures[SIGNATURE], names, description=f"export {version}", **options)
         detector._module = loaded  # keeps the variables the signature reads alive
@@ -235,30 +259,49 @@ class Detector:
         """A detector on training weights (a `.weights.h5`, a model_dir, a checkpoints folder or a
         checkpoint prefix), run through the export's module in this process.
 
-        config: a YAML path or bundled name, a loaded `Config`, or None for the run's saved
-        config beside or above the weights; overrides: `key=value` config overrides; flip: also
-        run mirrored images (default export.flip). Options as `Detector`'s.
+        Args:
+            weights: The weights to load.
+            config: A YAML path or bundled name, a loaded `Config`, or None for the run's saved config
+                beside or above the weights.
+            overrides: `key=value` config overrides.
+            flip: Also run mirrored images; None: detection.flip of the config.
+            **options: The other arguments of `Detector` (batch_size, score_threshold,
+                max_detections, device); a larger max_detections raises detection.max_detections.
+
+        Returns:
+            The detector, with `config` and `model` set.
+
+        Raises:
+            FileNotFoundError: `weights` do not exist or hold no checkpoint.
+            ValueError: The weights do not fit the config's network, the config is unusable
+                (`ConfigError`, also when no saved config is found), export.corner_pool is "op"
+                without the compiled library, or `device` is missing.
         """
         if isinstance(config, Config):
             config = config_from_dict(config.to_dict(), overrides)
         else:
-            config = load_config(config_for_weights(None if config is None else str(config), str(weights)),
-                                 list(overrides))
+            config = load_config(
+                config_for_weights(None if config is None else str(config), str(weights)), list(overrides)
+            )
         wanted = options.get("max_detections") or 0
-        config = dataclasses.replace(config, export=dataclasses.replace(
-            config.export,
-            flip=config.export.flip if flip is None else flip,
-            max_detections=max(config.export.max_detections, wanted),
-        ))
+        config = dataclasses.replace(
+            config,
+            detection=dataclasses.replace(
+                config.detection,
+                flip=config.detection.flip if flip is None else flip,
+                max_detections=max(config.detection.max_detections, wanted),
+            ),
+        )
         if config.export.corner_pool == "op" and not compiled_available():
-            raise ValueError("export.corner_pool op: the compiled corner-pool library is not available; build it "
-                             "(pip install -e .) or use export.corner_pool=vectorized")
+            raise ValueError(
+                "export.corner_pool op: the compiled corner-pool library is not available; build it "
+                "(pip install -e .) or use export.corner_pool=vectorized"
+            )
         with device_scope(options.get("device")):
             model = build_model(config.model, corner_pool=config.export.corner_pool)
             loaded_from = load_weights(model, weights)
-            module = export.DetectionModule(model, config)
-        detector = cls(module.serve_tensor, export.class_names(config), description=f"weights {loaded_from}",
-                       **options)
+            module = detection_module(model, config)
+        detector = cls(module.serve_tensor, class_names(config), description=f"weights {loaded_from}", **options)
         detector.config, detector.model, detector._module = config, model, module
         return detector
 
@@ -284,13 +327,15 @@ class Detector:
             keep = np.ones(count, bool) if self.score_threshold is None else scores >= self.score_threshold
             keep &= np.cumsum(keep) <= (self.max_detections or count)
             ymin, xmin, ymax, xmax = (found["detection_boxes"][row, :count][keep] * [height, width, height, width]).T
-            results.append(ImageDetections(
-                boxes=np.stack([xmin, ymin, xmax, ymax], axis=-1).astype(np.float32),
-                scores=scores[keep].astype(np.float32),
-                class_ids=(found["detection_classes"][row, :count][keep] - 1).astype(np.int32),
-                all_class_names=self.class_names,
-                image_size=(int(height), int(width)),
-            ))
+            results.append(
+                ImageDetections(
+                    boxes=np.stack([xmin, ymin, xmax, ymax], axis=-1).astype(np.float32),
+                    scores=scores[keep].astype(np.float32),
+                    class_ids=(found["detection_classes"][row, :count][keep] - 1).astype(np.int32),
+                    all_class_names=self.class_names,
+                    image_size=(int(height), int(width)),
+                )
+            )
         return results
 
     def network_input(self, image: str | os.PathLike | np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
@@ -298,11 +343,16 @@ class Detector:
         input [1, h, w, 3] and its image_info [1, 6] (`data/image_info.py`), e.g. to draw its
         heatmaps with `detector.model`."""
         if self.model is None:
-            raise ValueError("network_input needs a detector made with Detector.from_weights; an export holds only "
-                             "its detection signatures")
+            raise ValueError(
+                "network_input needs a detector made with Detector.from_weights; an export holds only "
+                "its detection signatures"
+            )
         pixels = load_image(image) if isinstance(image, (str, os.PathLike)) else _checked(np.asarray(image))
-        inputs, image_info = self._module._transform(tf.constant(pixels))
-        return augment.normalize(inputs, self.config.data.mean, self.config.data.std)[None], image_info[None]
+        settings = self._module.settings
+        scales = settings.scales if settings.test_mode == "pad" else [1.0]
+        nearest_one = int(np.argmin([abs(scale - 1.0) for scale in scales]))
+        inputs, image_info = self._module.transforms(tf.constant(pixels))[nearest_one]
+        return self._module.normalize(inputs)[None], image_info[None]
 
 
 def find_export(path: str | os.PathLike) -> pathlib.Path:
@@ -311,9 +361,18 @@ def find_export(path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path).expanduser()
     if (path / "saved_model.pb").is_file():
         return path
-    versions = sorted((int(p.name), p) for p in path.glob("*") if p.name.isascii() and p.name.isdigit()
-                      and (p / "saved_model.pb").is_file()) if path.is_dir() else []
+    versions = (
+        sorted(
+            (int(p.name), p)
+            for p in path.glob("*")
+            if p.name.isascii() and p.name.isdigit() and (p / "saved_model.pb").is_file()
+        )
+        if path.is_dir()
+        else []
+    )
     if not versions:
-        raise FileNotFoundError(f"export {str(path)!r}: no saved_model.pb in it or in a numeric version folder under it; "
-                                f"pass a folder written by python -m cornernet_tf.export")
+        raise FileNotFoundError(
+            f"export {str(path)!r}: no saved_model.pb in it or in a numeric version folder under it; "
+            f"pass a folder written by python -m cornernet_tf.export"
+        )
     return versions[-1][1]

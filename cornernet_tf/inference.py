@@ -1,7 +1,7 @@
 """From images to final detections in original-image pixels: the one inference path.
 
-Evaluation and export both call `detect` / `detect_multiscale`, so what is measured is what is
-served. Per scale (the official test, `decode.py`): run the network (with `flip`, on
+Evaluation and export both call `detect` / `detect_multiscale` with a run's `DetectionConfig`,
+so what is measured is what is served. Per scale (the official test, `decode.py`): run the network (with `flip`, on
 [images; mirrored images]), `decode_corners`, `flip_merge`, map to image pixels with the batch's
 `image_info` [B, 6] (`data/image_info.py`) and the map stride input size / output size; then
 all scales together go through one per-class soft-NMS that keeps the best `max_detections`.
@@ -21,62 +21,18 @@ Nothing here is decorated; everything runs inside `tf.function` with unknown B, 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
 from cornernet_tf import decode
 from cornernet_tf.data import image_info as info_lib
+from cornernet_tf.detection_config import DetectionConfig
 
 Model = Callable[..., dict]
-MIN_SCORE_THRESHOLD = 0.001  # the original's soft-NMS threshold
 CENTERNET_MARGIN = 5.0  # CenterNet drops boxes reaching this many input px beyond the image
 DETECTION_KEYS = ("boxes", "scores", "classes", "valid")
 CENTERS_KEY = "center_keypoints"  # a CenterNet scale's centers dict in `decode_to_image`'s result
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectionSettings:
-    """Decoding and test-time augmentation settings (official CornerNet test values by default).
-
-    k: corners kept per heatmap; nms_kernel: heatmap max-pool window; ae_threshold: largest
-    embedding distance of a pair; num_dets: pairs kept per image and scale; flip: also run the
-    mirrored images; soft_nms_sigma: Gaussian soft-NMS sigma; max_detections: rows returned;
-    center_area_threshold (CenterNet): boxes larger than this area in original-image px use the
-    central 1/5 region, smaller ones the central 1/3 (`decode.centernet_rescore`).
-    score_threshold: the lowest score a returned detection may have. Soft-NMS drops a box as soon
-    as its decayed score falls below it (the original's 0.001), and rows below it are returned
-    invalid. The original keeps boxes whose score is below 0.001 before any decay; they rank
-    below every other detection, so dropping them cannot change a COCO metric measurably.
-    """
-
-    k: int = 100
-    nms_kernel: int = 3
-    ae_threshold: float = 0.5
-    num_dets: int = 1000
-    flip: bool = False
-    soft_nms_sigma: float = 0.5
-    max_detections: int = 100
-    score_threshold: float = MIN_SCORE_THRESHOLD
-    center_area_threshold: float = 22500.0
-
-    @classmethod
-    def from_eval_config(cls, eval_config) -> "DetectionSettings":
-        """Settings of an `EvalConfig`. eval.score_threshold (default 0: keep everything) is
-        raised to 0.001, the original's soft-NMS threshold, since soft-NMS needs one above 0
-        to ever drop a decayed box; a higher value also filters the output."""
-        return cls(
-            k=eval_config.top_k,
-            nms_kernel=eval_config.nms_kernel,
-            ae_threshold=eval_config.ae_threshold,
-            num_dets=eval_config.num_dets,
-            flip=eval_config.flip,
-            soft_nms_sigma=eval_config.soft_nms_sigma,
-            max_detections=eval_config.max_per_image,
-            score_threshold=max(eval_config.score_threshold, MIN_SCORE_THRESHOLD),
-            center_area_threshold=eval_config.center_area_threshold,
-        )
 
 
 def has_centers(outputs: dict) -> bool:
@@ -91,8 +47,12 @@ def _mean_scale(image_info: tf.Tensor) -> tf.Tensor:
 
 
 def _to_image(
-    dets: decode.Detections, map_width: tf.Tensor, image_info: tf.Tensor, stride: tf.Tensor,
-    settings: DetectionSettings, reject_margin: tf.Tensor | None = None,
+    dets: decode.Detections,
+    map_width: tf.Tensor,
+    image_info: tf.Tensor,
+    stride: tf.Tensor,
+    settings: DetectionConfig,
+    reject_margin: tf.Tensor | None = None,
 ) -> decode.Detections:
     """A detections or centers dict of the network batch ([2B, N] with flip, else [B, N]) in
     map px -> [B, N] (flip: [B, 2N], `flip_merge`) in image px; see `decode.detections_to_image`."""
@@ -102,22 +62,33 @@ def _to_image(
 
 
 def decode_to_image(
-    model: Model, images: tf.Tensor, image_info: tf.Tensor, settings: DetectionSettings
+    model: Model, images: tf.Tensor, image_info: tf.Tensor, settings: DetectionConfig
 ) -> decode.Detections:
     """Run `model` on one scale and return all its candidate boxes in image pixels, before NMS.
 
-    images [B, H, W, 3] normalized; image_info [B, 6]. Returns a detections dict [B, N] with
-    N = min(num_dets, k * k) (twice that with flip), boxes clipped to the image, invalid rows
-    score -1. CenterNet: boxes reaching CENTERNET_MARGIN input px beyond the image are invalid
-    (the original's rule), and CENTERS_KEY holds this scale's centers dict [B, k] (2k with
-    flip), centers in image px, not clipped.
+    CenterNet: boxes reaching CENTERNET_MARGIN input px beyond the image are invalid (the
+    original's rule).
+
+    Args:
+        model: The network (see the module doc).
+        images: [B, H, W, 3] normalized.
+        image_info: [B, 6] (`data/image_info.py`).
+        settings: The decode settings used: flip, k, nms_kernel, ae_threshold, num_dets.
+
+    Returns:
+        A detections dict [B, N] with N = min(num_dets, k * k) (twice that with flip), boxes
+        clipped to the image, invalid rows score -1. CenterNet: CENTERS_KEY also holds this
+        scale's centers dict [B, k] (2k with flip), centers in image px, not clipped.
     """
     images = tf.convert_to_tensor(images, tf.float32)
     batch = images if not settings.flip else tf.concat([images, tf.reverse(images, [2])], axis=0)
     outputs = model(batch, training=False)
     dets = decode.decode_corners(
-        outputs, k=settings.k, nms_kernel=settings.nms_kernel,
-        ae_threshold=settings.ae_threshold, num_dets=settings.num_dets,
+        outputs,
+        k=settings.k,
+        nms_kernel=settings.nms_kernel,
+        ae_threshold=settings.ae_threshold,
+        num_dets=settings.num_dets,
     )
     map_hw = tf.shape(outputs["tl_heatmap"])[1:3]
     stride = info_lib.map_stride(tf.shape(images)[1:3], map_hw)
@@ -139,13 +110,12 @@ def unit_scale_centers(centers: Sequence[decode.Detections], image_info: Sequenc
     scales = tf.stack([_mean_scale(info) for info in image_info], axis=1)  # [B, S]
     nearest = tf.argmin(tf.abs(tf.math.log(scales)), axis=1, output_type=tf.int32)
     return {
-        key: tf.gather(tf.stack([part[key] for part in centers], axis=1), nearest, batch_dims=1)
-        for key in centers[0]
+        key: tf.gather(tf.stack([part[key] for part in centers], axis=1), nearest, batch_dims=1) for key in centers[0]
     }
 
 
 def rescore_with_centers(
-    parts: Sequence[decode.Detections], image_info: Sequence[tf.Tensor], settings: DetectionSettings
+    parts: Sequence[decode.Detections], image_info: Sequence[tf.Tensor], settings: DetectionConfig
 ) -> decode.Detections:
     """The scales' `decode_to_image` results -> their boxes merged [B, sum N]; CenterNet parts
     (with CENTERS_KEY) are rescored with `unit_scale_centers`, unmatched boxes invalid."""
@@ -156,15 +126,19 @@ def rescore_with_centers(
     return decode.centernet_rescore(dets, centers, area_threshold=settings.center_area_threshold)
 
 
-def suppress(dets: decode.Detections, settings: DetectionSettings) -> decode.Detections:
+def suppress(dets: decode.Detections, settings: DetectionConfig) -> decode.Detections:
     """Per-class soft-NMS over candidates [B, N] -> the final [B, max_detections] rows.
 
     Rows are sorted by score; rows that are not detections (fewer found, or score below
     `score_threshold`) come last with score 0, box 0 and class 0, `valid` False.
     """
     kept = decode.soft_nms(
-        dets["boxes"], dets["scores"], dets["classes"], dets["valid"],
-        sigma=settings.soft_nms_sigma, max_detections=settings.max_detections,
+        dets["boxes"],
+        dets["scores"],
+        dets["classes"],
+        dets["valid"],
+        sigma=settings.soft_nms_sigma,
+        max_detections=settings.max_detections,
         score_threshold=settings.score_threshold,
     )
     valid = kept["valid"] & (kept["scores"] >= settings.score_threshold)
@@ -177,7 +151,7 @@ def suppress(dets: decode.Detections, settings: DetectionSettings) -> decode.Det
 
 
 def detect_multiscale(
-    model: Model, inputs: Sequence[tuple[tf.Tensor, tf.Tensor]], settings: DetectionSettings
+    model: Model, inputs: Sequence[tuple[tf.Tensor, tf.Tensor]], settings: DetectionConfig
 ) -> decode.Detections:
     """The paper's multi-scale test: every (images [B, H_s, W_s, 3], image_info [B, 6]) of the
     same B images at another test scale is decoded and mapped to image pixels, the candidates
@@ -193,7 +167,18 @@ def detect_multiscale(
     return suppress(rescore_with_centers(parts, [info for _, info in inputs], settings), settings)
 
 
-def detect(model: Model, images: tf.Tensor, image_info: tf.Tensor, settings: DetectionSettings) -> decode.Detections:
+def detect(model: Model, images: tf.Tensor, image_info: tf.Tensor, settings: DetectionConfig) -> decode.Detections:
     """Final detections of images [B, H, W, 3] (normalized) with image_info [B, 6]: one scale of
-    `detect_multiscale`, same outputs."""
+    `detect_multiscale`, same outputs.
+
+    Args:
+        model: The network (see the module doc).
+        images: [B, H, W, 3] normalized.
+        image_info: [B, 6] (`data/image_info.py`).
+        settings: The run's detection settings.
+
+    Returns:
+        boxes [B, M, 4] (x1, y1, x2, y2, original-image px, clipped), scores [B, M], classes
+        [B, M] int32 (0-based), valid [B, M] bool, with M = settings.max_detections; see `suppress`.
+    """
     return detect_multiscale(model, [(images, image_info)], settings)

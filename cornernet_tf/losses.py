@@ -10,7 +10,7 @@ Pull and push are sums over images, so they add up across replicas without any c
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
@@ -26,9 +26,13 @@ _INDICES = {
 }
 
 
-def focal_loss(
-    gt_heatmap: tf.Tensor, logits: tf.Tensor, num_positives: Optional[tf.Tensor] = None
-) -> tf.Tensor:
+def positive_mask(gt_heatmap: tf.Tensor) -> tf.Tensor:
+    """The cells a heatmap target marks as keypoints: exactly 1 (the gaussian's peak), as the
+    original counts them; the loss and the trainer's global-batch counts both use this."""
+    return tf.equal(tf.cast(gt_heatmap, tf.float32), 1.0)
+
+
+def focal_loss(gt_heatmap: tf.Tensor, logits: tf.Tensor, num_positives: tf.Tensor | None = None) -> tf.Tensor:
     """Corner focal loss (alpha 2, beta 4) of one stack, the original `_neg_loss` per stack.
 
     gt_heatmap, logits [B, H, W, C]. Positives are cells with gt exactly 1; negatives are
@@ -38,7 +42,7 @@ def focal_loss(
     """
     gt = tf.cast(gt_heatmap, tf.float32)
     prob = tf.clip_by_value(tf.sigmoid(tf.cast(logits, tf.float32)), _CLAMP, 1.0 - _CLAMP)
-    positive = tf.equal(gt, 1.0)
+    positive = positive_mask(gt)
     pos = tf.where(positive, tf.math.log(prob) * tf.square(1.0 - prob), 0.0)
     neg_weight = tf.square(tf.square(1.0 - gt))
     neg = tf.where(gt < 1.0, tf.math.log(1.0 - prob) * tf.square(prob) * neg_weight, 0.0)
@@ -55,9 +59,7 @@ def gather_at(feature_map: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
     return tf.gather(flat, tf.cast(indices, tf.int32), batch_dims=1)
 
 
-def pull_push_loss(
-    tl_embedding: tf.Tensor, br_embedding: tf.Tensor, mask: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+def pull_push_loss(tl_embedding: tf.Tensor, br_embedding: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Associative-embedding pull and push losses, the original `_ae_loss`, summed over images.
 
     tl_embedding, br_embedding: gathered tags [B, M, 1]; mask [B, M] (prefix of ones). Per image
@@ -83,14 +85,19 @@ def pull_push_loss(
     return pull, push
 
 
-def offset_loss(
-    pred: tf.Tensor, gt: tf.Tensor, mask: tf.Tensor, num_objects: Optional[tf.Tensor] = None
-) -> tf.Tensor:
+def offset_loss(pred: tf.Tensor, gt: tf.Tensor, mask: tf.Tensor, num_objects: tf.Tensor | None = None) -> tf.Tensor:
     """Smooth-L1 (beta 1) offset loss, the original `_regr_loss`.
 
-    pred, gt: gathered offsets [B, M, 2]; mask [B, M]. Summed over the masked objects' x and y,
-    divided by (number of objects + 1e-4); `num_objects` is the global-batch count (default:
-    the sum of `mask`).
+    Summed over the masked objects' x and y, divided by (number of objects + 1e-4).
+
+    Args:
+        pred: Gathered predicted offsets [B, M, 2].
+        gt: Target offsets [B, M, 2].
+        mask: [B, M], 1 for the real objects.
+        num_objects: The global-batch count of objects; None: the sum of `mask`.
+
+    Returns:
+        The scalar float32 loss.
     """
     mask = tf.cast(mask, tf.float32)
     diff = tf.abs(tf.cast(pred, tf.float32) - tf.cast(gt, tf.float32))
@@ -106,19 +113,28 @@ def cornernet_loss_from_gathered(
     pull_weight: float = 0.1,
     push_weight: float = 0.1,
     offset_weight: float = 1.0,
-    num_positives: Optional[Mapping[str, tf.Tensor]] = None,
-    num_objects: Optional[tf.Tensor] = None,
+    num_positives: Mapping[str, tf.Tensor] | None = None,
+    num_objects: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """The official `AELoss` on per-stack outputs whose embeddings and offsets are gathered.
 
-    stack_outputs: one dict per stack with tl_heatmap, br_heatmap [B, H, W, C] logits,
-    tl_embedding, br_embedding [B, M, 1], tl_offset, br_offset [B, M, 2] (gathered at the target
-    indices), and for CenterNet ct_heatmap, ct_offset [B, M, 2]. targets: batched
-    `build_targets` output. Returns scalars total, focal, pull, push, offset; pull, push and
-    offset carry their weights and every part is divided by the number of stacks, so total is
-    their sum (the original's value). CenterNet's center heatmap and offset, when present in
-    both outputs and targets, add to focal and offset (embeddings stay tl/br only).
-    `num_positives` maps heatmap keys to global-batch positive counts.
+    Pull, push and offset carry their weights and every part is divided by the number of stacks,
+    so total is their sum (the original's value). CenterNet's center heatmap and offset, when
+    present in both outputs and targets, add to focal and offset (embeddings stay tl/br only).
+
+    Args:
+        stack_outputs: One dict per stack with tl_heatmap, br_heatmap [B, H, W, C] logits,
+            tl_embedding, br_embedding [B, M, 1], tl_offset, br_offset [B, M, 2] (gathered at the
+            target indices), and for CenterNet ct_heatmap, ct_offset [B, M, 2].
+        targets: Batched `build_targets` output.
+        pull_weight: Weight of the pull loss.
+        push_weight: Weight of the push loss.
+        offset_weight: Weight of the offset loss.
+        num_positives: Heatmap key to its global-batch positive count; None: counted per batch.
+        num_objects: The global-batch object count; None: the sum of targets["mask"].
+
+    Returns:
+        Scalars "total", "focal", "pull", "push", "offset".
     """
     mask = targets["mask"]
     present = [key for key in targets if key in stack_outputs[0]]
@@ -150,15 +166,24 @@ def cornernet_loss(
     pull_weight: float = 0.1,
     push_weight: float = 0.1,
     offset_weight: float = 1.0,
-    num_positives: Optional[Mapping[str, tf.Tensor]] = None,
-    num_objects: Optional[tf.Tensor] = None,
+    num_positives: Mapping[str, tf.Tensor] | None = None,
+    num_objects: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """Training loss from full per-stack maps: gathers embeddings/offsets at the target indices.
 
-    stack_outputs: one dict per stack as the model returns them (tl_heatmap, br_heatmap
-    [B, H, W, C] logits; tl_embedding, br_embedding [B, H, W, 1]; tl_offset, br_offset
-    [B, H, W, 2]; optionally ct_heatmap, ct_offset). targets: batched `build_targets` output
-    (tl_indices [B, M], mask [B, M], ...). See `cornernet_loss_from_gathered` for the result.
+    Args:
+        stack_outputs: One dict per stack as the model returns them (tl_heatmap, br_heatmap
+            [B, H, W, C] logits; tl_embedding, br_embedding [B, H, W, 1]; tl_offset, br_offset
+            [B, H, W, 2]; optionally ct_heatmap, ct_offset).
+        targets: Batched `build_targets` output (tl_indices [B, M], mask [B, M], ...).
+        pull_weight: Weight of the pull loss.
+        push_weight: Weight of the push loss.
+        offset_weight: Weight of the offset loss.
+        num_positives: Heatmap key to its global-batch positive count; None: counted per batch.
+        num_objects: The global-batch object count; None: the sum of targets["mask"].
+
+    Returns:
+        Scalars "total", "focal", "pull", "push", "offset", as `cornernet_loss_from_gathered`.
     """
     gathered = [
         {

@@ -42,6 +42,7 @@ import numpy as np
 
 from cornernet_tf import cli
 from cornernet_tf.detector import DEFAULT_BATCH_SIZE, Detector, ImageDetections, load_image
+from cornernet_tf.files import atomic_path, atomic_write_text
 from cornernet_tf.training.checkpoint import SAVED_CONFIG
 from cornernet_tf.visualize import save_image
 
@@ -82,16 +83,22 @@ def collect_inputs(sources: Sequence[str]) -> list[Input]:
         path = pathlib.Path(source).expanduser()
         if path.is_dir():
             prefix = pathlib.Path(path.resolve().name)
-            found = [(f, prefix / f.relative_to(path)) for f in sorted(path.rglob("*"))
-                     if f.is_file() and f.suffix.lower() in known]
+            found = [
+                (f, prefix / f.relative_to(path))
+                for f in sorted(path.rglob("*"))
+                if f.is_file() and f.suffix.lower() in known
+            ]
             if not found:
                 raise FileNotFoundError(f"{source}: the folder holds no image or video ({', '.join(known)})")
         elif path.is_file():
             found = [(path, pathlib.Path(path.name))]
         elif glob.has_magic(source):
             root = _glob_root(source)
-            found = [(f, f.relative_to(root)) for f in (pathlib.Path(m) for m in sorted(glob.glob(
-                os.path.expanduser(source), recursive=True))) if f.is_file()]
+            found = [
+                (f, f.relative_to(root))
+                for f in (pathlib.Path(m) for m in sorted(glob.glob(os.path.expanduser(source), recursive=True)))
+                if f.is_file()
+            ]
             if not found:
                 raise FileNotFoundError(f"{source}: no file matches this pattern")
         else:
@@ -102,8 +109,10 @@ def collect_inputs(sources: Sequence[str]) -> list[Input]:
     for item in inputs.values():
         other = writers.setdefault(item.output, item)
         if other is not item:
-            raise ValueError(f"{other.path} and {item.path} would both write {item.output} under --out; pass "
-                             f"their folders as SOURCEs instead of the files")
+            raise ValueError(
+                f"{other.path} and {item.path} would both write {item.output} under --out; pass "
+                f"their folders as SOURCEs instead of the files"
+            )
     return list(inputs.values())
 
 
@@ -124,14 +133,6 @@ def json_line(item: Input, found: ImageDetections, frame: int | None = None) -> 
     """One line of a .jsonl output."""
     head = {"source": str(item.path)} | ({} if frame is None else {"frame": frame})
     return json.dumps(head | found.to_json()) + "\n"
-
-
-def _write_text(path: pathlib.Path, text: str) -> None:
-    """Atomically: a temporary file beside `path`, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Progress:
@@ -178,9 +179,11 @@ class Tally:
 
     def summary(self, out: pathlib.Path, seconds: float, interrupted: bool) -> str:
         done = self.images + self.frames
-        head = (f"{'interrupted after' if interrupted else 'predicted'} {self.images} images and {self.frames} "
-                f"frames of {self.videos} video(s) in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} images/s), "
-                f"{self.detections} detections; outputs in {out}")
+        head = (
+            f"{'interrupted after' if interrupted else 'predicted'} {self.images} images and {self.frames} "
+            f"frames of {self.videos} video(s) in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} images/s), "
+            f"{self.detections} detections; outputs in {out}"
+        )
         lines = [head]
         if self.interrupted_video:
             lines.append(self.interrupted_video)
@@ -192,12 +195,26 @@ class Tally:
 
 def _chunks(items: Sequence[Input], size: int) -> Iterator[list[Input]]:
     for start in range(0, len(items), size):
-        yield list(items[start: start + size])
+        yield list(items[start : start + size])
 
 
-def predict_images(detector: Detector, items: Sequence[Input], out: pathlib.Path, tally: Tally,
-                   progress: Progress) -> None:
-    """Annotated pictures and one-line .jsonl files of still images, a batch at a time."""
+def predict_images(
+    detector: Detector, items: Sequence[Input], out: pathlib.Path, tally: Tally, progress: Progress
+) -> None:
+    """Annotated pictures and one-line .jsonl files of still images, a batch at a time.
+
+    Files that cannot be read or decoded are skipped and named in `tally`.
+
+    Args:
+        detector: Runs the detections; its batch_size sets the images per batch.
+        items: The still images, with their output paths.
+        out: The --out folder the outputs go under.
+        tally: Counts images and detections, and collects the skipped files (updated in place).
+        progress: Advanced by the images of each batch.
+
+    Returns:
+        None; the results are the files written and `tally`.
+    """
     for chunk in _chunks(items, detector.batch_size):
         loaded = []
         for item in chunk:
@@ -208,9 +225,12 @@ def predict_images(detector: Detector, items: Sequence[Input], out: pathlib.Path
         if not loaded:
             continue
         for (item, image), found in zip(loaded, detector.predict([image for _, image in loaded])):
-            save_image(picture_path(out, item), found.draw(image),
-                       file_format=None if item.path.suffix.lower() in WRITABLE_IMAGE_EXTENSIONS else ".png")
-            _write_text(detections_path(out, item), json_line(item, found))
+            save_image(
+                picture_path(out, item),
+                found.draw(image),
+                file_format=None if item.path.suffix.lower() in WRITABLE_IMAGE_EXTENSIONS else ".png",
+            )
+            atomic_write_text(detections_path(out, item), json_line(item, found))
             tally.images += 1
             tally.detections += len(found)
         progress.advance(len(loaded))
@@ -229,7 +249,24 @@ def _frames(capture: cv2.VideoCapture, count: int) -> list[np.ndarray]:
 
 def predict_video(detector: Detector, item: Input, out: pathlib.Path, tally: Tally, progress: Progress) -> None:
     """The annotated video and a .jsonl line per frame, written under temporary names and renamed
-    when the video ends or on Ctrl-C (then holding the frames done); removed on any other error."""
+    when the video ends or on Ctrl-C (then holding the frames done); removed on any other error.
+
+    A video OpenCV cannot read a frame of is skipped and named in `tally`.
+
+    Args:
+        detector: Runs the detections, batch_size frames at a time.
+        item: The video, with its output path.
+        out: The --out folder the outputs go under.
+        tally: Counts the video, its frames and detections, or the skip (updated in place).
+        progress: Advanced by the frames of each batch.
+
+    Returns:
+        None; the results are the files written and `tally`.
+
+    Raises:
+        OSError: OpenCV cannot write the annotated video with its codec.
+        KeyboardInterrupt: Re-raised on Ctrl-C once the frames done are renamed into place.
+    """
     capture = cv2.VideoCapture(str(item.path))
     first = _frames(capture, 1) if capture.isOpened() else []
     if not first:
@@ -237,45 +274,40 @@ def predict_video(detector: Detector, item: Input, out: pathlib.Path, tally: Tal
         tally.skipped.append(f"{item.path}: OpenCV cannot read a frame of this video")
         return
     video_path, lines_path = picture_path(out, item), detections_path(out, item)
-    video_path.parent.mkdir(parents=True, exist_ok=True)
-    temp_video = video_path.with_name(f".{video_path.stem}.partial{video_path.suffix}")  # OpenCV picks the
-    temp_lines = lines_path.with_name(f".{lines_path.name}.partial")  # container by the suffix
+    fourcc = VIDEO_FOURCC[video_path.suffix.lower()]
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     height, width = first[0].shape[:2]
-    writer = cv2.VideoWriter(str(temp_video), cv2.VideoWriter_fourcc(*VIDEO_FOURCC[video_path.suffix.lower()]),
-                             fps, (width, height))
-    if not writer.isOpened():
-        capture.release()
-        raise OSError(f"{video_path}: OpenCV cannot write this video (codec {VIDEO_FOURCC[video_path.suffix.lower()]})")
-    tally.videos += 1
-    frame_index, finished = 0, False
+    interrupted: KeyboardInterrupt | None = None
     try:
-        with open(temp_lines, "w") as lines:
-            frames = first + _frames(capture, detector.batch_size - 1)
-            while frames:
-                for frame, found in zip(frames, detector.predict(frames)):
-                    writer.write(cv2.cvtColor(found.draw(frame), cv2.COLOR_RGB2BGR))
-                    lines.write(json_line(item, found, frame_index))
-                    frame_index += 1
-                    tally.frames += 1
-                    tally.detections += len(found)
-                lines.flush()
-                progress.advance(len(frames))
-                frames = _frames(capture, detector.batch_size)
-        finished = True
-    except KeyboardInterrupt:
-        tally.interrupted_video = f"{item.path}: interrupted; {video_path} holds its first {frame_index} frames"
-        finished = True
-        raise
+        # OpenCV picks the container by the suffix
+        with atomic_path(video_path, suffix=video_path.suffix) as temp_video, atomic_path(lines_path) as temp_lines:
+            writer = cv2.VideoWriter(str(temp_video), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+            if not writer.isOpened():
+                raise OSError(f"{video_path}: OpenCV cannot write this video (codec {fourcc})")
+            tally.videos += 1
+            frame_index = 0
+            try:
+                with open(temp_lines, "w") as lines:
+                    frames = first + _frames(capture, detector.batch_size - 1)
+                    while frames:
+                        for frame, found in zip(frames, detector.predict(frames)):
+                            writer.write(cv2.cvtColor(found.draw(frame), cv2.COLOR_RGB2BGR))
+                            lines.write(json_line(item, found, frame_index))
+                            frame_index += 1
+                            tally.frames += 1
+                            tally.detections += len(found)
+                        lines.flush()
+                        progress.advance(len(frames))
+                        frames = _frames(capture, detector.batch_size)
+            except KeyboardInterrupt as err:  # caught so that the blocks above rename the frames done
+                tally.interrupted_video = f"{item.path}: interrupted; {video_path} holds its first {frame_index} frames"
+                interrupted = err
+            finally:
+                writer.release()
     finally:
         capture.release()
-        writer.release()
-        if finished:
-            os.replace(temp_video, video_path)
-            os.replace(temp_lines, lines_path)
-        else:
-            for temp in (temp_video, temp_lines):
-                temp.unlink(missing_ok=True)
+    if interrupted is not None:
+        raise interrupted
 
 
 def _frame_count(path: pathlib.Path) -> int:
@@ -310,13 +342,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--export", help="SavedModel of python -m cornernet_tf.export (version folder or base path)")
     model.add_argument("--weights", help=".weights.h5 file, model_dir, checkpoints folder or checkpoint prefix")
-    parser.add_argument("--config", default=None, help=f"with --weights: YAML file or bundled name (default: the "
-                        f"run's {SAVED_CONFIG} beside --weights or above it)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --weights: override a config field, e.g. --set export.test_mode=pad")
-    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                        help="with --weights: also run mirrored images (default export.flip; an export has it "
-                             "baked in)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"with --weights: YAML file or bundled name (default: the "
+        f"run's {SAVED_CONFIG} beside --weights or above it)",
+    )
+    cli.add_override_flag(parser, "detection.test_mode=pad", applies_to="with --weights: ")
+    cli.add_flip_flag(parser, "with --weights: also run mirrored images (default detection.flip; exports keep theirs)")
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     parser.add_argument("--score_threshold", type=float, default=0.3, help="lowest score kept (default 0.3)")
     parser.add_argument("--max_detections", type=int, default=None, help="most detections per image kept")
@@ -325,17 +358,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cli.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.export is not None:
-        given = [flag for flag, value in (("--config", args.config), ("--set", args.overrides), ("--flip", args.flip))
-                 if value not in (None, [])]
+        given = [
+            flag
+            for flag, value in (("--config", args.config), ("--set", args.overrides), ("--flip", args.flip))
+            if value not in (None, [])
+        ]
         if given:
-            parser.error(f"{', '.join(given)} apply to --weights; an export has its config baked in (pass them to "
-                         f"python -m cornernet_tf.export)")
+            parser.error(
+                f"{', '.join(given)} apply to --weights; an export has its config baked in (pass them to "
+                f"python -m cornernet_tf.export)"
+            )
     return args
 
 
 def make_detector(args: argparse.Namespace) -> Detector:
-    options = {"batch_size": args.batch_size, "score_threshold": args.score_threshold,
-               "max_detections": args.max_detections, "device": args.device}
+    options = {
+        "batch_size": args.batch_size,
+        "score_threshold": args.score_threshold,
+        "max_detections": args.max_detections,
+        "device": args.device,
+    }
     if args.export is not None:
         return Detector.from_export(args.export, **options)
     return Detector.from_weights(args.weights, args.config, overrides=args.overrides, flip=args.flip, **options)

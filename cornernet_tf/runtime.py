@@ -35,6 +35,6 @@ def configure(environ: MutableMapping[str, str] = os.environ) -> bool:
 
 
 def cpu_allocator(environ: MutableMapping[str, str] = os.environ) -> str:
-    """"bfc" or "default": the CPU allocator TensorFlow uses (or will use) in this process, as
+    """ "bfc" or "default": the CPU allocator TensorFlow uses (or will use) in this process, as
     decided by the variable when TensorFlow started."""
     return "bfc" if environ.get(BFC_VARIABLE, "").strip().lower() in ("true", "1") else "default"

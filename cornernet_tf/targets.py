@@ -7,7 +7,9 @@ of `sample/coco.py: kp_detection` bit for bit; see tests/fixtures/official/READM
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
@@ -95,14 +97,19 @@ def _gaussian_cells(
     return keypoint, where[:, 1:], tf.cast(value, tf.float32)
 
 
-def draw_gaussian(
-    heatmap: tf.Tensor, center_xy: tf.Tensor, radius: tf.Tensor, sigma_divisor: float = 6.0
-) -> tf.Tensor:
+def draw_gaussian(heatmap: tf.Tensor, center_xy: tf.Tensor, radius: tf.Tensor, sigma_divisor: float = 6.0) -> tf.Tensor:
     """Max-merge one Gaussian bump (peak 1.0 at `center_xy`) into `heatmap`, as the original.
 
-    heatmap [H, W] float32 (row = y, column = x); center_xy [2] int (x, y); radius int scalar.
-    CornerNet corners use sigma_divisor 6, CenterNet centers 5 (its `delte`). Returns the new
-    [H, W] float32 heatmap; cells outside the map are dropped.
+    CornerNet corners use sigma_divisor 6, CenterNet centers 5 (its `delte`).
+
+    Args:
+        heatmap: [H, W] float32 (row = y, column = x).
+        center_xy: [2] int (x, y) of the peak.
+        radius: int scalar; the bump covers the (2 * radius + 1) square around the peak.
+        sigma_divisor: sigma = (2 * radius + 1) / sigma_divisor.
+
+    Returns:
+        The new [H, W] float32 heatmap; cells outside the map are dropped.
     """
     heatmap = tf.convert_to_tensor(heatmap, tf.float32)
     height, width = heatmap.shape
@@ -141,8 +148,25 @@ def _keypoint_targets(
     )
     rows = tf.stack([batch_size, tf.constant(max_objects, tf.int64)])
     indices = tf.scatter_nd(slots, cells[:, 1] * width + cells[:, 0], rows)
-    offsets = tf.scatter_nd(slots, points_xy - tf.cast(cells, tf.float32), tf.concat([rows, tf.constant([2], tf.int64)], 0))
+    offsets = tf.scatter_nd(
+        slots, points_xy - tf.cast(cells, tf.float32), tf.concat([rows, tf.constant([2], tf.int64)], 0)
+    )
     return heatmap, indices, offsets
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """The keyword arguments of `build_batch_targets` (see there) as one value an input spec can
+    hold: `build_batch_targets(boxes, classes, num_boxes, **dataclasses.asdict(spec))`."""
+
+    num_classes: int
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    max_objects: int = 128
+    gaussian_iou: float = 0.3
+    with_centers: bool = False
+    radius_formula: Literal["cornernet", "centernet"] = "cornernet"
+    center_sigma_divisor: float = 5.0
 
 
 def build_batch_targets(
@@ -160,21 +184,35 @@ def build_batch_targets(
 ) -> dict[str, tf.Tensor]:
     """Training targets of a batch, as the official `kp_detection` builds them per image.
 
-    boxes [B, N, 4] float32 (x1, y1, x2, y2) in input pixels, already clipped to the image and
-    with degenerate boxes removed; classes [B, N] int32, 0-based; image b uses its first
-    num_boxes[b] rows. All keypoints of the batch are drawn at once, so this is a handful of
-    batched ops (the training loop runs it on the accelerator, from the few bytes of boxes the
-    input pipeline ships instead of megabytes of heatmaps). input_size / output_size:
-    (height, width). Map coordinates are x * (output / input) in float32 (as numpy 2 evaluates
-    the original), and the radius is `max(0, int(r))` of the `radius_formula` radius of
-    (ceil(box_h * scale), ceil(box_w * scale)). Boxes past `max_objects` are dropped (the
-    original fails on them). CornerNet: radius_formula "cornernet", gaussian_iou 0.3;
-    CenterNet: "centernet", 0.7, with_centers=True (box-center bumps with sigma divisor 5).
+    All keypoints of the batch are drawn at once, so this is a handful of batched ops (the
+    training loop runs it on the accelerator, from the few bytes of boxes the input pipeline
+    ships instead of megabytes of heatmaps). Map coordinates are x * (output / input) in float32
+    (as numpy 2 evaluates the original), and the radius is `max(0, int(r))` of the
+    `radius_formula` radius of (ceil(box_h * scale), ceil(box_w * scale)). Boxes past
+    `max_objects` are dropped (the original fails on them). CornerNet: radius_formula
+    "cornernet", gaussian_iou 0.3; CenterNet: "centernet", 0.7, with_centers=True.
 
-    Returns tl_heatmap, br_heatmap [B, H, W, C] float32; tl_indices, br_indices [B, M] int32
-    (y * W + x); tl_offset, br_offset [B, M, 2] float32 (x, y fractional parts); mask [B, M]
-    float32 (a prefix of ones per image); with_centers also ct_heatmap, ct_indices, ct_offset.
-    M = max_objects.
+    Args:
+        boxes: [B, N, 4] float32 (x1, y1, x2, y2) in input pixels, already clipped to the image
+            and with degenerate boxes removed.
+        classes: [B, N] int32, 0-based.
+        num_boxes: [B] int; image b uses its first num_boxes[b] rows.
+        num_classes: C, the heatmaps' channels.
+        input_size: (height, width) of the network input.
+        output_size: (height, width) H, W of the output maps.
+        max_objects: M, the object rows per image.
+        gaussian_iou: min_overlap of the radius: corners moved within it keep this IoU with the box.
+        with_centers: Also draw CenterNet's box-center targets.
+        radius_formula: "cornernet" or "centernet", the radius computation.
+        center_sigma_divisor: Sigma divisor of the center bumps (5; corners use 6).
+
+    Returns:
+        tl_heatmap, br_heatmap [B, H, W, C] float32; tl_indices, br_indices [B, M] int32
+        (y * W + x); tl_offset, br_offset [B, M, 2] float32 (x, y fractional parts); mask [B, M]
+        float32 (a prefix of ones per image); with_centers also ct_heatmap, ct_indices, ct_offset.
+
+    Raises:
+        ValueError: An unknown `radius_formula`.
     """
     radius_fns = {"cornernet": gaussian_radius, "centernet": centernet_gaussian_radius}
     if radius_formula not in radius_fns:
@@ -207,17 +245,37 @@ def build_batch_targets(
 
 
 def build_targets(
-    boxes: tf.Tensor, classes: tf.Tensor, num_classes: int, input_size: Sequence[int], output_size: Sequence[int],
+    boxes: tf.Tensor,
+    classes: tf.Tensor,
+    num_classes: int,
+    input_size: Sequence[int],
+    output_size: Sequence[int],
     **options: Any,
 ) -> dict[str, tf.Tensor]:
     """Per-image targets: `build_batch_targets` of a batch of one, without the batch axis.
 
-    boxes [N, 4], classes [N]; `options`: the keyword arguments of `build_batch_targets`.
-    Returns heatmaps [H, W, C], indices [M], offsets [M, 2] and mask [M].
+    Args:
+        boxes: [N, 4] float32 (x1, y1, x2, y2) in input pixels.
+        classes: [N] int, 0-based.
+        num_classes: C, the heatmaps' channels.
+        input_size: (height, width) of the network input.
+        output_size: (height, width) of the output maps.
+        **options: The other keyword arguments of `build_batch_targets`.
+
+    Returns:
+        heatmaps [H, W, C], indices [M], offsets [M, 2] and mask [M] (as `build_batch_targets`).
+
+    Raises:
+        ValueError: An unknown `radius_formula`.
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     targets = build_batch_targets(
-        boxes[tf.newaxis], tf.convert_to_tensor(classes)[tf.newaxis], tf.shape(boxes)[:1],
-        num_classes, input_size, output_size, **options,
+        boxes[tf.newaxis],
+        tf.convert_to_tensor(classes)[tf.newaxis],
+        tf.shape(boxes)[:1],
+        num_classes,
+        input_size,
+        output_size,
+        **options,
     )
     return {key: value[0] for key, value in targets.items()}

@@ -35,64 +35,89 @@ from cornernet_tf.training.strategy import STRATEGIES, make_strategy
 # and the batch size), so the run still sees the batches and takes the steps an uninterrupted
 # run would have. A section name covers all its fields. Any other change breaks that; a change of
 # the model is refused even with --allow_config_change, since the checkpoint could not load.
-RESUMABLE_CHANGES = frozenset({
-    "name",
-    "eval",
-    "export",
-    "train.steps",  # except under the cosine schedule, which decays over it (breaks_resumption)
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.log_every",
-    "train.finish_batches",  # where the batch is finished, not what it holds
-    "train.eval_every",
-    "data.class_names",  # they name the class ids, which stay
-    "data.num_parallel_calls",  # the order depends on it only when data.deterministic is false
-    "data.shapes_dir",  # a cache: its images are a function of the other shapes_* fields
-    "data.shapes_val",  # the validation split, generated apart from the training one
-    "data.val_annotations",
-    "data.val_images",
-    "data.val_tfrecords",
-})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "name",
+        "detection",
+        "eval",
+        "export",
+        "train.steps",  # except under the cosine schedule, which decays over it (breaks_resumption)
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.log_every",
+        "train.finish_batches",  # where the batch is finished, not what it holds
+        "train.eval_every",
+        "data.class_names",  # they name the class ids, which stay
+        "data.num_parallel_calls",  # the order depends on it only when data.deterministic is false
+        "data.shapes_dir",  # a cache: its images are a function of the other shapes_* fields
+        "data.shapes_val",  # the validation split, generated apart from the training one
+        "data.val_annotations",
+        "data.val_images",
+        "data.val_tfrecords",
+    }
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cornernet_tf.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="shapes_tiny", help="YAML file or bundled config name")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set train.batch_size=8 (repeatable)")
+    cli.add_override_flag(parser, "train.batch_size=8")
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--model_dir", default=None, help="checkpoints, logs and results (default runs/<config>)")
     parser.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
-    parser.add_argument("--allow_config_change", action="store_true",
-                        help="resume although the config changed in a way that makes the run differ from an "
-                             "uninterrupted one (another batch size, data or learning-rate setting)")
-    parser.add_argument("--init_weights", default=None, metavar="FILE.weights.h5",
-                        help="start a new run from these Keras weights (e.g. converted official ones); layers "
-                             "whose shapes differ, such as heads for another number of classes, keep their "
-                             "initial values")
+    parser.add_argument(
+        "--allow_config_change",
+        action="store_true",
+        help="resume although the config changed in a way that makes the run differ from an "
+        "uninterrupted one (another batch size, data or learning-rate setting)",
+    )
+    parser.add_argument(
+        "--init_weights",
+        default=None,
+        metavar="FILE.weights.h5",
+        help="start a new run from these Keras weights (e.g. converted official ones); layers "
+        "whose shapes differ, such as heads for another number of classes, keep their "
+        "initial values",
+    )
     parser.add_argument("--no_eval", action="store_true", help="skip the final evaluation")
     cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
-def evaluate_and_report(trainer: Trainer, config: Config, model_dir: pathlib.Path, progress: ProgressLogger,
-                        step: int, final: bool) -> dict[str, float]:
+def evaluate_and_report(
+    trainer: Trainer, config: Config, model_dir: pathlib.Path, progress: ProgressLogger, step: int, final: bool
+) -> dict[str, float]:
     """COCO metrics on the validation split, printed and logged to TensorBoard with a few
-    pictures of detections; the final evaluation also writes metrics.json and detections/*.png."""
-    from cornernet_tf.evaluate import evaluate_model  # noqa: PLC0415 (pulls in pycocotools)
-    from cornernet_tf.coco_metrics import format_metrics  # noqa: PLC0415
+    pictures of detections; the final evaluation also writes metrics.json and detections/*.png.
+
+    Args:
+        trainer: The trainer whose model is evaluated.
+        config: The run's config (evaluation settings and data).
+        model_dir: The run's folder; pictures and the final eval/ files go under it.
+        progress: Prints the metrics and logs them, with four pictures, to TensorBoard.
+        step: The global step the metrics are logged at.
+        final: The end-of-training evaluation: keep the pictures and write eval/results.json
+            and eval/metrics.json; otherwise the pictures are removed once logged.
+
+    Returns:
+        The metrics of `evaluation.evaluate_model`.
+    """
+    from cornernet_tf.coco_metrics import format_metrics, write_json
+    from cornernet_tf.tasks.evaluation import evaluate_model
 
     pictures = model_dir / ("detections" if final else f"detections_step_{step}")
     metrics, _ = evaluate_model(
-        trainer.model, config, visualize_dir=pictures, num_visualize=8,
+        trainer.model,
+        config,
+        visualize_dir=pictures,
+        num_visualize=8,
         results_path=model_dir / "eval" / "results.json" if final else None,
     )
     progress.message(f"validation at step {step}:\n{format_metrics(metrics)}")
     progress.scalars(step, metrics, prefix="val")
     progress.images(step, sorted(pictures.glob("*.png"))[:4], name="val/detections")
     if final:
-        (model_dir / "eval").mkdir(parents=True, exist_ok=True)
-        (model_dir / "eval" / "metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+        write_json(model_dir / "eval" / "metrics.json", {"step": step, **metrics}, indent=2)
         progress.message(f"metrics in {model_dir / 'eval' / 'metrics.json'}, pictures of detections in {pictures}")
     else:
         shutil.rmtree(pictures, ignore_errors=True)
@@ -119,8 +144,11 @@ def load_init_weights(model: keras.Model, path: str) -> list[str]:
             model.load_weights(str(pathlib.Path(path).expanduser()), skip_mismatch=True)
         except (ValueError, OSError) as err:
             raise ConfigError(f"--init_weights {path!r} cannot be loaded into this model: {err}") from None
-    return [variable.path.split("/", 1)[-1] for variable, value in zip(model.weights, before)
-            if np.array_equal(variable.numpy(), value)]
+    return [
+        variable.path.split("/", 1)[-1]
+        for variable, value in zip(model.weights, before)
+        if np.array_equal(variable.numpy(), value)
+    ]
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -162,16 +190,22 @@ def check_saved_config(model_dir: pathlib.Path, config: Config, allow_change: bo
     changes = config_changes(load_config(saved), config)
     model = {key: change for key, change in changes.items() if key.startswith("model.")}
     if model:
-        raise ConfigError(f"{model_dir} holds a run with a different model config ({_describe(model)}), "
-                          f"whose checkpoint cannot load; use another --model_dir or the same model settings")
+        raise ConfigError(
+            f"{model_dir} holds a run with a different model config ({_describe(model)}), "
+            f"whose checkpoint cannot load; use another --model_dir or the same model settings"
+        )
     breaking = {key: change for key, change in changes.items() if breaks_resumption(key, config)}
     if breaking and not allow_change:
-        raise ConfigError(f"{model_dir} holds a run with another config ({_describe(breaking)}); resumed "
-                          f"with these changes it would not continue exactly; use another --model_dir, or "
-                          f"pass --allow_config_change to resume anyway")
+        raise ConfigError(
+            f"{model_dir} holds a run with another config ({_describe(breaking)}); resumed "
+            f"with these changes it would not continue exactly; use another --model_dir, or "
+            f"pass --allow_config_change to resume anyway"
+        )
     if breaking:
-        print(f"resuming with a changed config ({_describe(breaking)}): resumption is no longer exact, "
-              f"the run differs from an uninterrupted one from here on")
+        print(
+            f"resuming with a changed config ({_describe(breaking)}): resumption is no longer exact, "
+            f"the run differs from an uninterrupted one from here on"
+        )
 
 
 def evaluation_steps(train: TrainConfig, final: bool) -> list[int]:
@@ -194,8 +228,8 @@ def train(args: argparse.Namespace) -> int:
     if config.train.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(config.train.mixed_precision)
 
-    from cornernet_tf.data.pipeline import dataset_info  # noqa: PLC0415 (heavy import after arg checks)
-    from cornernet_tf.training.job import build_trainer  # noqa: PLC0415
+    from cornernet_tf.tasks.data import dataset_info
+    from cornernet_tf.tasks.training import build_trainer
 
     info = dataset_info(config, "train")
     print(f"train data: {info.summary}")
@@ -210,8 +244,10 @@ def train(args: argparse.Namespace) -> int:
         print(f"resuming at step {start}: --init_weights {args.init_weights} is not used")
     elif args.init_weights:
         kept = load_init_weights(trainer.model, args.init_weights)
-        print(f"initialized from {args.init_weights}; {len(kept)} of {len(trainer.model.weights)} variables kept "
-              f"their initial values" + (f": {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else ""))
+        print(
+            f"initialized from {args.init_weights}; {len(kept)} of {len(trainer.model.weights)} variables kept "
+            f"their initial values" + (f": {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else "")
+        )
     if trainer.chief:
         config.save(model_dir / SAVED_CONFIG)
     print(
@@ -228,6 +264,7 @@ def train(args: argparse.Namespace) -> int:
         eval_steps=evaluation_steps(config.train, final=trainer.chief and not args.no_eval),
     )
     progress.scalars(start, {"unusable_train_images": len(info.unusable)}, prefix="data")
+
     def periodic_eval(step: int) -> None:
         if trainer.chief:
             evaluate_and_report(trainer, config, model_dir, progress, step, final=False)
@@ -245,8 +282,10 @@ def train(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     step = int(trainer.step.numpy())
-    print(f"finished at step {step}: {step * config.train.batch_size} training samples, {trainer.total_skipped} "
-          f"skipped as undecodable; checkpoints in {trainer.manager.directory}")
+    print(
+        f"finished at step {step}: {step * config.train.batch_size} training samples, {trainer.total_skipped} "
+        f"skipped as undecodable; checkpoints in {trainer.manager.directory}"
+    )
     return 0
 
 

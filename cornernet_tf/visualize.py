@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from cornernet_tf.files import atomic_write_bytes
+
 _FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
 
 
@@ -36,9 +38,18 @@ def draw_detections(
 ) -> np.ndarray:
     """Draw boxes [N, 4] (x1, y1, x2, y2, image pixels) with "name 0.87" labels on a copy.
 
-    Rows with score < score_threshold are skipped; classes [N] are 0-based indices into
-    `class_names` (the index itself is printed when a name is missing). With `legend`, a
-    `draw_legend` of the classes drawn goes in the top-right corner. Returns uint8 [H, W, 3].
+    Args:
+        image: uint8 RGB [H, W, 3]; left unchanged.
+        boxes: [N, 4] (x1, y1, x2, y2) in image pixels.
+        scores: [N] scores.
+        classes: [N] 0-based indices into `class_names`.
+        class_names: Class names; the index itself is printed when a name is missing.
+        score_threshold: Rows with a lower score are skipped.
+        thickness: Line width of the boxes in pixels.
+        legend: Add a `draw_legend` of the classes drawn in the top-right corner.
+
+    Returns:
+        uint8 [H, W, 3].
     """
     canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
     width = canvas.shape[1]
@@ -78,14 +89,13 @@ def draw_legend(image: np.ndarray, classes: Sequence[int], class_names: Sequence
     panel_w = max(w for (w, _), _ in sizes) + swatch + 12
     width = canvas.shape[1]
     left, top = max(width - panel_w - 4, 0), 4
-    region = canvas[top: top + line * len(entries) + 4, left: left + panel_w]
+    region = canvas[top : top + line * len(entries) + 4, left : left + panel_w]
     region[:] = (region.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken, keep the picture visible
     for row, ((cls, text), ((_, text_h), _)) in enumerate(zip(entries, sizes)):
         y = top + 4 + row * line
         if cls is not None:
             cv2.rectangle(canvas, (left + 4, y), (left + 4 + swatch, y + swatch), class_color(cls), -1)
-        cv2.putText(canvas, text, (left + swatch + 8, y + text_h), _FONT, _FONT_SCALE, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(canvas, text, (left + swatch + 8, y + text_h), _FONT, _FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
     return canvas
 
 
@@ -111,11 +121,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, file_format: str | No
     ok, encoded = cv2.imencode(file_format, cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"image for {path}: OpenCV could not encode it as {file_format!r} (shape {np.shape(image)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encoded.tobytes())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, encoded.tobytes())
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> pathlib.Path:

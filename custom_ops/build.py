@@ -37,8 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-LIBRARY_NAME = "_corner_pool_ops.so"
+LIBRARY_NAME = "_corner_pool_ops.so"  # cornernet_tf.ops.compiled spells it too (a test keeps them equal)
 LOG_NAME = "_corner_pool_build.log"
+NO_TENSORFLOW_EXIT = 3  # the exit status of `main` when TensorFlow is not importable (setup.py reads it)
 SOURCE_DIR = Path(__file__).resolve().parent / "corner_pool"
 CPU_SOURCES = ("corner_pool_ops.cc", "corner_pool_kernels.cc")
 CUDA_SOURCES = ("corner_pool_kernels.cu.cc",)
@@ -52,7 +53,7 @@ class BuildError(RuntimeError):
 
 
 class TensorFlowNotFound(BuildError):
-    """TensorFlow is not importable by this interpreter (``main`` exits with status 3)."""
+    """TensorFlow is not importable by this interpreter (``main`` exits with NO_TENSORFLOW_EXIT)."""
 
 
 def default_out_dir() -> Path:
@@ -122,7 +123,7 @@ def cuda_plan(with_cuda: bool | None = None) -> tuple[bool, str]:
             raise BuildError("CUDA build requested but nvcc was not found (set CUDA_HOME or PATH)")
         return False, "CUDA kernels skipped: nvcc not found"
     if not forced:
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         info = tf.sysconfig.get_build_info()
         if not info.get("is_cuda_build"):
@@ -148,14 +149,16 @@ def _tf_flags() -> tuple[list[str], list[str], str]:
         raise TensorFlowNotFound(
             f"TensorFlow is not importable by {sys.executable}; the op compiles against its headers"
         )
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     return list(tf.sysconfig.get_compile_flags()), list(tf.sysconfig.get_link_flags()), tf.__version__
 
 
 def _gencode_flags() -> list[str]:
-    archs = [a.strip().replace("sm_", "").replace("compute_", "").replace(".", "")
-             for a in os.environ.get("CORNERNET_TF_CUDA_ARCHS", DEFAULT_CUDA_ARCHS).replace(",", ";").split(";")]
+    archs = [
+        a.strip().replace("sm_", "").replace("compute_", "").replace(".", "")
+        for a in os.environ.get("CORNERNET_TF_CUDA_ARCHS", DEFAULT_CUDA_ARCHS).replace(",", ";").split(";")
+    ]
     archs = [a for a in archs if a]
     flags = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     flags.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
@@ -206,8 +209,7 @@ def _verify(path: Path) -> None:
         raise BuildError(f"the built library does not load: {tail[0]}")
 
 
-def build_library(out_dir: str | os.PathLike | None = None, with_cuda: bool | None = None,
-                  verify: bool = True) -> Path:
+def build_library(out_dir: str | os.PathLike | None = None, with_cuda: bool | None = None, verify: bool = True) -> Path:
     """Compile the corner-pool op into ``out_dir/_corner_pool_ops.so`` and return its path.
 
     ``out_dir`` defaults to this checkout's ``cornernet_tf/ops/``. ``with_cuda``: see
@@ -217,8 +219,10 @@ def build_library(out_dir: str | os.PathLike | None = None, with_cuda: bool | No
     """
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    log: list[str] = [f"cornernet_tf corner-pool op build, {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                      f"python {sys.version.split()[0]} ({sys.executable})"]
+    log: list[str] = [
+        f"cornernet_tf corner-pool op build, {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        f"python {sys.version.split()[0]} ({sys.executable})",
+    ]
     log_path = out / LOG_NAME
     start = time.time()
     try:
@@ -237,16 +241,34 @@ def build_library(out_dir: str | os.PathLike | None = None, with_cuda: bool | No
             for source in CPU_SOURCES:
                 obj = tmp / (source + ".o")
                 objects.append(str(obj))
-                jobs.append((source, [cxx, *CXX_FLAGS, *cflags, *defines, "-c", str(SOURCE_DIR / source),
-                                      "-o", str(obj)]))
+                jobs.append(
+                    (source, [cxx, *CXX_FLAGS, *cflags, *defines, "-c", str(SOURCE_DIR / source), "-o", str(obj)])
+                )
             extra_link: list[str] = []
             if use_cuda:
                 nvcc = _find_nvcc()
                 for source in CUDA_SOURCES:
                     obj = tmp / (source + ".o")
                     objects.append(str(obj))
-                    jobs.append((source, [nvcc, "-std=c++17", "-O3", "-x", "cu", "-Xcompiler", "-fPIC",
-                                          *_gencode_flags(), "-c", str(SOURCE_DIR / source), "-o", str(obj)]))
+                    jobs.append(
+                        (
+                            source,
+                            [
+                                nvcc,
+                                "-std=c++17",
+                                "-O3",
+                                "-x",
+                                "cu",
+                                "-Xcompiler",
+                                "-fPIC",
+                                *_gencode_flags(),
+                                "-c",
+                                str(SOURCE_DIR / source),
+                                "-o",
+                                str(obj),
+                            ],
+                        )
+                    )
                 extra_link = [f"-L{_cuda_lib_dir(nvcc)}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
             _run_jobs(jobs, log)
             built = tmp / LIBRARY_NAME
@@ -257,8 +279,7 @@ def build_library(out_dir: str | os.PathLike | None = None, with_cuda: bool | No
             shutil.copyfile(built, staged)
             os.replace(staged, out / LIBRARY_NAME)
         library = out / LIBRARY_NAME
-        log.append(f"OK: built {library} in {time.time() - start:.0f} s "
-                   f"({'CPU + CUDA' if use_cuda else 'CPU only'})")
+        log.append(f"OK: built {library} in {time.time() - start:.0f} s ({'CPU + CUDA' if use_cuda else 'CPU only'})")
         return library
     except BuildError as err:
         log.append(f"FAILED: {err}")
@@ -285,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         path = build_library(args.out_dir, with_cuda=args.with_cuda, verify=args.verify)
     except BuildError as err:
         print(f"corner-pool op build failed: {err}", file=sys.stderr)
-        return 3 if isinstance(err, TensorFlowNotFound) else 1
+        return NO_TENSORFLOW_EXIT if isinstance(err, TensorFlowNotFound) else 1
     print(path)
     return 0
 

@@ -6,7 +6,7 @@ import pytest
 
 from cornernet_tf.config import load_config
 from cornernet_tf.convert import official_entries
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.model import build_model
 from tests.conftest import load_reference, reference_path
 
 

@@ -67,10 +67,25 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/v1/models/{name}"
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cornernet_tf.serve", "--model_name", name, "--model_base_path", str(base),
-             "--rest_api_host", "127.0.0.1", "--rest_api_port", str(self.port), "--port", str(self.grpc_port),
-             *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "cornernet_tf.serve",
+                "--model_name",
+                name,
+                "--model_base_path",
+                str(base),
+                "--rest_api_host",
+                "127.0.0.1",
+                "--rest_api_port",
+                str(self.port),
+                "--port",
+                str(self.grpc_port),
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def peak_memory_bytes(self) -> int:
@@ -119,6 +134,7 @@ def running(base: pathlib.Path, name: str, *extra: str, grpc: bool = False) -> I
 def png_bomb(height: int, width: int) -> bytes:
     """A valid 1-bit grayscale PNG of `height` x `width` black pixels: a few tens of KB that
     decode to height x width x 3 bytes (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -184,8 +200,12 @@ class StandIn(tf.Module):
     def wait(self, micros):
         """Sleeps at least `micros` without using CPU: keeps a request in flight."""
         numbers = tf.data.Dataset.from_tensors(micros)
-        sleeping = tf.raw_ops.SleepDataset(input_dataset=tf.data.experimental.to_variant(numbers),
-                                           sleep_microseconds=micros, output_types=[tf.int64], output_shapes=[[]])
+        sleeping = tf.raw_ops.SleepDataset(
+            input_dataset=tf.data.experimental.to_variant(numbers),
+            sleep_microseconds=micros,
+            output_types=[tf.int64],
+            output_shapes=[[]],
+        )
         waited = tf.data.experimental.from_variant(sleeping, numbers.element_spec)
         return {"waited": waited.reduce(tf.constant(0, tf.int64), lambda total, x: total + x)[None]}
 
@@ -194,10 +214,17 @@ def write_model(base: pathlib.Path, version: int, offset: float) -> pathlib.Path
     """Export version `version` next to the base path, then rename it in (as exporters should)."""
     module = StandIn(offset)
     staging = base.parent / f".staging-{version}"
-    tf.saved_model.save(module, str(staging), signatures={
-        "serving_default": module.detect, "serving_tensor": module.detect_tensor,
-        "echo": module.echo, "wait": module.wait, "rows": module.rows,
-    })
+    tf.saved_model.save(
+        module,
+        str(staging),
+        signatures={
+            "serving_default": module.detect,
+            "serving_tensor": module.detect_tensor,
+            "echo": module.echo,
+            "wait": module.wait,
+            "rows": module.rows,
+        },
+    )
     target = base / str(version)
     staging.rename(target)
     return target

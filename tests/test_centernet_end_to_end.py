@@ -19,43 +19,53 @@ import tensorflow as tf
 from cornernet_tf import evaluate, export
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
+from cornernet_tf.detection_module import object_detection_outputs
 from cornernet_tf.inference import detect
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.model import build_model
+from cornernet_tf.training.checkpoint import load_weights
 from tests.serving_helpers import REPO_ROOT, call, running
 
 STEPS = 3
 SUBPROCESS_TIMEOUT_S = 300
 # ae_threshold 1000 pairs corners whatever their embeddings: plenty of boxes for the center check.
-EXPORT_OVERRIDES = ["eval.ae_threshold=1000", "export.max_detections=50"]
+EXPORT_OVERRIDES = ["detection.ae_threshold=1000", "detection.max_detections=50"]
 PIXELS = np.random.default_rng(0).integers(0, 256, (2, 56, 72, 3), dtype=np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """A model type's shipped tiny config and the sizes that shrink it: output = input / stride
-    (CenterNet 4, Squeeze 8), divisible by 2**depth."""
+    """A model type's shipped tiny config and the input side that shrinks it: its heatmap side
+    (input + 1) // stride (CenterNet 4, Squeeze 8: 16 both) is divisible by 2**depth."""
 
     config: str
     input_size: int
-    output_size: int
 
 
 CASES = {
-    "centernet": Case("centernet_shapes_tiny", input_size=64, output_size=16),
-    "squeeze": Case("squeeze_shapes_tiny", input_size=128, output_size=16),
+    "centernet": Case("centernet_shapes_tiny", input_size=64),
+    "squeeze": Case("squeeze_shapes_tiny", input_size=128),
 }
 
 
 def tiny_overrides(shapes_dir: pathlib.Path, case: Case) -> list[str]:
     """`case.config` shrunk to train and evaluate in seconds (depth 2, 8 channels): the cost is
     process starts and tracing, which a smaller network would not cut."""
-    sizes = f"[{case.input_size}, {case.input_size}]", f"[{case.output_size}, {case.output_size}]"
     return [
-        f"data.shapes_dir={shapes_dir}", "data.shapes_train=8", "data.shapes_val=3",
-        "data.shapes_image_size=64", f"data.input_size={sizes[0]}", f"data.output_size={sizes[1]}",
-        "model.depth=2", "model.dims=[8, 8, 8]", "model.modules=[1, 1, 1]", "model.pre_dims=[8, 8]",
-        "model.cnv_dim=8", "model.pool_dim=8", "train.batch_size=2", f"train.steps={STEPS}",
-        "train.warmup_steps=0", "train.eval_every=0",
+        f"data.shapes_dir={shapes_dir}",
+        "data.shapes_train=8",
+        "data.shapes_val=3",
+        "data.shapes_image_size=64",
+        f"data.input_size=[{case.input_size}, {case.input_size}]",
+        "model.depth=2",
+        "model.dims=[8, 8, 8]",
+        "model.modules=[1, 1, 1]",
+        "model.pre_dims=[8, 8]",
+        "model.cnv_dim=8",
+        "model.pool_dim=8",
+        "train.batch_size=2",
+        f"train.steps={STEPS}",
+        "train.warmup_steps=0",
+        "train.eval_every=0",
     ]
 
 
@@ -86,11 +96,21 @@ def model_dir(model_type, tmp_path_factory) -> pathlib.Path:
     which the evaluate CLI test runs)."""
     case = CASES[model_type]
     root = tmp_path_factory.mktemp(model_type)
-    command = [sys.executable, "-m", "cornernet_tf.train", "--config", case.config, "--model_dir",
-               str(root / "run"), "--no_eval", *set_args(tiny_overrides(root / "shapes", case))]
+    command = [
+        sys.executable,
+        "-m",
+        "cornernet_tf.train",
+        "--config",
+        case.config,
+        "--model_dir",
+        str(root / "run"),
+        "--no_eval",
+        *set_args(tiny_overrides(root / "shapes", case)),
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                            timeout=SUBPROCESS_TIMEOUT_S)
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root / "run"
 
@@ -104,8 +124,15 @@ def config(model_dir):
 def base(model_type, model_dir, tmp_path_factory) -> pathlib.Path:
     """The model base path holding version 1, exported by the CLI from the model_dir."""
     path = tmp_path_factory.mktemp("exports") / model_type
-    argv = ["--config", str(model_dir / "config.yaml"), "--weights", str(model_dir),
-            "--export_dir", str(path), *set_args(EXPORT_OVERRIDES)]
+    argv = [
+        "--config",
+        str(model_dir / "config.yaml"),
+        "--weights",
+        str(model_dir),
+        "--export_dir",
+        str(path),
+        *set_args(EXPORT_OVERRIDES),
+    ]
     assert export.main(argv) == 0
     return path
 
@@ -114,7 +141,7 @@ def base(model_type, model_dir, tmp_path_factory) -> pathlib.Path:
 def model(config, model_dir):
     """The trained Keras model, restored in process from the model_dir."""
     model = build_model(config.model, corner_pool="vectorized")
-    evaluate.load_weights(model, model_dir)
+    load_weights(model, model_dir)
     return model
 
 
@@ -137,14 +164,16 @@ def test_evaluate_cli_on_the_model_dir(model_type, model_dir, tmp_path, capsys):
 
 
 def keras_outputs(model, config) -> dict[str, np.ndarray]:
-    """The export's path run in process on PIXELS: eval_resize, normalize, `inference.detect`
-    with the export's settings, the TF Object Detection API outputs."""
+    """The export's path run in process on PIXELS: eval_resize (the tiny configs' detection.test_mode),
+    normalize, `inference.detect` with the config's detection settings, the TF Object Detection API outputs."""
+    assert config.detection.test_mode == "resize" and config.detection.scales == [1.0]
     prepared = [augment.eval_resize(tf.constant(image), config.data.input_size) for image in PIXELS]
     info = tf.stack([image_info for _, image_info in prepared])
-    images = augment.normalize(tf.stack([image for image, _ in prepared]), tuple(config.data.mean),
-                               tuple(config.data.std))
-    dets = detect(model, images, info, export.detection_settings(config))
-    return {key: value.numpy() for key, value in export.object_detection_outputs(dets, info).items()}
+    images = augment.normalize(
+        tf.stack([image for image, _ in prepared]), tuple(config.data.mean), tuple(config.data.std)
+    )
+    dets = detect(model, images, info, config.detection)
+    return {key: value.numpy() for key, value in object_detection_outputs(dets, info).items()}
 
 
 def test_saved_model_runs_the_keras_path(exported, model, config, model_type):
@@ -160,15 +189,16 @@ def test_saved_model_runs_the_keras_path(exported, model, config, model_type):
 @pytest.mark.parametrize("model_type", ["centernet"], indirect=True)
 def test_saved_model_uses_the_centernet_centers(exported, model, config):
     corners_only = keras_outputs(CornersOnly(model), config)
-    assert not np.allclose(exported["detection_scores"], corners_only["detection_scores"]), \
-        "the centers were ignored"
+    assert not np.allclose(exported["detection_scores"], corners_only["detection_scores"]), "the centers were ignored"
 
 
 def test_served_over_rest_like_the_saved_model(base, model_type):
     want = tf.saved_model.load(str(base / "1")).signatures["serving_tensor"](images=tf.constant(PIXELS[:1]))
     with running(base, model_type, "--file_system_poll_wait_seconds", "0") as server:
-        status, answer = call(server.url + ":predict", "POST",
-                              {"signature_name": "serving_tensor", "instances": PIXELS[:1].tolist()})
+        status, answer = call(
+            server.url + ":predict", "POST", {"signature_name": "serving_tensor", "instances": PIXELS[:1].tolist()}
+        )
     assert status == 200, answer
-    np.testing.assert_allclose(answer["predictions"][0]["detection_scores"],
-                               want["detection_scores"].numpy()[0], atol=1e-5)
+    np.testing.assert_allclose(
+        answer["predictions"][0]["detection_scores"], want["detection_scores"].numpy()[0], atol=1e-5
+    )

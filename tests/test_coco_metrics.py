@@ -29,7 +29,9 @@ def _gt_records(path, shift=0.0, drop_every=0):
             continue
         x, y, w, h = ann["bbox"]
         box = np.array([[x + shift, y + shift, x + w + shift, y + h + shift]])
-        records += detections_to_coco(ann["image_id"], box, np.array([0.9]), np.array([ann["category_id"] - 1]), category_ids)
+        records += detections_to_coco(
+            ann["image_id"], box, np.array([0.9]), np.array([ann["category_id"] - 1]), category_ids
+        )
     return records
 
 

@@ -10,7 +10,7 @@ import yaml
 from cornernet_tf import convert
 from cornernet_tf.config import load_config
 from cornernet_tf.convert import config_from_official, load_official_weights
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.model import build_model
 from tests.conftest import nhwc, reference_config
 from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, official_fixtures
 
@@ -119,7 +119,7 @@ def test_cli_writes_keras_weights_atomically(tiny_ref, tiny_params, tmp_path, ca
     config_path = tmp_path / "tiny.yaml"
     fields = ("num_classes", "depth", "nstack", "dims", "modules", "cnv_dim", "pre_dims", "pool_dim")
     model_section = {k: getattr(model_config, k) for k in fields}
-    data_section = {"input_size": [128, 128], "output_size": [32, 32]}
+    data_section = {"input_size": [128, 128]}
     config_path.write_text(yaml.safe_dump({"model": model_section, "data": data_section}))
     checkpoint = tmp_path / "ckpt.npz"
     np.savez(checkpoint, **{f"module.{k}": v for k, v in tiny_params.items()})

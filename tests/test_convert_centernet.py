@@ -7,7 +7,8 @@ import yaml
 from cornernet_tf import convert
 from cornernet_tf.config import load_config
 from cornernet_tf.convert import config_from_official, load_official_weights, official_model_type
-from cornernet_tf.models import CenterNet, CornerNet, build_model
+from cornernet_tf.models import CenterNet, CornerNet
+from cornernet_tf.tasks.model import build_model
 from tests.conftest import nhwc, reference_config
 from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, official_fixtures
 
@@ -64,7 +65,7 @@ def test_cli_converts_a_centernet_checkpoint(tiny_ref, tiny_params, tmp_path):
     fields = ("type", "num_classes", "depth", "nstack", "dims", "modules", "cnv_dim", "pre_dims", "pool_dim")
     config_path = tmp_path / "tiny.yaml"
     sections = {"model": {k: getattr(model_config, k) for k in fields}}
-    sections["data"] = {"input_size": [128, 128], "output_size": [32, 32]}
+    sections["data"] = {"input_size": [128, 128]}
     config_path.write_text(yaml.safe_dump(sections))
     checkpoint = tmp_path / "ckpt.npz"
     np.savez(checkpoint, **{f"module.{k}": v for k, v in tiny_params.items()})

@@ -12,7 +12,8 @@ from cornernet_tf.convert import (
     load_official_weights,
     official_model_type,
 )
-from cornernet_tf.models import CornerNet, CornerNetSqueeze, build_model
+from cornernet_tf.models import CornerNet, CornerNetSqueeze
+from cornernet_tf.tasks.model import build_model
 from tests.conftest import load_reference, nhwc, reference_config
 from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, official_fixtures
 
@@ -106,7 +107,7 @@ def test_cli_converts_a_squeeze_checkpoint(tiny_ref, tiny_params, tmp_path):
     fields = ("type", "num_classes", "depth", "nstack", "dims", "modules", "cnv_dim", "pre_dims", "pool_dim")
     config_path = tmp_path / "tiny.yaml"
     sections = {"model": {k: getattr(model_config, k) for k in fields}}
-    sections["data"] = {"input_size": [191, 255], "output_size": [24, 32]}
+    sections["data"] = {"input_size": [191, 255]}
     config_path.write_text(yaml.safe_dump(sections))
     checkpoint = tmp_path / "ckpt.npz"
     np.savez(checkpoint, **{f"module.{k}": v for k, v in tiny_params.items()})

@@ -177,7 +177,10 @@ def rescore_reference(boxes, scores, classes, valid, centers, center_scores, cen
 def rescore(boxes, scores, classes, valid, centers, center_scores, center_classes):
     dets = {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid}
     ctrs = {"centers": centers, "scores": center_scores, "classes": center_classes}
-    as_tensors = lambda d: {k: tf.constant(v) for k, v in d.items()}
+
+    def as_tensors(arrays):
+        return {key: tf.constant(value) for key, value in arrays.items()}
+
     out = decode.centernet_rescore(as_tensors(dets), as_tensors(ctrs))
     return out["scores"].numpy(), out["valid"].numpy()
 
@@ -356,8 +359,13 @@ def test_soft_nms_equals_tf_soft_nms_per_class_with_converted_sigma():
         members = np.flatnonzero(classes == c)
         yx = boxes[members][:, [1, 0, 3, 2]] + np.float32([0, 0, 1, 1])
         _, picked, count = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=yx, scores=scores[members], max_output_size=100, iou_threshold=1.0,
-            score_threshold=0.001, soft_nms_sigma=sigma / 2, pad_to_max_output_size=True,
+            boxes=yx,
+            scores=scores[members],
+            max_output_size=100,
+            iou_threshold=1.0,
+            score_threshold=0.001,
+            soft_nms_sigma=sigma / 2,
+            pad_to_max_output_size=True,
         )
         expected.extend(picked.numpy()[: count.numpy()])
     expected = np.sort(expected)[::-1][:100]

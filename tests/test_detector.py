@@ -11,19 +11,25 @@ import pytest
 import tensorflow as tf
 
 import cornernet_tf
-from cornernet_tf import export
 from cornernet_tf.config import load_config
 from cornernet_tf.detector import Detector, ImageDetections, load_image
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.export import export_model
+from cornernet_tf.tasks.model import build_model
 from cornernet_tf.visualize import class_color
 from tests.data.conftest import with_exif_orientation
 
 # A small, fast network; ae_threshold 1000 pairs corners whatever their embeddings, so a random
 # model detects plenty.
 OVERRIDES = [
-    "eval.ae_threshold=1000", "export.max_detections=12",
-    "data.input_size=[64, 64]", "data.output_size=[16, 16]", "model.depth=2", "model.dims=[16, 16, 16]",
-    "model.modules=[1, 1, 1]", "model.pre_dims=[8, 16]", "model.cnv_dim=16", "model.pool_dim=16",
+    "detection.ae_threshold=1000",
+    "detection.max_detections=12",
+    "data.input_size=[64, 64]",
+    "model.depth=2",
+    "model.dims=[16, 16, 16]",
+    "model.modules=[1, 1, 1]",
+    "model.pre_dims=[8, 16]",
+    "model.cnv_dim=16",
+    "model.pool_dim=16",
 ]
 
 
@@ -44,7 +50,7 @@ def tiny_model(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
         model = build_model(config.model, corner_pool="vectorized")
         root.mkdir(parents=True, exist_ok=True)
         model.save_weights(str(weights))
-        export.export_model(model, config, base)
+        export_model(model, config, base)
     return weights, base / "1"
 
 
@@ -53,8 +59,13 @@ def signature_detections(outputs: dict, height: int, width: int) -> list[dict[st
     results = []
     for row, count in enumerate(outputs["num_detections"].numpy().astype(int)):
         y1, x1, y2, x2 = (outputs["detection_boxes"][row, :count].numpy() * [height, width, height, width]).T
-        results.append({"boxes": np.stack([x1, y1, x2, y2], -1), "scores": outputs["detection_scores"][row, :count],
-                        "classes": outputs["detection_classes"][row, :count].numpy().astype(int) - 1})
+        results.append(
+            {
+                "boxes": np.stack([x1, y1, x2, y2], -1),
+                "scores": outputs["detection_scores"][row, :count],
+                "classes": outputs["detection_classes"][row, :count].numpy().astype(int) - 1,
+            }
+        )
     return results
 
 
@@ -112,14 +123,15 @@ def test_from_weights_gives_the_boxes_of_the_export(from_export, from_weights):
     batch = np.stack(IMAGES[:3])  # a [B, H, W, 3] batch counts as B images
     for got, want in zip(from_weights.predict([batch, IMAGES[3]]), from_export.predict(IMAGES)):
         assert_same(got, {"boxes": want.boxes, "scores": want.scores, "classes": want.class_ids})
-    assert from_weights.description.startswith("weights ") and from_weights.config.export.max_detections == 12
+    assert from_weights.description.startswith("weights ") and from_weights.config.detection.max_detections == 12
 
 
 def test_score_threshold_and_max_detections_keep_the_best(from_export):
     everything = from_export.predict(IMAGES)
     threshold = float(np.median(everything[0].scores))
-    filtered = Detector(from_export.signature, from_export.class_names, score_threshold=threshold,
-                        max_detections=3).predict(IMAGES)
+    filtered = Detector(
+        from_export.signature, from_export.class_names, score_threshold=threshold, max_detections=3
+    ).predict(IMAGES)
     for full, part in zip(everything, filtered):
         keep = full.scores >= threshold
         count = min(int(keep.sum()), 3)
@@ -144,8 +156,13 @@ def test_to_coco_and_to_json(from_export):
 
 
 def test_draw_puts_boxes_and_a_legend_on_a_copy():
-    found = ImageDetections(np.array([[10.0, 20.0, 60.0, 70.0]], np.float32), np.array([0.9], np.float32),
-                            np.array([1], np.int32), ("cat", "dog"), (100, 160))
+    found = ImageDetections(
+        np.array([[10.0, 20.0, 60.0, 70.0]], np.float32),
+        np.array([0.9], np.float32),
+        np.array([1], np.int32),
+        ("cat", "dog"),
+        (100, 160),
+    )
     image = np.full((100, 160, 3), 50, np.uint8)
     picture = found.draw(image)
     assert (image == 50).all() and picture.shape == image.shape

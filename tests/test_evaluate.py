@@ -1,4 +1,4 @@
-"""evaluate.py: end to end on a tiny random model, weights in every accepted form, the CLI."""
+"""evaluate.py and tasks.evaluation: end to end on a tiny random model, weights in every accepted form, the CLI."""
 
 import json
 
@@ -11,7 +11,8 @@ from cornernet_tf import evaluate
 from cornernet_tf.coco_metrics import METRIC_NAMES
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.evaluation import evaluate_model, restore_image
+from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import find_saved_config, load_weights, training_checkpoint
 
 
@@ -46,7 +47,7 @@ def _save_checkpoint(model, model_dir) -> str:
 
 def test_evaluate_model_end_to_end(model, config, tmp_path):
     results, pictures = tmp_path / "results.json", tmp_path / "pictures"
-    metrics, records = evaluate.evaluate_model(
+    metrics, records = evaluate_model(
         model, config, max_images=4, results_path=results, visualize_dir=pictures, num_visualize=3
     )
     per_class = [f"{key}/{name}" for name in ("rectangle", "ellipse", "triangle") for key in ("AP", "AP50")]
@@ -61,7 +62,7 @@ def test_evaluate_model_end_to_end(model, config, tmp_path):
 
 
 def test_evaluate_model_flip_and_multiscale(model, config, capsys):
-    metrics, records = evaluate.evaluate_model(model, config, flip=True, scales=[0.75, 1.0], max_images=2)
+    metrics, records = evaluate_model(model, config, flip=True, scales=[0.75, 1.0], max_images=2)
     assert list(metrics)[:12] == list(METRIC_NAMES)
     assert {r["image_id"] for r in records} <= {1, 2}
     out = capsys.readouterr().out
@@ -80,7 +81,7 @@ def test_restore_image_undoes_the_eval_transform(mode, scale):
     else:
         pixels, info = augment.eval_resize(tf.constant(image), (96, 80))
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
-    restored = evaluate.restore_image(augment.normalize(pixels, mean, std).numpy(), info.numpy(), mean, std)
+    restored = restore_image(augment.normalize(pixels, mean, std).numpy(), info.numpy(), mean, std)
     assert restored.shape == image.shape and restored.dtype == np.uint8
     error = np.abs(restored.astype(int) - image.astype(int))
     assert error[2:-2, 2:-2].max() <= 1  # a half-pixel shift would cost 1.5 on these slopes
@@ -128,9 +129,23 @@ def test_cli_with_saved_weights(model, overrides, tmp_path, capsys):
     weights = tmp_path / "model.weights.h5"
     model.save_weights(str(weights))
     results = tmp_path / "out.json"
-    code = evaluate.main(["--config", "shapes_tiny", "--weights", str(weights), *_cli_args(overrides),
-                          "--max_images", "2", "--results", str(results), "--visualize", str(tmp_path / "vis"),
-                          "--metrics", str(tmp_path / "metrics.json")])
+    code = evaluate.main(
+        [
+            "--config",
+            "shapes_tiny",
+            "--weights",
+            str(weights),
+            *_cli_args(overrides),
+            "--max_images",
+            "2",
+            "--results",
+            str(results),
+            "--visualize",
+            str(tmp_path / "vis"),
+            "--metrics",
+            str(tmp_path / "metrics.json"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert all(name in out for name in METRIC_NAMES)
@@ -170,8 +185,10 @@ def test_cli_without_config_and_without_a_saved_one_asks_for_config(model, tmp_p
     model.save_weights(str(weights))
     assert evaluate.main(["--weights", str(weights)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line == (f"error: --weights {str(weights)!r} has no config.yaml beside it or above it; pass "
-                    f"--config (the YAML the run was trained with, or a bundled name such as cornernet_hg104_coco)")
+    assert line == (
+        f"error: --weights {str(weights)!r} has no config.yaml beside it or above it; pass "
+        f"--config (the YAML the run was trained with, or a bundled name such as cornernet_hg104_coco)"
+    )
 
 
 def test_cli_bad_weights_path_is_a_clear_error(overrides, tmp_path, capsys):
@@ -184,8 +201,13 @@ def test_cli_missing_annotations_is_a_clear_error(model, tmp_path, capsys):
     weights = tmp_path / "model.weights.h5"
     model.save_weights(str(weights))
     missing = tmp_path / "instances_val.json"
-    coco = ["data.dataset=coco", f"data.train_annotations={missing}", f"data.train_images={tmp_path}",
-            f"data.val_annotations={missing}", f"data.val_images={tmp_path}"]
+    coco = [
+        "data.dataset=coco",
+        f"data.train_annotations={missing}",
+        f"data.train_images={tmp_path}",
+        f"data.val_annotations={missing}",
+        f"data.val_images={tmp_path}",
+    ]
     assert evaluate.main(["--config", "shapes_tiny", "--weights", str(weights), *_cli_args(coco)]) == 2
     assert str(missing) in capsys.readouterr().err
 
@@ -202,25 +224,39 @@ def test_unusable_images_stay_in_the_metric_as_images_without_detections(model, 
 
     rng = np.random.default_rng(3)
     good = [encode(rng.integers(0, 256, (96, 112, 3), dtype=np.uint8), ".jpg") for _ in range(4)]
-    images = [("cut.jpg", good[0][: len(good[0]) // 2], 96, 112)] + [
-        (f"{i}.jpg", data, 96, 112) for i, data in enumerate(good)] + [("empty.jpg", b"", 96, 112)]
+    images = (
+        [("cut.jpg", good[0][: len(good[0]) // 2], 96, 112)]
+        + [(f"{i}.jpg", data, 96, 112) for i, data in enumerate(good)]
+        + [("empty.jpg", b"", 96, 112)]
+    )
     boxes = [(i, 1 + i % 3, [10 + 3 * i, 12, 40, 30 + 2 * i], 0) for i in range(1, 7)]
     annotations, images_dir = write_coco(tmp_path / "coco", images, boxes, [(1, "a"), (2, "b"), (3, "c")])
-    tfrecord.write_tfrecords(coco.load_coco(annotations, images_dir), str(tmp_path / "records"), "val",
-                             num_shards=2, progress=lambda _: None)
+    tfrecord.write_tfrecords(
+        coco.load_coco(annotations, images_dir), str(tmp_path / "records"), "val", num_shards=2, progress=lambda _: None
+    )
     sources = {
-        "coco": ["data.dataset=coco", *(f"data.{split}_{key}={value}" for split in ("train", "val")
-                                         for key, value in (("annotations", annotations), ("images", images_dir)))],
-        "tfrecord": ["data.dataset=tfrecord", *(f"data.{split}_tfrecords={tmp_path}/records/val-*.tfrecord"
-                                                for split in ("train", "val"))],
+        "coco": [
+            "data.dataset=coco",
+            *(
+                f"data.{split}_{key}={value}"
+                for split in ("train", "val")
+                for key, value in (("annotations", annotations), ("images", images_dir))
+            ),
+        ],
+        "tfrecord": [
+            "data.dataset=tfrecord",
+            *(f"data.{split}_tfrecords={tmp_path}/records/val-*.tfrecord" for split in ("train", "val")),
+        ],
     }
     for name, overrides in sources.items():
         config = load_config("shapes_tiny", overrides + ["eval.max_images=0"])
-        metrics, records = evaluate.evaluate_model(model, config)
+        metrics, records = evaluate_model(model, config)
         assert records and {r["image_id"] for r in records} <= {2, 3, 4, 5}, name
         out = capsys.readouterr().out
-        assert "6 images scored, 4 decoded; 2 could not be read or decoded and count as images without " \
-               "detections (ids 1, 6)" in out, name
+        assert (
+            "6 images scored, 4 decoded; 2 could not be read or decoded and count as images without "
+            "detections (ids 1, 6)" in out
+        ), name
 
         truth = COCO(str(annotations))
         evaluator = COCOeval(truth, truth.loadRes([dict(r) for r in records]), "bbox")

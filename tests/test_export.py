@@ -1,6 +1,7 @@
 """export.py: a tiny random CornerNet exported through the CLI, loaded by plain TensorFlow in a
 fresh process, by TF's saved_model_cli and by the REST and gRPC server, each compared with the in-process
-Keras model + `inference.detect` path; the versioned, atomic write of the model directory."""
+Keras model + `inference.detect` path; what an export serves is what evaluation measures (the same
+`detection` settings, multi-scale and flip included); the versioned, atomic write of the model directory."""
 
 from __future__ import annotations
 
@@ -19,17 +20,30 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from cornernet_tf import export
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
-from cornernet_tf.inference import DetectionSettings, detect
-from cornernet_tf.models import build_model
+from cornernet_tf.detection_config import MIN_SCORE_THRESHOLD, DetectionConfig
+from cornernet_tf.inference import detect, detect_multiscale
+from cornernet_tf.model_versions import write_version
 from cornernet_tf.ops.corner_pool import compiled_available
+from cornernet_tf.tasks.data import eval_dataset
+from cornernet_tf.tasks.export import CONFIG_ASSET, export_model
+from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import training_checkpoint
+from tests.data.conftest import encode, write_coco
 from tests.serving_helpers import b64, call, png_bomb, running
 
 # ae_threshold 1000 pairs corners whatever their embeddings, so a random model detects plenty.
-OVERRIDES = ["eval.ae_threshold=1000"]
-# The decoding the export must bake in: shapes_tiny's eval settings, the export flags below.
-SETTINGS = DetectionSettings(k=20, num_dets=100, ae_threshold=1000.0, max_detections=20, flip=True)
-FLAGS = ["--flip", "--score_threshold", "0", "--max_detections", "20"]
+OVERRIDES = ["detection.ae_threshold=1000"]
+# The decoding the export must bake in: shapes_tiny's detection settings, the export flags below.
+SETTINGS = DetectionConfig(
+    k=20,
+    num_dets=100,
+    ae_threshold=1000.0,
+    max_detections=20,
+    flip=True,
+    test_mode="resize",
+    score_threshold=MIN_SCORE_THRESHOLD,
+)
+FLAGS = ["--flip", "--score_threshold", str(MIN_SCORE_THRESHOLD), "--max_detections", "20"]
 SUBPROCESS_TIMEOUT_S = 300
 
 
@@ -100,15 +114,36 @@ def _set_args(overrides: list[str]) -> list[str]:
 def base(weights, tmp_path_factory) -> pathlib.Path:
     """The model base path holding version 1, exported by the CLI."""
     path = tmp_path_factory.mktemp("exports") / "cornernet"
-    argv = ["--config", "shapes_tiny", "--weights", str(weights), "--export_dir", str(path), *_set_args(OVERRIDES), *FLAGS]
+    argv = [
+        "--config",
+        "shapes_tiny",
+        "--weights",
+        str(weights),
+        "--export_dir",
+        str(path),
+        *_set_args(OVERRIDES),
+        *FLAGS,
+    ]
     assert export.main(argv) == 0
     return path
+
+
+def api_outputs(dets: dict[str, np.ndarray], info: np.ndarray) -> dict[str, np.ndarray]:
+    """`inference.detect` rows and image_info [B, 6] -> the TF Object Detection API outputs, in NumPy."""
+    height_width = np.stack([info[:, 4], info[:, 5]] * 2, axis=-1)[:, None, :]  # h, w, h, w
+    valid = dets["valid"]
+    return {
+        "detection_boxes": dets["boxes"][..., [1, 0, 3, 2]] / height_width,
+        "detection_scores": dets["scores"],
+        "detection_classes": np.where(valid, dets["classes"] + 1, 0).astype(np.float32),
+        "num_detections": valid.sum(axis=1).astype(np.float32),
+    }
 
 
 def keras_outputs(model, images: list[np.ndarray], transform) -> dict[str, np.ndarray]:
     """The in-process path: each uint8 image through `transform` (an augment.eval_* transform),
     zero-padded at the bottom/right to the batch's largest, normalized, `inference.detect`, then
-    converted to the TF Object Detection API outputs in NumPy."""
+    converted to the TF Object Detection API outputs (`api_outputs`)."""
     prepared = [transform(tf.constant(image)) for image in images]
     height = max(int(p.shape[0]) for p, _ in prepared)
     width = max(int(p.shape[1]) for p, _ in prepared)
@@ -119,14 +154,7 @@ def keras_outputs(model, images: list[np.ndarray], transform) -> dict[str, np.nd
     data = load_config("shapes_tiny").data
     normalized = augment.normalize(tf.constant(batch), tuple(data.mean), tuple(data.std))
     dets = {k: v.numpy() for k, v in detect(model, normalized, tf.constant(info), SETTINGS).items()}
-    height_width = np.stack([info[:, 4], info[:, 5]] * 2, axis=-1)[:, None, :]  # h, w, h, w
-    valid = dets["valid"]
-    return {
-        "detection_boxes": dets["boxes"][..., [1, 0, 3, 2]] / height_width,
-        "detection_scores": dets["scores"],
-        "detection_classes": np.where(valid, dets["classes"] + 1, 0).astype(np.float32),
-        "num_detections": valid.sum(axis=1).astype(np.float32),
-    }
+    return api_outputs(dets, info)
 
 
 def assert_same_detections(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
@@ -152,7 +180,8 @@ def test_export_dir_layout_and_assets(base):
     assert version.stat().st_mode & 0o777 == 0o755
     assert (version / "assets" / "class_names.txt").read_text() == "rectangle\nellipse\ntriangle\n"
     saved = load_config(version / "assets" / "config.yaml")
-    assert saved.eval.ae_threshold == 1000.0 and saved.export.flip and saved.export.max_detections == 20
+    assert saved.detection.ae_threshold == 1000.0 and saved.detection.flip and saved.detection.max_detections == 20
+    assert saved.detection == SETTINGS
     assert saved.export.corner_pool == "vectorized" and saved.model == load_config("shapes_tiny").model
 
 
@@ -170,16 +199,23 @@ def test_fresh_process_without_cornernet_tf_matches_keras_path(base, model, tmp_
     out = tmp_path / "out.npz"
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(base / "1"), str(tmp_path), str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with np.load(out) as arrays:
         got = {key: arrays[key] for key in arrays.files}
     assert "20000 x 20000 pixels" in str(got["bomb.error"]) and "export.max_image_pixels = 40000000" in str(
-        got["bomb.error"])
+        got["bomb.error"]
+    )
     assert got["memory.bomb"] < 500 * 2**20
     assert got["memory.photo"] < 4 * PHOTO_SIZE[0] * PHOTO_SIZE[1] * 3 - 40 * 2**20, got["memory.photo"]
-    for signature, images in (("serving_default", [decoded(JPEG), decoded(PNG)]), ("serving_tensor", list(TENSOR_BATCH))):
+    for signature, images in (
+        ("serving_default", [decoded(JPEG), decoded(PNG)]),
+        ("serving_tensor", list(TENSOR_BATCH)),
+    ):
         outputs = {key.split(".", 1)[1]: value for key, value in got.items() if key.startswith(signature + ".")}
         assert_same_detections(outputs, keras_outputs(model, images, resize))
 
@@ -187,16 +223,25 @@ def test_fresh_process_without_cornernet_tf_matches_keras_path(base, model, tmp_
 def test_saved_model_cli_shows_both_signatures(base):
     result = subprocess.run(
         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", str(base / "1"), "--all"],
-        capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     blocks = result.stdout.split("signature_def[")
     signatures = {block.split("]", 1)[0].strip("'"): block for block in blocks[1:]}
-    for name, dtype, shape in (("serving_default", "DT_STRING", "(-1)"), ("serving_tensor", "DT_UINT8", "(-1, -1, -1, 3)")):
+    for name, dtype, shape in (
+        ("serving_default", "DT_STRING", "(-1)"),
+        ("serving_tensor", "DT_UINT8", "(-1, -1, -1, 3)"),
+    ):
         text = " ".join(signatures[name].split())
         assert f"inputs['images'] tensor_info: dtype: {dtype} shape: {shape}" in text
-        for output, out_shape in (("detection_boxes", "(-1, 20, 4)"), ("detection_classes", "(-1, 20)"),
-                                  ("detection_scores", "(-1, 20)"), ("num_detections", "(-1)")):
+        for output, out_shape in (
+            ("detection_boxes", "(-1, 20, 4)"),
+            ("detection_classes", "(-1, 20)"),
+            ("detection_scores", "(-1, 20)"),
+            ("num_detections", "(-1)"),
+        ):
             assert f"outputs['{output}'] tensor_info: dtype: DT_FLOAT shape: {out_shape}" in text
         assert "Method name is: tensorflow/serving/predict" in text
 
@@ -226,8 +271,11 @@ def test_rest_and_grpc_servers_answer_like_the_saved_model(base):
             got = np.array([row[name] for row in answer["predictions"]], np.float32)
             np.testing.assert_allclose(got, value, atol=1e-5)
             np.testing.assert_allclose(from_grpc[name], got, atol=1e-5)
-        status, answer = call(server.url + ":predict", "POST",
-                              {"signature_name": "serving_tensor", "instances": TENSOR_BATCH[:1].tolist()})
+        status, answer = call(
+            server.url + ":predict",
+            "POST",
+            {"signature_name": "serving_tensor", "instances": TENSOR_BATCH[:1].tolist()},
+        )
         assert status == 200, answer
         np.testing.assert_allclose(np.array(answer["predictions"][0]["detection_scores"]), want_tensor[0], atol=1e-5)
         status, answer = call(server.url + ":predict", "POST", {"instances": [b64(b"not an image")]})
@@ -244,11 +292,53 @@ def test_rest_and_grpc_servers_answer_like_the_saved_model(base):
 
 
 def test_pad_mode_batches_images_of_different_sizes(config, model, tmp_path):
-    pad_config = load_config("shapes_tiny", [*OVERRIDES, "export.test_mode=pad", "export.flip=true"])
-    version = export.export_model(model, pad_config, tmp_path)
+    pad_config = load_config("shapes_tiny", [*OVERRIDES, "detection.test_mode=pad", "detection.flip=true"])
+    version = export_model(model, pad_config, tmp_path)
     outputs = tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.constant([JPEG, PNG]))
     want = keras_outputs(model, [decoded(JPEG), decoded(PNG)], lambda image: augment.eval_pad(image, 32))
     assert_same_detections({k: v.numpy() for k, v in outputs.items()}, want)
+
+
+MULTISCALE_TEST = ["detection.test_mode=pad", "detection.scales=[0.5, 1.0]", "detection.flip=true"]
+
+
+def _measured(model, config, split: str = "val") -> dict[str, np.ndarray]:
+    """What `tasks.evaluation.evaluate_model` scores on the split: per image (batches of 1, as
+    there), every test scale's `tasks.data.eval_dataset` input through `detect_multiscale` with
+    config.detection, as TF Object Detection API outputs stacked in id order."""
+    datasets = [eval_dataset(config, split, scale=scale) for scale in config.detection.scales]
+    rows = []
+    for batches in zip(*datasets):
+        inputs = [(images, meta["image_info"]) for images, meta in batches]
+        dets = {key: value.numpy() for key, value in detect_multiscale(model, inputs, config.detection).items()}
+        rows.append(api_outputs(dets, inputs[0][1].numpy()))
+    return {key: np.concatenate([row[key] for row in rows]) for key in rows[0]}
+
+
+def test_served_detections_are_the_measured_ones_with_multiscale_flip_test(model, tmp_path):
+    """serving_tensor of an export with detection.test_mode=pad, scales [0.5, 1] and flip gives
+    the detections evaluation measures on the same images (read from files by the eval pipeline)."""
+    images = list(TENSOR_BATCH) + [_pixels(60, 80, 4)]
+    files = [(f"{number}.png", encode(image), 60, 80) for number, image in enumerate(images, 1)]
+    annotations, images_dir = write_coco(
+        tmp_path / "coco", files, [], [(1, "rectangle"), (2, "ellipse"), (3, "triangle")]
+    )
+    data = [
+        f"data.{split}_{kind}={path}"
+        for split in ("train", "val")
+        for kind, path in (("annotations", annotations), ("images", images_dir))
+    ]
+    overrides = [*OVERRIDES, *MULTISCALE_TEST, "data.dataset=coco", *data]
+    config = load_config("shapes_tiny", overrides)
+    version = export_model(model, config, tmp_path / "exports")
+    served = tf.saved_model.load(str(version)).signatures["serving_tensor"](images=tf.constant(np.stack(images)))
+    measured = _measured(model, config)
+    assert measured["num_detections"].shape == (len(images),)
+    assert_same_detections({key: value.numpy() for key, value in served.items()}, measured)
+    # both test-time augmentations change the detections, so the export really runs them
+    for plainer in ("detection.scales=[1.0]", "detection.flip=false"):
+        other = _measured(model, load_config("shapes_tiny", [*overrides, plainer]))
+        assert not np.allclose(other["detection_scores"], measured["detection_scores"], atol=1e-4), plainer
 
 
 def _op_types(version: pathlib.Path) -> set[str]:
@@ -262,8 +352,8 @@ def _op_types(version: pathlib.Path) -> set[str]:
 def test_compiled_op_export_matches_vectorized(config, model, base, tmp_path):
     op_model = build_model(config.model, corner_pool="op")
     op_model.set_weights(model.get_weights())
-    op_config = load_config("shapes_tiny", [*OVERRIDES, "export.corner_pool=op", "export.flip=true"])
-    version = export.export_model(op_model, op_config, tmp_path)
+    op_config = load_config("shapes_tiny", [*OVERRIDES, "export.corner_pool=op", "detection.flip=true"])
+    version = export_model(op_model, op_config, tmp_path)
     assert "FusedCornerPool" in _op_types(version) and "FusedCornerPool" not in _op_types(base / "1")
     images = tf.constant([JPEG, PNG])
     got = tf.saved_model.load(str(version)).signatures["serving_default"](images=images)
@@ -282,7 +372,7 @@ def test_failed_export_leaves_no_version_and_no_temp_dir(config, model, tmp_path
 
     monkeypatch.setattr(tf.saved_model, "save", write_half_then_fail)
     with pytest.raises(OSError, match="No space left"):
-        export.export_model(model, config, export_dir)
+        export_model(model, config, export_dir)
     assert len(seen) == 1 and seen[0].startswith(".tmp-1-")  # never a numeric name while incomplete
     assert list(export_dir.iterdir()) == []
 
@@ -293,21 +383,21 @@ def _write_marker(directory: pathlib.Path) -> None:
 
 def test_versions_increment_and_existing_versions_are_refused(tmp_path):
     export_dir = tmp_path / "new" / "models"
-    assert export.write_version(export_dir, _write_marker).name == "1"
+    assert write_version(export_dir, _write_marker).name == "1"
     (export_dir / "notes").mkdir()  # not a version
-    assert export.write_version(export_dir, _write_marker).name == "2"
-    assert export.write_version(export_dir, _write_marker, version=7).name == "7"
-    assert export.write_version(export_dir, _write_marker).name == "8"
+    assert write_version(export_dir, _write_marker).name == "2"
+    assert write_version(export_dir, _write_marker, version=7).name == "7"
+    assert write_version(export_dir, _write_marker).name == "8"
     (export_dir / "9").mkdir()  # incomplete (e.g. being copied in): still taken
-    assert export.write_version(export_dir, _write_marker).name == "10"
+    assert write_version(export_dir, _write_marker).name == "10"
 
     def never(directory: pathlib.Path) -> None:
         raise AssertionError("must not write")
 
     with pytest.raises(FileExistsError, match="already exists"):
-        export.write_version(export_dir, never, version=2)
+        write_version(export_dir, never, version=2)
     with pytest.raises(ValueError, match="positive"):
-        export.write_version(export_dir, never, version=0)
+        write_version(export_dir, never, version=0)
     assert sorted(p.name for p in export_dir.iterdir()) == ["1", "10", "2", "7", "8", "9", "notes"]
     assert (export_dir / "2" / "saved_model.pb").read_bytes() == b"marker"
 
@@ -318,7 +408,7 @@ def test_interrupted_write_is_cleaned_up(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        export.write_version(tmp_path, interrupted)
+        write_version(tmp_path, interrupted)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -335,11 +425,11 @@ def test_cli_without_config_exports_with_the_config_of_the_weights_run(config, m
     optimizer.build(model.trainable_variables)
     checkpoint = training_checkpoint(model, optimizer, tf.Variable(5, dtype=tf.int64))
     prefix = tf.train.CheckpointManager(checkpoint, str(run / "checkpoints"), max_to_keep=1).save(5)
-    load_config("shapes_tiny", [*OVERRIDES, "export.max_detections=7"]).save(run / "config.yaml")
+    load_config("shapes_tiny", [*OVERRIDES, "detection.max_detections=7"]).save(run / "config.yaml")
     assert export.main(["--weights", prefix, "--export_dir", str(tmp_path / "exports")]) == 0
     assert f"using the run's config {run / 'config.yaml'}" in capsys.readouterr().out
-    exported = load_config(tmp_path / "exports" / "1" / "assets" / export.CONFIG_ASSET)
-    assert exported.export.max_detections == 7
+    exported = load_config(tmp_path / "exports" / "1" / "assets" / CONFIG_ASSET)
+    assert exported.detection.max_detections == 7
 
 
 def test_cli_without_config_and_without_a_saved_one_asks_for_config(weights, tmp_path, capsys):
@@ -355,19 +445,35 @@ def test_cli_needs_exactly_one_weights_source(source, tmp_path):
         export.parse_args(["--config", "shapes_tiny", "--export_dir", str(tmp_path), *source])
 
 
-def test_cli_flags_become_export_overrides():
-    args = export.parse_args(["--config", "c", "--random_weights", "--export_dir", "e", "--no-flip",
-                              "--score_threshold", "0.3", "--corner_pool", "scan"])
-    assert export.flag_overrides(args) == ["export.flip=false", "export.score_threshold=0.3", "export.corner_pool=scan"]
+def test_cli_flags_become_config_overrides():
+    args = export.parse_args(
+        [
+            "--config",
+            "c",
+            "--random_weights",
+            "--export_dir",
+            "e",
+            "--no-flip",
+            "--score_threshold",
+            "0.3",
+            "--corner_pool",
+            "scan",
+        ]
+    )
+    assert export.flag_overrides(args) == [
+        "detection.flip=false",
+        "detection.score_threshold=0.3",
+        "export.corner_pool=scan",
+    ]
 
 
 def test_squeeze_exports_and_pads_to_its_stride_8_divisor(tmp_path):
     """CornerNet-Squeeze (stride 8, depth 3): pad mode must pad to side | 63, not CornerNet's | 31."""
-    overrides = [*OVERRIDES, "export.test_mode=pad", "export.flip=true"]
+    overrides = [*OVERRIDES, "detection.test_mode=pad", "detection.flip=true"]
     squeeze_config = load_config("squeeze_shapes_tiny", overrides)
     keras.utils.set_random_seed(3)  # a random model whose corners pair up (ae_threshold 1000)
     squeeze = build_model(squeeze_config.model, corner_pool="vectorized")
-    version = export.export_model(squeeze, squeeze_config, tmp_path)
+    version = export_model(squeeze, squeeze_config, tmp_path)
     outputs = tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.constant([JPEG, PNG]))
     want = keras_outputs(squeeze, [decoded(JPEG), decoded(PNG)], lambda image: augment.eval_pad(image, 64))
     assert_same_detections({k: v.numpy() for k, v in outputs.items()}, want)

@@ -9,14 +9,15 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 
 from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
-from cornernet_tf.config import EvalConfig, load_config
+from cornernet_tf.config import config_from_dict, load_config
 from cornernet_tf.data import augment, image_info
-from cornernet_tf.data.pipeline import dataset_info, eval_dataset
-from cornernet_tf.inference import DetectionSettings, decode_to_image, detect, detect_multiscale
+from cornernet_tf.detection_config import DetectionConfig
+from cornernet_tf.inference import decode_to_image, detect, detect_multiscale
 from cornernet_tf.targets import build_targets
+from cornernet_tf.tasks.data import dataset_info, eval_dataset
 
 PEAK_LOGIT = 12.0
-SETTINGS = DetectionSettings(k=20, num_dets=100, max_detections=20)
+SETTINGS = DetectionConfig(flip=False, k=20, num_dets=100, max_detections=20)
 
 # Painted rectangles (x1, y1, x2, y2 image px, even coordinates), their class and id.
 RECTANGLES = [((8, 10, 40, 30), 0), ((50, 44, 90, 100), 1), ((100, 8, 120, 60), 2), ((16, 70, 36, 120), 1)]
@@ -30,7 +31,7 @@ def painted_image() -> np.ndarray:
     at a corner."""
     image = np.zeros((*IMAGE_HW, 3), np.uint8)
     for number, ((x1, y1, x2, y2), cls) in enumerate(RECTANGLES, start=1):
-        image[y1 - ID_MARGIN:y2 + ID_MARGIN, x1 - ID_MARGIN:x2 + ID_MARGIN, 1:] = (number, cls)
+        image[y1 - ID_MARGIN : y2 + ID_MARGIN, x1 - ID_MARGIN : x2 + ID_MARGIN, 1:] = (number, cls)
         image[y1:y2, x1:x2, 0] = 255
     return image
 
@@ -39,7 +40,7 @@ def _shifted(mask: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
     """mask [B, H, W] read at (y - dy, x - dx), 0 outside."""
     padded = tf.pad(mask, [[0, 0], [1, 1], [1, 1]])
     height, width = tf.shape(mask)[1], tf.shape(mask)[2]
-    return padded[:, 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
+    return padded[:, 1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
 
 
 def rectangle_model(images: tf.Tensor, training: bool = False) -> dict:
@@ -81,15 +82,34 @@ def assert_boxes_among(boxes: np.ndarray, expected: np.ndarray, atol: float) -> 
 # Settings ---------------------------------------------------------------------------------------
 
 
-def test_settings_from_eval_config():
-    settings = DetectionSettings.from_eval_config(
-        EvalConfig(top_k=20, nms_kernel=1, ae_threshold=1.0, num_dets=50, max_per_image=7, flip=True,
-                   soft_nms_sigma=0.3, score_threshold=0.0)
+def test_settings_of_an_older_eval_section():
+    """An older config's eval decoding keys become the detection settings the decoder gets."""
+    settings = config_from_dict(
+        {
+            "eval": dict(
+                top_k=20,
+                nms_kernel=1,
+                ae_threshold=1.0,
+                num_dets=50,
+                max_per_image=7,
+                flip=True,
+                soft_nms_sigma=0.3,
+                score_threshold=0.0,
+            )
+        }
+    ).detection
+    assert settings == DetectionConfig(
+        k=20,
+        nms_kernel=1,
+        ae_threshold=1.0,
+        num_dets=50,
+        flip=True,
+        soft_nms_sigma=0.3,
+        max_detections=7,
+        score_threshold=0.001,
     )
-    assert settings == DetectionSettings(k=20, nms_kernel=1, ae_threshold=1.0, num_dets=50, flip=True,
-                                         soft_nms_sigma=0.3, max_detections=7, score_threshold=0.001)
-    assert DetectionSettings.from_eval_config(EvalConfig(score_threshold=0.3)).score_threshold == 0.3
-    assert DetectionSettings.from_eval_config(EvalConfig()) == DetectionSettings(flip=True)  # official values
+    assert config_from_dict({"eval": {"score_threshold": 0.3}}).detection.score_threshold == 0.3
+    assert config_from_dict({}).detection == DetectionConfig(flip=True)  # official values
 
 
 # Ground-truth maps (the paper's error analysis) ---------------------------------------------------
@@ -105,9 +125,15 @@ def ground_truth_maps(boxes: tf.Tensor, classes: tf.Tensor, config) -> dict:
     """CornerNet outputs [H, W, .] that are the ground truth: heatmap logits of the training
     targets (peaks high), one distinct tag per object at its two corners, the exact offsets."""
     data = config.data
-    targets = build_targets(boxes, classes, config.model.num_classes, data.input_size, data.output_size,
-                            max_objects=data.max_objects)
-    height, width = data.output_size
+    targets = build_targets(
+        boxes,
+        classes,
+        config.model.num_classes,
+        data.input_size,
+        config.model.output_size(data.input_size),
+        max_objects=data.max_objects,
+    )
+    height, width = config.model.output_size(data.input_size)
     count = int(tf.shape(boxes)[0])
     tags = 2.0 * tf.range(1, count + 1, dtype=tf.float32)  # pairs need |tl - br| <= 0.5
     outputs = {}
@@ -143,21 +169,26 @@ def ground_truth_batch(config, maps_fn):
 
 def test_ground_truth_maps_decode_to_the_ground_truth(shapes_config):
     info, truth, images, meta, ids, expected, maps = ground_truth_batch(shapes_config, ground_truth_maps)
-    settings = DetectionSettings.from_eval_config(shapes_config.eval)
+    settings = shapes_config.detection
 
     dets = {k: v.numpy() for k, v in detect(lambda x, training: maps, images, meta["image_info"], settings).items()}
 
     records = []
     for row, image_id in enumerate(ids):
         valid = dets["valid"][row]
-        assert valid[:valid.sum()].all() and (dets["scores"][row][~valid] == 0).all()  # invalid rows last, score 0
+        assert valid[: valid.sum()].all() and (dets["scores"][row][~valid] == 0).all()  # invalid rows last, score 0
         assert (np.diff(dets["scores"][row]) <= 0).all()
         count = len(expected[row])
         top = dets["boxes"][row][:count]  # the real objects score ~1, far above everything else
         assert_boxes_among(top, expected[row], atol=1e-3)
         assert len({tuple(np.round(b)) for b in top}) == len({tuple(b) for b in expected[row]})
-        records += detections_to_coco(image_id, dets["boxes"][row][valid], dets["scores"][row][valid],
-                                      dets["classes"][row][valid], info.category_ids)
+        records += detections_to_coco(
+            image_id,
+            dets["boxes"][row][valid],
+            dets["scores"][row][valid],
+            dets["classes"][row][valid],
+            info.category_ids,
+        )
     metrics = coco_metrics(truth, records, image_ids=ids)
     assert metrics["AP"] >= 0.95, metrics
 
@@ -182,9 +213,12 @@ def test_flip_gives_the_same_boxes_as_without_flip():
     assert flipped["valid"].numpy()[0].sum() == 2 * count
     np.testing.assert_allclose(flipped["boxes"].numpy()[0, :count], plain["boxes"].numpy()[0, :count], atol=1e-4)
     np.testing.assert_allclose(flipped["scores"].numpy()[0, :count], plain["scores"].numpy()[0, :count], rtol=1e-6)
-    assert_boxes_among(flipped["boxes"].numpy()[0, count:2 * count], rectangle_boxes(), atol=1e-4)
-    np.testing.assert_allclose(flipped["scores"].numpy()[0, count:2 * count],
-                               plain["scores"].numpy()[0, :count] * np.exp(-1 / 0.5), rtol=1e-5)
+    assert_boxes_among(flipped["boxes"].numpy()[0, count : 2 * count], rectangle_boxes(), atol=1e-4)
+    np.testing.assert_allclose(
+        flipped["scores"].numpy()[0, count : 2 * count],
+        plain["scores"].numpy()[0, :count] * np.exp(-1 / 0.5),
+        rtol=1e-5,
+    )
 
 
 def test_multiscale_maps_every_scale_to_image_pixels():

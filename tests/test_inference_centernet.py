@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
-from cornernet_tf.config import EvalConfig, load_config
+from cornernet_tf.config import config_from_dict, load_config
 from cornernet_tf.data import augment, image_info
+from cornernet_tf.detection_config import DetectionConfig
 from cornernet_tf.inference import (
     CENTERS_KEY,
-    DetectionSettings,
     detect,
     rescore_with_centers,
     unit_scale_centers,
@@ -62,7 +62,7 @@ def painted_input(rectangles: list[tuple]) -> tuple[tf.Tensor, tf.Tensor]:
     dy, dx = int(info[image_info.OFFSET_Y]), int(info[image_info.OFFSET_X])
     for number, (box, cls, center) in enumerate(rectangles, start=1):
         x1, y1, x2, y2 = box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
-        canvas[y1 - ID_MARGIN:y2 + ID_MARGIN, x1 - ID_MARGIN:x2 + ID_MARGIN, 1:] = (number / 255, cls / 255)
+        canvas[y1 - ID_MARGIN : y2 + ID_MARGIN, x1 - ID_MARGIN : x2 + ID_MARGIN, 1:] = (number / 255, cls / 255)
         canvas[y1:y2, x1:x2, 0] = 1.0
         if center is not None:
             canvas[center[1] + dy, center[0] + dx, 0] = MARKER / 255
@@ -85,9 +85,9 @@ def valid_rows(dets: dict, row: int = 0) -> dict[str, np.ndarray]:
     return {key: dets[key].numpy()[row][valid] for key in ("boxes", "scores", "classes")}
 
 
-def test_settings_from_eval_config_map_the_area_threshold():
-    assert DetectionSettings.from_eval_config(EvalConfig(center_area_threshold=100.0)).center_area_threshold == 100.0
-    assert DetectionSettings().center_area_threshold == 22500.0
+def test_settings_of_an_older_eval_section_map_the_area_threshold():
+    assert config_from_dict({"eval": {"center_area_threshold": 100.0}}).detection.center_area_threshold == 100.0
+    assert DetectionConfig().center_area_threshold == 22500.0
 
 
 # The central-region check ----------------------------------------------------------------------
@@ -123,8 +123,9 @@ def test_boxes_reaching_5_pixels_beyond_the_image_are_dropped():
     width = IMAGE_HW[1]
     beyond, inside = (100, 20, width + 5, 50), (100, 70, width + 4, 100)
     # centers in the central third of the clipped boxes, as the original checks after clipping
-    found = valid_rows(detect(centernet_model, *painted_input([(beyond, 0, (118, 35)), (inside, 0, (118, 85))]),
-                              SETTINGS))
+    found = valid_rows(
+        detect(centernet_model, *painted_input([(beyond, 0, (118, 35)), (inside, 0, (118, 85))]), SETTINGS)
+    )
     np.testing.assert_allclose(found["boxes"], [[100, 70, width, 100]], atol=1e-4)  # clipped
 
 
@@ -165,15 +166,20 @@ def test_the_area_threshold_applies_to_image_pixels():
     """A 100 x 100 image-px box (40000 input px at scale 2) with a center inside its central
     third but outside its central fifth: kept with a threshold of 20000, dropped with 5000."""
     part = {
-        "boxes": tf.constant([[[0.0, 0.0, 100.0, 100.0]]]), "scores": tf.constant([[0.9]]),
-        "classes": tf.constant([[0]]), "valid": tf.constant([[True]]),
-        CENTERS_KEY: {"centers": tf.constant([[[62.0, 50.0]]]), "scores": tf.constant([[0.6]]),
-                      "classes": tf.constant([[0]])},
+        "boxes": tf.constant([[[0.0, 0.0, 100.0, 100.0]]]),
+        "scores": tf.constant([[0.9]]),
+        "classes": tf.constant([[0]]),
+        "valid": tf.constant([[True]]),
+        CENTERS_KEY: {
+            "centers": tf.constant([[[62.0, 50.0]]]),
+            "scores": tf.constant([[0.6]]),
+            "classes": tf.constant([[0]]),
+        },
     }
     info = [info_at(2.0, batch=1)]
-    kept = rescore_with_centers([part], info, DetectionSettings(center_area_threshold=20000.0))
+    kept = rescore_with_centers([part], info, DetectionConfig(flip=False, center_area_threshold=20000.0))
     assert kept["valid"].numpy()[0, 0] and kept["scores"].numpy()[0, 0] == pytest.approx((2 * 0.9 + 0.6) / 3)
-    dropped = rescore_with_centers([part], info, DetectionSettings(center_area_threshold=5000.0))
+    dropped = rescore_with_centers([part], info, DetectionConfig(flip=False, center_area_threshold=5000.0))
     assert not dropped["valid"].numpy()[0, 0]
 
 
@@ -190,13 +196,21 @@ def ground_truth_centernet_maps(boxes: tf.Tensor, classes: tf.Tensor, config) ->
     """CenterNet outputs [H, W, .] that are the ground truth: `ground_truth_maps`' corners plus
     the center heatmap logits of the training targets (peaks high) and the exact center offsets."""
     data = config.data
-    targets = build_targets(boxes, classes, config.model.num_classes, data.input_size, data.output_size,
-                            max_objects=data.max_objects, gaussian_iou=data.gaussian_iou, with_centers=True,
-                            radius_formula="centernet")
-    height, width = data.output_size
+    targets = build_targets(
+        boxes,
+        classes,
+        config.model.num_classes,
+        data.input_size,
+        config.model.output_size(data.input_size),
+        max_objects=data.max_objects,
+        gaussian_iou=data.gaussian_iou,
+        with_centers=True,
+        radius_formula="centernet",
+    )
+    height, width = config.model.output_size(data.input_size)
     heat = tf.clip_by_value(targets["ct_heatmap"], 1e-4, 1 - 1e-4)
-    cells = targets["ct_indices"][:tf.shape(boxes)[0], None]
-    offsets = targets["ct_offset"][:tf.shape(boxes)[0]]
+    cells = targets["ct_indices"][: tf.shape(boxes)[0], None]
+    offsets = targets["ct_offset"][: tf.shape(boxes)[0]]
     return {
         **ground_truth_maps(boxes, classes, config),
         "ct_heatmap": tf.where(targets["ct_heatmap"] == 1.0, PEAK_LOGIT, tf.math.log(heat / (1 - heat))),
@@ -206,7 +220,7 @@ def ground_truth_centernet_maps(boxes: tf.Tensor, classes: tf.Tensor, config) ->
 
 def test_ground_truth_maps_decode_to_the_ground_truth(centernet_config):
     info, truth, images, meta, ids, expected, maps = ground_truth_batch(centernet_config, ground_truth_centernet_maps)
-    settings = DetectionSettings.from_eval_config(centernet_config.eval)
+    settings = centernet_config.detection
 
     dets = detect(lambda x, training: maps, images, meta["image_info"], settings)
 

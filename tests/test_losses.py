@@ -28,8 +28,14 @@ def ref():
 
 def full_stacks(ref) -> list[dict[str, np.ndarray]]:
     """The full-loss fixture's per-stack outputs: heatmaps NHWC, embeddings/offsets gathered."""
-    names = {"tl_heatmap": "tl_heat", "br_heatmap": "br_heat", "tl_embedding": "tl_tag",
-             "br_embedding": "br_tag", "tl_offset": "tl_regr", "br_offset": "br_regr"}
+    names = {
+        "tl_heatmap": "tl_heat",
+        "br_heatmap": "br_heat",
+        "tl_embedding": "tl_tag",
+        "br_embedding": "br_tag",
+        "tl_offset": "tl_regr",
+        "br_offset": "br_regr",
+    }
     stacks = []
     for s in range(2):
         stack = {key: ref[f"full/outs/stack{s}/{name}"] for key, name in names.items()}
@@ -187,15 +193,22 @@ def test_replica_shares_add_up_with_global_counts(ref):
 def test_centernet_terms_add_to_focal_and_offset(ref):
     stacks, targets = full_map_inputs(ref)
     base = cornernet_loss(stacks, targets)
-    targets = dict(targets, ct_heatmap=targets["tl_heatmap"][:, ::-1], ct_offset=targets["tl_offset"][:, ::-1],
-                   ct_indices=targets["br_indices"])
+    targets = dict(
+        targets,
+        ct_heatmap=targets["tl_heatmap"][:, ::-1],
+        ct_offset=targets["tl_offset"][:, ::-1],
+        ct_indices=targets["br_indices"],
+    )
     stacks = [dict(stack, ct_heatmap=stack["br_heatmap"], ct_offset=stack["tl_offset"]) for stack in stacks]
     with_centers = cornernet_loss(stacks, targets)
     focal = sum(focal_loss(targets["ct_heatmap"], stack["ct_heatmap"]) for stack in stacks) / 2
-    offset = sum(
-        offset_loss(gather_at(stack["ct_offset"], targets["ct_indices"]), targets["ct_offset"], targets["mask"])
-        for stack in stacks
-    ) / 2
+    offset = (
+        sum(
+            offset_loss(gather_at(stack["ct_offset"], targets["ct_indices"]), targets["ct_offset"], targets["mask"])
+            for stack in stacks
+        )
+        / 2
+    )
     np.testing.assert_allclose(with_centers["focal"].numpy(), (base["focal"] + focal).numpy(), rtol=1e-6)
     np.testing.assert_allclose(with_centers["offset"].numpy(), (base["offset"] + offset).numpy(), rtol=1e-6)
     for key in ("pull", "push"):

@@ -112,7 +112,12 @@ def test_custom_dataset(tmp_path, monkeypatch):
     assert "crowd boxes 1, unknown category boxes 1, degenerate boxes 1, outside boxes 1" in text
     assert "skipped: cut.jpg" not in text  # its header is sound: the writer finds it
     sidecar = json.loads((tmp_path / "tfrecords_smoke" / "train.json").read_text())
-    assert sorted(item.split(":")[0] for item in sidecar["skipped"]) == ["cut.jpg", "empty.png", "lost.png", "notes.png"]
+    assert sorted(item.split(":")[0] for item in sidecar["skipped"]) == [
+        "cut.jpg",
+        "empty.png",
+        "lost.png",
+        "notes.png",
+    ]
     records = tmp_path / "tfrecords_smoke"
     for split in ("train", "val"):
         assert len(list(records.glob(f"{split}-0000?-of-00002.tfrecord"))) == 2

@@ -14,13 +14,14 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from cornernet_tf import export, portable
+from cornernet_tf import export
 from cornernet_tf.config import load_config
-from cornernet_tf.models import build_model
+from cornernet_tf.detection_config import MIN_SCORE_THRESHOLD
 from cornernet_tf.portable import export_info, onnx, tflite
-from tests.test_export import OVERRIDES, _pixels
+from cornernet_tf.tasks.export import export_model, export_portable
+from cornernet_tf.tasks.model import build_model
+from tests.test_export import FLAGS, OVERRIDES, _pixels
 
-FLAGS = ["--flip", "--score_threshold", "0", "--max_detections", "20"]
 IMAGE_SIZE = (96, 120)
 IMAGES = np.stack([_pixels(*IMAGE_SIZE, seed) for seed in (4, 5, 6)])
 TOLERANCE = 1e-3
@@ -28,7 +29,9 @@ TOLERANCE = 1e-3
 
 @pytest.fixture(scope="module")
 def config():
-    return load_config("shapes_tiny", [*OVERRIDES, "export.flip=true", "export.score_threshold=0"])
+    """The config the CLI exports with FLAGS."""
+    flags = ["detection.flip=true", f"detection.score_threshold={MIN_SCORE_THRESHOLD}", "detection.max_detections=20"]
+    return load_config("shapes_tiny", [*OVERRIDES, *flags])
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +48,25 @@ def saved_model(config, weights, tmp_path_factory) -> dict[str, np.ndarray]:
     """The SavedModel export's serving_tensor outputs on IMAGES: the reference."""
     model = build_model(config.model, corner_pool="vectorized")
     model.load_weights(str(weights))
-    version = export.export_model(model, config, tmp_path_factory.mktemp("saved_model"))
+    version = export_model(model, config, tmp_path_factory.mktemp("saved_model"))
     outputs = tf.saved_model.load(str(version)).signatures["serving_tensor"](images=tf.constant(IMAGES))
     return {key: value.numpy() for key, value in outputs.items()}
 
 
 def _export(weights: pathlib.Path, export_dir: pathlib.Path, *flags: str) -> pathlib.Path:
-    argv = ["--config", "shapes_tiny", "--weights", str(weights), "--export_dir", str(export_dir),
-            *[arg for item in OVERRIDES for arg in ("--set", item)], *FLAGS,
-            "--image_size", *map(str, IMAGE_SIZE), *flags]
+    argv = [
+        "--config",
+        "shapes_tiny",
+        "--weights",
+        str(weights),
+        "--export_dir",
+        str(export_dir),
+        *[arg for item in OVERRIDES for arg in ("--set", item)],
+        *FLAGS,
+        "--image_size",
+        *map(str, IMAGE_SIZE),
+        *flags,
+    ]
     assert export.main(argv) == 0
     return export_dir / "1"
 
@@ -94,8 +107,11 @@ def test_onnx_in_onnxruntime_matches_the_saved_model_at_any_batch(exports, saved
 def _weight_types(path: pathlib.Path) -> set[str]:
     """numpy dtype names of the model's constant tensors of 1000+ elements (the weights)."""
     interpreter = Interpreter(model_path=str(path))
-    return {np.dtype(d["dtype"]).name for d in interpreter.get_tensor_details() if np.prod(d["shape"]) >= 1000
-            and d["index"] not in {t["index"] for t in interpreter.get_input_details()}}
+    return {
+        np.dtype(d["dtype"]).name
+        for d in interpreter.get_tensor_details()
+        if np.prod(d["shape"]) >= 1000 and d["index"] not in {t["index"] for t in interpreter.get_input_details()}
+    }
 
 
 def test_quantized_tflite_stores_smaller_weights_and_runs_in_litert(exports, saved_model):
@@ -105,7 +121,9 @@ def test_quantized_tflite_stores_smaller_weights_and_runs_in_litert(exports, sav
     assert "int8" in _weight_types(exports["int8"] / "model.tflite")
     for kind in ("fp16", "int8"):
         got = tflite.run(exports[kind] / "model.tflite", IMAGES)
-        assert {key: value.shape for key, value in got.items()} == {key: value.shape for key, value in saved_model.items()}
+        assert {key: value.shape for key, value in got.items()} == {
+            key: value.shape for key, value in saved_model.items()
+        }
         assert np.isfinite(got["detection_scores"]).all() and got["num_detections"].min() >= 1
     fp16 = tflite.run(exports["fp16"] / "model.tflite", IMAGES)  # float16 weights, float32 compute
     np.testing.assert_allclose(fp16["detection_scores"][:, 0], saved_model["detection_scores"][:, 0], atol=0.02)
@@ -114,12 +132,19 @@ def test_quantized_tflite_stores_smaller_weights_and_runs_in_litert(exports, sav
 def test_export_info_describes_each_export(exports):
     info = export_info.read(exports["tflite"])
     assert info["format"] == "tflite" and info["model_file"] == "model.tflite" and info["quantization"] == "none"
-    assert info["input"] == {"name": "images", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
-                             "shape": [3, 96, 120, 3]}
+    assert info["input"] == {
+        "name": "images",
+        "dtype": "uint8",
+        "layout": "NHWC",
+        "color": "RGB",
+        "shape": [3, 96, 120, 3],
+    }
     assert info["outputs"]["order"] == ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
     assert info["outputs"]["detection_boxes"] == [3, 20, 4]
     assert info["class_names"] == ["rectangle", "ellipse", "triangle"]
     assert info["preprocessing"]["network_input_size"] == [128, 128] and info["model"]["corner_pool"] == "vectorized"
+    assert info["preprocessing"]["test_mode"] == "resize" and info["preprocessing"]["scales"] == [1.0]
+    assert info["model"]["flip"] and info["model"]["score_threshold"] == MIN_SCORE_THRESHOLD
     assert info["versions"]["tensorflow"] == tf.__version__ and info["versions"]["ai-edge-litert"]
     int8 = export_info.read(exports["int8"])
     assert int8["quantization"] == "int8" and "dynamic range" in int8["quantization_detail"]
@@ -128,12 +153,15 @@ def test_export_info_describes_each_export(exports):
     assert onnx_info["versions"]["tf2onnx"] and onnx_info["outputs"]["num_detections"] == [None]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--format", "tflite", "--corner_pool", "op"], "the compiled corner-pool op only runs in TensorFlow"),
-    (["--format", "onnx", "--quantize", "int8"], "the ONNX export is float32"),
-    (["--format", "tflite", "--batch_size", "dynamic"], "TFLite needs a fixed batch size"),
-    (["--quantize", "fp16"], "are for --format tflite / onnx"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--format", "tflite", "--corner_pool", "op"], "the compiled corner-pool op only runs in TensorFlow"),
+        (["--format", "onnx", "--quantize", "int8"], "the ONNX export is float32"),
+        (["--format", "tflite", "--batch_size", "dynamic"], "TFLite needs a fixed batch size"),
+        (["--quantize", "fp16"], "are for --format tflite / onnx"),
+    ],
+)
 def test_cli_refuses_what_a_format_cannot_hold(weights, tmp_path, capsys, flags, message):
     argv = ["--config", "shapes_tiny", "--weights", str(weights), "--export_dir", str(tmp_path / "out"), *flags]
     assert export.main(argv) == 2
@@ -151,5 +179,5 @@ def test_failed_write_leaves_no_version(config, tmp_path, monkeypatch):
     monkeypatch.setattr(export_info, "write", fail)
     model = build_model(config.model, corner_pool="vectorized")
     with pytest.raises(OSError, match="No space left"):
-        portable.export_portable(model, config, tmp_path, "tflite")
+        export_portable(model, config, tmp_path, "tflite")
     assert list(tmp_path.iterdir()) == []

@@ -50,9 +50,11 @@ def read_lines(path: pathlib.Path) -> list[dict]:
 
 def as_arrays(line: dict) -> dict[str, np.ndarray]:
     found = line["detections"]
-    return {"boxes": np.array([d["box"] for d in found], np.float32).reshape(-1, 4),
-            "scores": np.array([d["score"] for d in found], np.float32),
-            "classes": np.array([d["class_id"] for d in found], int)}
+    return {
+        "boxes": np.array([d["box"] for d in found], np.float32).reshape(-1, 4),
+        "scores": np.array([d["score"] for d in found], np.float32),
+        "classes": np.array([d["class_id"] for d in found], int),
+    }
 
 
 def video_frames(path: pathlib.Path) -> list[np.ndarray]:
@@ -86,8 +88,16 @@ def detector(model_files):
 def test_folder_outputs_equal_detector_and_saved_model(export_run, detector, model_files, source):
     out = export_run[0] / "photos"
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert names == ["a.png", "a.png.jsonl", "b.png", "b.png.jsonl", "clip.avi", "clip.avi.jsonl",
-                     "sub/c.jpg", "sub/c.jpg.jsonl"]
+    assert names == [
+        "a.png",
+        "a.png.jsonl",
+        "b.png",
+        "b.png.jsonl",
+        "clip.avi",
+        "clip.avi.jsonl",
+        "sub/c.jpg",
+        "sub/c.jpg.jsonl",
+    ]
     loaded = tf.saved_model.load(str(model_files[1]))
     for name in ("a.png", "b.png", "sub/c.jpg"):
         (line,) = read_lines(out / f"{name}.jsonl")
@@ -97,8 +107,9 @@ def test_folder_outputs_equal_detector_and_saved_model(export_run, detector, mod
         assert_same(found, as_arrays(line))
         encoded = (source / name).read_bytes()
         image = tf.io.decode_image(encoded, channels=3).numpy()
-        want = signature_detections(loaded.signatures["serving_default"](images=tf.constant([encoded])),
-                                    *image.shape[:2])[0]
+        want = signature_detections(
+            loaded.signatures["serving_default"](images=tf.constant([encoded])), *image.shape[:2]
+        )[0]
         keep = want["scores"] >= 0.05
         assert_same(found, {key: value[keep] for key, value in want.items()})
         assert [d["class_name"] for d in line["detections"]] == found.class_names
@@ -120,8 +131,12 @@ def test_video_outputs_one_line_per_frame(export_run, detector, source):
 def test_weights_give_the_outputs_of_the_export(export_run, model_files, source, tmp_path):
     sets = [arg for item in OVERRIDES for arg in ("--set", item)]
     args = ["--weights", str(model_files[0]), "--config", "shapes_tiny", *sets]
-    assert predict.main([str(source / "sub"), str(source / "a.png"), *args, "--out", str(tmp_path),
-                         "--score_threshold", "0.05"]) == 0
+    assert (
+        predict.main(
+            [str(source / "sub"), str(source / "a.png"), *args, "--out", str(tmp_path), "--score_threshold", "0.05"]
+        )
+        == 0
+    )
     for ours, theirs in (("sub/c.jpg", "photos/sub/c.jpg"), ("a.png", "photos/a.png")):
         (got,), (want,) = read_lines(tmp_path / f"{ours}.jsonl"), read_lines(export_run[0] / f"{theirs}.jsonl")
         want_arrays = as_arrays(want)
@@ -189,15 +204,20 @@ def test_user_errors(model_files, source, tmp_path, capsys):
 def test_collect_inputs_names_outputs_by_source(source, tmp_path):
     inputs = predict.collect_inputs([str(source / "*.png"), str(source / "sub"), str(source / "a.png")])
     assert [(i.path.name, str(i.output)) for i in inputs] == [
-        ("a.png", "a.png"), ("b.png", "b.png"), ("notes.png", "notes.png"), ("c.jpg", "sub/c.jpg")]
+        ("a.png", "a.png"),
+        ("b.png", "b.png"),
+        ("notes.png", "notes.png"),
+        ("c.jpg", "sub/c.jpg"),
+    ]
     (tmp_path / "a.png").write_bytes(b"")
     with pytest.raises(ValueError, match="would both write"):
         predict.collect_inputs([str(source / "a.png"), str(tmp_path / "a.png")])
 
 
 def test_the_command_starts_quietly(model_files, source, tmp_path):
-    result = run_command(["cornernet_tf.predict", str(source / "a.png"), "--export", str(model_files[1]),
-                          "--out", str(tmp_path)])
+    result = run_command(
+        ["cornernet_tf.predict", str(source / "a.png"), "--export", str(model_files[1]), "--out", str(tmp_path)]
+    )
     assert result.returncode == 0, result.stdout
     assert result.stdout.startswith("predicting 1 file(s) with export"), result.stdout[:2000]
     assert not TF_LOG_LINE.search(result.stdout), result.stdout

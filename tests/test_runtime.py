@@ -10,14 +10,17 @@ import pytest
 
 from cornernet_tf import runtime
 
-PROBE = ("import os, sys; {before}import cornernet_tf; from cornernet_tf import runtime; "
-         "print(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'), runtime.cpu_allocator(), 'tensorflow' in sys.modules)")
+PROBE = (
+    "import os, sys; {before}import cornernet_tf; from cornernet_tf import runtime; "
+    "print(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'), runtime.cpu_allocator(), 'tensorflow' in sys.modules)"
+)
 
 
 def probe(before: str = "", **environ: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != runtime.BFC_VARIABLE} | environ
-    out = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(before=before)], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return out.split()
 
 

@@ -63,8 +63,14 @@ def expected(direct, signature: str, **inputs) -> dict[str, np.ndarray]:
 
 
 def test_status(server):
-    assert call(server.url) == (200, {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+    assert call(server.url) == (
+        200,
+        {
+            "model_version_status": [
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            ]
+        },
+    )
     assert call(server.url + "/versions/1")[0] == 200
 
 
@@ -82,7 +88,9 @@ def test_metadata(server):
         assert images["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False}
         assert set(default["outputs"]) == {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
         assert default["outputs"]["detection_boxes"]["tensor_shape"]["dim"][1:] == [
-            {"size": "100", "name": ""}, {"size": "4", "name": ""}]
+            {"size": "100", "name": ""},
+            {"size": "4", "name": ""},
+        ]
         assert signatures["serving_tensor"]["inputs"]["images"]["dtype"] == "DT_UINT8"
 
 
@@ -99,36 +107,48 @@ def test_predict_row_matches_direct_call(server, direct):
 
 def test_predict_columnar_and_named_rows(server, direct):
     want = expected(direct, "serving_default", images=tf.constant(IMAGES[:2]))
-    status, answer = call(server.url + "/versions/1:predict", "POST",
-                          {"signature_name": "serving_default", "inputs": {"images": [b64(d) for d in IMAGES[:2]]}})
+    status, answer = call(
+        server.url + "/versions/1:predict",
+        "POST",
+        {"signature_name": "serving_default", "inputs": {"images": [b64(d) for d in IMAGES[:2]]}},
+    )
     assert status == 200, answer
     for name, value in answer["outputs"].items():
         np.testing.assert_array_equal(np.array(value, np.float32), want[name])
     status, answer = call(server.url + ":predict", "POST", {"instances": [{"images": b64(d)} for d in IMAGES[:2]]})
     assert status == 200, answer
-    np.testing.assert_array_equal(np.array([row["num_detections"] for row in answer["predictions"]]),
-                                  want["num_detections"])
+    np.testing.assert_array_equal(
+        np.array([row["num_detections"] for row in answer["predictions"]]), want["num_detections"]
+    )
 
 
 def test_predict_tensor_signature(server, direct):
     pixels = np.random.default_rng(3).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     want = expected(direct, "serving_tensor", images=tf.constant(pixels))
-    status, answer = call(server.url + ":predict", "POST",
-                          {"signature_name": "serving_tensor", "instances": pixels.tolist()})
+    status, answer = call(
+        server.url + ":predict", "POST", {"signature_name": "serving_tensor", "instances": pixels.tolist()}
+    )
     assert status == 200, answer
-    np.testing.assert_array_equal(np.array([r["detection_scores"] for r in answer["predictions"]], np.float32),
-                                  want["detection_scores"])
+    np.testing.assert_array_equal(
+        np.array([r["detection_scores"] for r in answer["predictions"]], np.float32), want["detection_scores"]
+    )
 
 
 def test_strings_and_bytes_outputs(server):
     """Named multi-input rows; outputs named *_bytes come back as {"b64": ...}, others as text."""
     payload = bytes(range(256))
-    status, answer = call(server.url + ":predict", "POST", {
-        "signature_name": "echo", "instances": [{"payload_bytes": b64(payload), "label": "héllo"}]})
+    status, answer = call(
+        server.url + ":predict",
+        "POST",
+        {"signature_name": "echo", "instances": [{"payload_bytes": b64(payload), "label": "héllo"}]},
+    )
     assert status == 200, answer
     assert answer["predictions"] == [{"payload_bytes": b64(payload), "label": "héllo", "length": 256}]
-    status, answer = call(server.url + ":predict", "POST", {
-        "signature_name": "echo", "inputs": {"payload_bytes": ["abc"], "label": ["x"]}})
+    status, answer = call(
+        server.url + ":predict",
+        "POST",
+        {"signature_name": "echo", "inputs": {"payload_bytes": ["abc"], "label": ["x"]}},
+    )
     assert answer == {"outputs": {"payload_bytes": [b64(b"abc")], "label": ["x"], "length": [3]}}
 
 
@@ -144,45 +164,48 @@ def nested(value, depth: int):
 DEEP_JSON = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
-@pytest.mark.parametrize("method, suffix, body, status", [
-    ("POST", ":predict", b"{not json", 400),
-    ("POST", ":predict", b"", 400),
-    ("POST", ":predict", b"[1, 2]", 400),
-    ("POST", ":predict", {"signature_name": "serving_default"}, 400),
-    ("POST", ":predict", {"instances": [{"b64": "%%%not base64%%%"}]}, 400),
-    ("POST", ":predict", NOT_AN_IMAGE, 400),
-    ("POST", ":predict", {"instances": []}, 400),
-    ("POST", ":predict", {"inputs": {"images": []}}, 400),
-    ("POST", ":predict", {"instances": [b64(IMAGES[0])], "inputs": [b64(IMAGES[0])]}, 400),
-    ("POST", ":predict", {"signature_name": "nope", "instances": [b64(IMAGES[0])]}, 400),
-    ("POST", ":predict", {"instances": [1, 2]}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2]]]]}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 3]], [[1, 2]]]]}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 300]]]]}, 400),
-    ("POST", ":predict", {"signature_name": "echo", "instances": ["a"]}, 400),
-    ("POST", ":predict", {"instances": nested(b64(IMAGES[0]), 70)}, 400),
-    ("POST", ":predict", {"inputs": nested(b64(IMAGES[0]), 70)}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": nested(7, 70)}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "inputs": nested([1, 2, 3], 6)}, 400),
-    ("POST", ":predict", DEEP_JSON, 400),
-    ("POST", ":predict", {"instances": [b64(IMAGES[0]), [b64(IMAGES[0])]]}, 400),
-    ("POST", ":predict", {"instances": [{"b64": 5}]}, 400),
-    ("POST", ":predict", {"instances": {"images": b64(IMAGES[0])}}, 400),
-    ("POST", ":predict", {"signature_name": 5, "instances": [b64(IMAGES[0])]}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, "x"]]]]}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1.5, 2, 3]]]]}, 400),
-    ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 3]]], [[1, 2, 3]]]}, 400),
-    ("POST", ":predict", {"signature_name": "wait", "inputs": {"micros": [1, 2]}}, 400),
-    ("POST", ":predict", {"signature_name": "wait", "inputs": {"micros": 2**70}}, 400),
-    ("POST", ":predict", {"signature_name": "rows", "inputs": {"values": [1e300]}}, 400),
-    ("POST", "/labels/stable:predict", {"instances": [b64(IMAGES[0])]}, 400),
-    ("POST", "/versions/7:predict", {"instances": [b64(IMAGES[0])]}, 404),
-    ("GET", "/versions/7", None, 404),
-    ("GET", "/versions/7/metadata", None, 404),
-    ("GET", ":predict", None, 405),
-    ("POST", "/metadata", b"{}", 405),
-    ("GET", "/nothing/here", None, 404),
-])
+@pytest.mark.parametrize(
+    "method, suffix, body, status",
+    [
+        ("POST", ":predict", b"{not json", 400),
+        ("POST", ":predict", b"", 400),
+        ("POST", ":predict", b"[1, 2]", 400),
+        ("POST", ":predict", {"signature_name": "serving_default"}, 400),
+        ("POST", ":predict", {"instances": [{"b64": "%%%not base64%%%"}]}, 400),
+        ("POST", ":predict", NOT_AN_IMAGE, 400),
+        ("POST", ":predict", {"instances": []}, 400),
+        ("POST", ":predict", {"inputs": {"images": []}}, 400),
+        ("POST", ":predict", {"instances": [b64(IMAGES[0])], "inputs": [b64(IMAGES[0])]}, 400),
+        ("POST", ":predict", {"signature_name": "nope", "instances": [b64(IMAGES[0])]}, 400),
+        ("POST", ":predict", {"instances": [1, 2]}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2]]]]}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 3]], [[1, 2]]]]}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 300]]]]}, 400),
+        ("POST", ":predict", {"signature_name": "echo", "instances": ["a"]}, 400),
+        ("POST", ":predict", {"instances": nested(b64(IMAGES[0]), 70)}, 400),
+        ("POST", ":predict", {"inputs": nested(b64(IMAGES[0]), 70)}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "instances": nested(7, 70)}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "inputs": nested([1, 2, 3], 6)}, 400),
+        ("POST", ":predict", DEEP_JSON, 400),
+        ("POST", ":predict", {"instances": [b64(IMAGES[0]), [b64(IMAGES[0])]]}, 400),
+        ("POST", ":predict", {"instances": [{"b64": 5}]}, 400),
+        ("POST", ":predict", {"instances": {"images": b64(IMAGES[0])}}, 400),
+        ("POST", ":predict", {"signature_name": 5, "instances": [b64(IMAGES[0])]}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, "x"]]]]}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1.5, 2, 3]]]]}, 400),
+        ("POST", ":predict", {"signature_name": "serving_tensor", "instances": [[[[1, 2, 3]]], [[1, 2, 3]]]}, 400),
+        ("POST", ":predict", {"signature_name": "wait", "inputs": {"micros": [1, 2]}}, 400),
+        ("POST", ":predict", {"signature_name": "wait", "inputs": {"micros": 2**70}}, 400),
+        ("POST", ":predict", {"signature_name": "rows", "inputs": {"values": [1e300]}}, 400),
+        ("POST", "/labels/stable:predict", {"instances": [b64(IMAGES[0])]}, 400),
+        ("POST", "/versions/7:predict", {"instances": [b64(IMAGES[0])]}, 404),
+        ("GET", "/versions/7", None, 404),
+        ("GET", "/versions/7/metadata", None, 404),
+        ("GET", ":predict", None, 405),
+        ("POST", "/metadata", b"{}", 405),
+        ("GET", "/nothing/here", None, 404),
+    ],
+)
 def test_bad_requests_get_json_errors_and_server_keeps_serving(server, method, suffix, body, status):
     got, answer = call(server.url + suffix, method, body)
     assert got == status, answer
@@ -192,8 +215,11 @@ def test_bad_requests_get_json_errors_and_server_keeps_serving(server, method, s
 
 def test_unknown_model_is_404(server):
     other = server.url.replace(MODEL, "other")
-    for url, method, body in ((other, "GET", None), (other + "/metadata", "GET", None),
-                              (other + ":predict", "POST", {"instances": [b64(IMAGES[0])]})):
+    for url, method, body in (
+        (other, "GET", None),
+        (other + "/metadata", "GET", None),
+        (other + ":predict", "POST", {"instances": [b64(IMAGES[0])]}),
+    ):
         status, answer = call(url, method, body)
         assert status == 404 and "other" in answer["error"]
 
@@ -206,8 +232,9 @@ def test_oversize_body_is_413(server):
 
 
 def test_slow_prediction_gets_504_and_server_keeps_serving(server):
-    status, answer = call(server.url + ":predict", "POST",
-                          {"signature_name": "wait", "inputs": {"micros": 2 * TIMEOUT_MS * 1000}})
+    status, answer = call(
+        server.url + ":predict", "POST", {"signature_name": "wait", "inputs": {"micros": 2 * TIMEOUT_MS * 1000}}
+    )
     assert status == 504 and "Deadline exceeded" in answer["error"]
     assert call(server.url)[0] == 200
 
@@ -227,8 +254,9 @@ def test_concurrent_requests(server, direct):
         thread.join(timeout=120)
     for index, (status, answer) in enumerate(results):
         assert status == 200, answer
-        np.testing.assert_array_equal(np.array(answer["predictions"][0]["detection_scores"], np.float32),
-                                      want[index % len(IMAGES)])
+        np.testing.assert_array_equal(
+            np.array(answer["predictions"][0]["detection_scores"], np.float32), want[index % len(IMAGES)]
+        )
 
 
 def wait_for(condition, timeout_s: float = 60.0) -> None:
@@ -289,8 +317,11 @@ def test_sigterm_finishes_in_flight_request_and_exits_0(base):
     try:
         server.wait_ready()
         answers = []
-        worker = threading.Thread(target=lambda: answers.append(
-            call(server.url + ":predict", "POST", {"signature_name": "wait", "inputs": {"micros": 2_000_000}})))
+        worker = threading.Thread(
+            target=lambda: answers.append(
+                call(server.url + ":predict", "POST", {"signature_name": "wait", "inputs": {"micros": 2_000_000}})
+            )
+        )
         worker.start()
         time.sleep(0.5)  # the request is now being computed
         server.process.send_signal(signal.SIGTERM)

@@ -32,8 +32,11 @@ def _pixels(height: int, width: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-IMAGES = [tf.io.encode_jpeg(_pixels(24, 32, 0)).numpy(), tf.io.encode_png(_pixels(17, 11, 1)).numpy(),
-          tf.io.encode_jpeg(_pixels(40, 9, 2)).numpy()]
+IMAGES = [
+    tf.io.encode_jpeg(_pixels(24, 32, 0)).numpy(),
+    tf.io.encode_png(_pixels(17, 11, 1)).numpy(),
+    tf.io.encode_jpeg(_pixels(40, 9, 2)).numpy(),
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +59,10 @@ def server(base):
 @pytest.fixture(scope="module")
 def stubs(server):
     with grpc.insecure_channel(server.grpc_address) as channel:
-        yield (prediction_service_pb2_grpc.PredictionServiceStub(channel),
-               model_service_pb2_grpc.ModelServiceStub(channel))
+        yield (
+            prediction_service_pb2_grpc.PredictionServiceStub(channel),
+            model_service_pb2_grpc.ModelServiceStub(channel),
+        )
 
 
 def predict_request(inputs: dict, signature: str = "", version: int | None = None, name: str = MODEL):
@@ -67,8 +72,9 @@ def predict_request(inputs: dict, signature: str = "", version: int | None = Non
     if version is not None:
         request.model_spec.version.value = version
     for key, value in inputs.items():
-        request.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto)
-                                     else tf.make_tensor_proto(value))
+        request.inputs[key].CopyFrom(
+            value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value)
+        )
     return request
 
 
@@ -93,12 +99,15 @@ def test_predict_matches_the_saved_model_and_rest(server, stubs, direct):
 
     pixels = np.stack([_pixels(5, 7, 3), _pixels(5, 7, 4)])
     response = prediction.Predict(predict_request({"images": pixels}, "serving_tensor", version=1), timeout=TIMEOUT_S)
-    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["detection_scores"]),
-                                  direct["serving_tensor"](images=tf.constant(pixels))["detection_scores"].numpy())
+    np.testing.assert_array_equal(
+        tf.make_ndarray(response.outputs["detection_scores"]),
+        direct["serving_tensor"](images=tf.constant(pixels))["detection_scores"].numpy(),
+    )
     request = predict_request({"payload_bytes": [bytes(range(256))], "label": ["héllo".encode()]}, "echo")
     request.output_filter.append("length")
     assert {k: v.tolist() for k, v in outputs_of(prediction.Predict(request, timeout=TIMEOUT_S)).items()} == {
-        "length": [256]}
+        "length": [256]
+    }
 
 
 def test_metadata_and_status(base, stubs):
@@ -130,19 +139,21 @@ def _huge_broadcast() -> tensor_pb2.TensorProto:
     return proto
 
 
-@pytest.mark.parametrize("request_args, code, says", [
-    (({"images": [IMAGES[0]]}, "", None, "other"), grpc.StatusCode.NOT_FOUND, "other"),
-    (({"images": [IMAGES[0]]}, "", 7), grpc.StatusCode.NOT_FOUND, "7"),
-    (({"images": [IMAGES[0]]}, "nope"), grpc.StatusCode.INVALID_ARGUMENT, "nope"),
-    (({"images": np.zeros([1], np.float32)},), grpc.StatusCode.INVALID_ARGUMENT, "DT_STRING"),
-    (({"images": [[IMAGES[0]]]},), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
-    (({"pictures": [IMAGES[0]]},), grpc.StatusCode.INVALID_ARGUMENT, "signature inputs"),
-    (({"images": [b"not an image"]},), grpc.StatusCode.INVALID_ARGUMENT, ""),
-    (({"images": [png_bomb(20000, 20000)]},), grpc.StatusCode.INVALID_ARGUMENT, "--max_image_pixels"),
-    (({"images": _huge_broadcast()}, "serving_tensor"), grpc.StatusCode.INVALID_ARGUMENT, "elements"),
-    (({"micros": np.int64(60_000_000)}, "wait"), grpc.StatusCode.DEADLINE_EXCEEDED,
-     "--grpc_timeout_in_ms"),
-])
+@pytest.mark.parametrize(
+    "request_args, code, says",
+    [
+        (({"images": [IMAGES[0]]}, "", None, "other"), grpc.StatusCode.NOT_FOUND, "other"),
+        (({"images": [IMAGES[0]]}, "", 7), grpc.StatusCode.NOT_FOUND, "7"),
+        (({"images": [IMAGES[0]]}, "nope"), grpc.StatusCode.INVALID_ARGUMENT, "nope"),
+        (({"images": np.zeros([1], np.float32)},), grpc.StatusCode.INVALID_ARGUMENT, "DT_STRING"),
+        (({"images": [[IMAGES[0]]]},), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        (({"pictures": [IMAGES[0]]},), grpc.StatusCode.INVALID_ARGUMENT, "signature inputs"),
+        (({"images": [b"not an image"]},), grpc.StatusCode.INVALID_ARGUMENT, ""),
+        (({"images": [png_bomb(20000, 20000)]},), grpc.StatusCode.INVALID_ARGUMENT, "--max_image_pixels"),
+        (({"images": _huge_broadcast()}, "serving_tensor"), grpc.StatusCode.INVALID_ARGUMENT, "elements"),
+        (({"micros": np.int64(60_000_000)}, "wait"), grpc.StatusCode.DEADLINE_EXCEEDED, "--grpc_timeout_in_ms"),
+    ],
+)
 def test_bad_requests_get_grpc_status_codes(server, stubs, request_args, code, says):
     prediction, _ = stubs
     before = server.peak_memory_bytes()
@@ -158,26 +169,41 @@ def test_batching_gives_the_answers_of_no_batching(base, direct):
     """8 concurrent gRPC clients and 4 REST ones, of 1 to 3 images each, one of them bad: batched
     calls happen (the `rows` signature sees more rows than a request sends), every good request
     gets what the SavedModel answers it alone, and only the bad one fails."""
-    flags = ("--file_system_poll_wait_seconds", "0", "--enable_batching", "--max_batch_size", "8",
-             "--batch_timeout_micros", "300000", "--num_batch_threads", "1", "--max_in_flight_requests", "16")
+    flags = (
+        "--file_system_poll_wait_seconds",
+        "0",
+        "--enable_batching",
+        "--max_batch_size",
+        "8",
+        "--batch_timeout_micros",
+        "300000",
+        "--num_batch_threads",
+        "1",
+        "--max_in_flight_requests",
+        "16",
+    )
     requests = [IMAGES[: 1 + i % 3] for i in range(8)]
     requests[5] = [IMAGES[0], b"not an image"]
-    with serving_helpers.running(base, MODEL, *flags, grpc=True) as server, \
-            grpc.insecure_channel(server.grpc_address) as channel:
+    with (
+        serving_helpers.running(base, MODEL, *flags, grpc=True) as server,
+        grpc.insecure_channel(server.grpc_address) as channel,
+    ):
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         prediction.Predict(predict_request({"images": IMAGES}), timeout=TIMEOUT_S)  # warm up
         results: dict = {}
 
         def grpc_client(index: int) -> None:
             try:
-                results[index] = outputs_of(prediction.Predict(predict_request({"images": requests[index]}),
-                                                               timeout=TIMEOUT_S))
+                results[index] = outputs_of(
+                    prediction.Predict(predict_request({"images": requests[index]}), timeout=TIMEOUT_S)
+                )
             except grpc.RpcError as err:
                 results[index] = err.code()
 
         def rows_client(index: int) -> None:
-            results[f"rows{index}"] = call(server.url + ":predict", "POST",
-                                           {"signature_name": "rows", "instances": [float(index)] * (1 + index)})
+            results[f"rows{index}"] = call(
+                server.url + ":predict", "POST", {"signature_name": "rows", "instances": [float(index)] * (1 + index)}
+            )
 
         threads = [threading.Thread(target=grpc_client, args=(i,)) for i in range(len(requests))]
         threads += [threading.Thread(target=rows_client, args=(i,)) for i in range(3)]

@@ -43,7 +43,8 @@ def _encoded(ext: str, height: int, width: int, *params: int) -> bytes:
 ENCODED = {
     "jpeg": tf.io.encode_jpeg(_pixels(37, 53)).numpy(),
     "jpeg_progressive": _encoded(".jpg", 41, 29, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
-    "jpeg_exif": tf.io.encode_jpeg(_pixels(23, 61)).numpy()[:2] + b"\xff\xe1\x00\x10Exif\x00\x00MM\x00*\x00\x00\x00\x08"
+    "jpeg_exif": tf.io.encode_jpeg(_pixels(23, 61)).numpy()[:2]
+    + b"\xff\xe1\x00\x10Exif\x00\x00MM\x00*\x00\x00\x00\x08"
     + tf.io.encode_jpeg(_pixels(23, 61)).numpy()[2:],
     "png": tf.io.encode_png(_pixels(17, 90)).numpy(),
     "gif": _gif(33, 12),
@@ -65,21 +66,37 @@ def test_header_size_is_what_the_decoder_decodes(kind):
         assert (header.height, header.width) == tuple(decoded)
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"\xff", b"\xff\xd8", b"\xff\xd8\xff\xda\x00\x02", b"\x89PNG\r\n\x1a\n", b"GIF89a\x01", b"BM", b"RIFF",
-    b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"not an image", b"\xff\xd8" + b"\xff" * 5000,
-    ENCODED["png"][:20], ENCODED["jpeg"][:100],
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff",
+        b"\xff\xd8",
+        b"\xff\xd8\xff\xda\x00\x02",
+        b"\x89PNG\r\n\x1a\n",
+        b"GIF89a\x01",
+        b"BM",
+        b"RIFF",
+        b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+        b"not an image",
+        b"\xff\xd8" + b"\xff" * 5000,
+        ENCODED["png"][:20],
+        ENCODED["jpeg"][:100],
+    ],
+)
 def test_unreadable_headers_have_no_size(data):
     assert tuple(image_size(data).numpy()) == (image_header_tf.UNKNOWN, image_header_tf.UNKNOWN)
     assert limits.image_size(data) is None
 
 
 def test_decode_bounded_refuses_a_bomb_before_decoding():
-    decode = tf.function(lambda data: image_header_tf.decode_bounded(data, 10_000_000),
-                         input_signature=[tf.TensorSpec([], tf.string)])
+    decode = tf.function(
+        lambda data: image_header_tf.decode_bounded(data, 10_000_000), input_signature=[tf.TensorSpec([], tf.string)]
+    )
     np.testing.assert_array_equal(decode(ENCODED["png"]), tf.io.decode_png(ENCODED["png"], channels=3))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"20000 x 20000 pixels .* export\.max_image_pixels = 10000000"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"20000 x 20000 pixels .* export\.max_image_pixels = 10000000"
+    ):
         decode(png_bomb(20000, 20000))
     with pytest.raises(tf.errors.InvalidArgumentError, match="readable size"):
         decode(b"not an image")
@@ -92,8 +109,16 @@ def base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(base):
-    flags = ("--file_system_poll_wait_seconds", "0", "--max_in_flight_requests", str(IN_FLIGHT),
-             "--rest_api_num_threads", "16", "--max_request_bytes", str(64 * 2**20))
+    flags = (
+        "--file_system_poll_wait_seconds",
+        "0",
+        "--max_in_flight_requests",
+        str(IN_FLIGHT),
+        "--rest_api_num_threads",
+        "16",
+        "--max_request_bytes",
+        str(64 * 2**20),
+    )
     with serving_helpers.running(base, MODEL, *flags) as server:
         assert call(server.url + ":predict", "POST", {"instances": [b64(ENCODED["jpeg"])]})[0] == 200
         yield server
@@ -126,8 +151,9 @@ def test_concurrent_slow_requests_never_exceed_the_in_flight_bound(server):
 
     def client(index: int) -> None:
         barrier.wait()
-        answers[index] = call_with_headers(server.url + ":predict", "POST",
-                                           {"signature_name": "wait", "inputs": {"micros": 1_000_000}})
+        answers[index] = call_with_headers(
+            server.url + ":predict", "POST", {"signature_name": "wait", "inputs": {"micros": 1_000_000}}
+        )
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -148,15 +174,28 @@ def test_request_pixel_budget_and_a_timed_out_request_frees_its_slot_and_thread(
     """One thread and one slot: after a 504 the next request is served within its own deadline,
     which needs the slot back and the thread's 60 s TensorFlow call cancelled."""
     small = ENCODED["png"]  # 90 x 17 = 1530 pixels
-    flags = ("--file_system_poll_wait_seconds", "0", "--max_in_flight_requests", "1", "--rest_api_num_threads", "1",
-             "--rest_api_timeout_in_ms", "3000", "--max_image_pixels", "1600", "--max_request_pixels", "2500")
+    flags = (
+        "--file_system_poll_wait_seconds",
+        "0",
+        "--max_in_flight_requests",
+        "1",
+        "--rest_api_num_threads",
+        "1",
+        "--rest_api_timeout_in_ms",
+        "3000",
+        "--max_image_pixels",
+        "1600",
+        "--max_request_pixels",
+        "2500",
+    )
     with serving_helpers.running(base, MODEL, *flags) as server:
         status, answer = call(server.url + ":predict", "POST", {"instances": [b64(small), b64(small)]})
         assert status == 400 and "--max_request_pixels=2500" in answer["error"], answer
         status, answer = call(server.url + ":predict", "POST", {"instances": [b64(ENCODED["jpeg"])]})
         assert status == 400 and "53 x 37" in answer["error"] and "--max_image_pixels=1600" in answer["error"]
-        status, answer = call(server.url + ":predict", "POST",
-                              {"signature_name": "wait", "inputs": {"micros": 60_000_000}})
+        status, answer = call(
+            server.url + ":predict", "POST", {"signature_name": "wait", "inputs": {"micros": 60_000_000}}
+        )
         assert status == 504 and "Deadline exceeded" in answer["error"]
         status, answer = call(server.url + ":predict", "POST", {"signature_name": "wait", "inputs": {"micros": 1000}})
         assert (status, answer) == (200, {"outputs": [1000]})

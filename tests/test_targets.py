@@ -63,8 +63,13 @@ def test_official_kp_detection_targets_exact(official, image):
     count = official["dets_input_coords_count"][image]
     dets = official["dets_input_coords"][image, :count]
     out = build_targets(
-        dets[:, :4], dets[:, 4].astype(np.int32) - 1, config["categories"], config["input_size"],
-        config["output_size"], max_objects=128, gaussian_iou=config["gaussian_iou"],
+        dets[:, :4],
+        dets[:, 4].astype(np.int32) - 1,
+        config["categories"],
+        config["input_size"],
+        config["output_size"],
+        max_objects=128,
+        gaussian_iou=config["gaussian_iou"],
     )
     np.testing.assert_array_equal(out["tl_heatmap"].numpy(), official["tl_heatmaps"][image].transpose(1, 2, 0))
     np.testing.assert_array_equal(out["br_heatmap"].numpy(), official["br_heatmaps"][image].transpose(1, 2, 0))
@@ -145,7 +150,14 @@ def test_matches_numpy_transliteration(formula, iou):
     classes = rng.integers(0, 3, 12).astype(np.int32)
     heat, inds, regr, mask = numpy_targets(boxes, classes, 3, (95, 95), (24, 24), 16, iou, formula)
     out = build_targets(
-        boxes, classes, 3, (95, 95), (24, 24), max_objects=16, gaussian_iou=iou, with_centers=True,
+        boxes,
+        classes,
+        3,
+        (95, 95),
+        (24, 24),
+        max_objects=16,
+        gaussian_iou=iou,
+        with_centers=True,
         radius_formula=formula,
     )
     for key in ("tl", "br", "ct"):
@@ -230,14 +242,25 @@ def test_batch_targets_equal_the_per_image_loop(formula, iou):
     boxes[0, 0] = [0, 0, 63, 63]
 
     def make(boxes, classes, counts):
-        return build_batch_targets(boxes, classes, counts, 3, (63, 63), (16, 16), max_objects=8, gaussian_iou=iou,
-                                   with_centers=True, radius_formula=formula)
+        return build_batch_targets(
+            boxes,
+            classes,
+            counts,
+            3,
+            (63, 63),
+            (16, 16),
+            max_objects=8,
+            gaussian_iou=iou,
+            with_centers=True,
+            radius_formula=formula,
+        )
 
     for batch in (make(boxes, classes, counts), tf.function(make, jit_compile=True)(boxes, classes, counts)):
         for b, count in enumerate(counts):
             kept = min(count, 8)
-            heat, inds, regr, mask = numpy_targets(boxes[b, :kept], classes[b, :kept], 3, (63, 63), (16, 16), 8, iou,
-                                                   formula)
+            heat, inds, regr, mask = numpy_targets(
+                boxes[b, :kept], classes[b, :kept], 3, (63, 63), (16, 16), 8, iou, formula
+            )
             np.testing.assert_array_equal(batch["mask"][b].numpy(), mask)
             for key in ("tl", "br", "ct"):
                 np.testing.assert_array_equal(batch[f"{key}_heatmap"][b].numpy(), heat[key], err_msg=f"{key}, {b}")

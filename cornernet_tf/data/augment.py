@@ -39,7 +39,7 @@ Evaluation: `eval_resize` and `eval_pad` return the image in [0, 1] and its `ima
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import tensorflow as tf
 
@@ -74,7 +74,19 @@ def random_crop_window(
     scale_range: tuple[float, float],
     border: int = BORDER,
 ) -> tf.Tensor:
-    """Random training window [4] int32 (y0, x0, y1, x1) in image px; see the module doc."""
+    """Random training window [4] int32 (y0, x0, y1, x1) in image px; see the module doc.
+
+    Args:
+        seed: [2] int stateless seed; split into the scale and the two centre coordinates.
+        image_hw: [2] (H, W) of the image.
+        input_size: (h, w) of the network input; the window is int(input_size * s) pixels.
+        scale_range: (min, max) of the uniform scale s.
+        border: Largest margin between the window centre and the image edges, halved until it
+            is below half the image side (`crop_border`).
+
+    Returns:
+        [4] int32 (y0, x0, y1, x1); it may reach past the image, where `resample_window` reads black.
+    """
     scale_seed, y_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     scale = tf.random.stateless_uniform([], scale_seed, scale_range[0], scale_range[1])
     crop_hw = tf.cast(tf.constant(input_size, tf.float32) * scale, tf.int32)
@@ -82,9 +94,7 @@ def random_crop_window(
     center = []
     for axis_seed, side in ((y_seed, height), (x_seed, width)):
         margin = crop_border(side, border)
-        center.append(
-            tf.random.stateless_uniform([], axis_seed, margin, side - margin, dtype=tf.int32)
-        )
+        center.append(tf.random.stateless_uniform([], axis_seed, margin, side - margin, dtype=tf.int32))
     start = tf.stack(center) - crop_hw // 2
     return tf.concat([start, start + crop_hw], axis=0)
 
@@ -144,16 +154,34 @@ def resample_window(image: tf.Tensor, window: tf.Tensor, output_size: tuple[int,
     """Cut `window` (y0, x0, y1, x1 int, image px) out of `image` [H, W, 3], black outside the
     image, and resize it bilinearly to `output_size`, as the original's crop + cv2.resize.
 
-    `flip` (bool scalar) mirrors the result. Returns [h, w, 3] float32 in the input's value
-    range. Where the original clamps reads at the window's edges, this reads the neighbouring
+    Where the original clamps reads at the window's edges, this reads the neighbouring
     image pixel (or black): when upscaling, the outermost output pixels may differ.
+
+    Args:
+        image: [H, W, 3] image, any dtype.
+        window: [4] int (y0, x0, y1, x1) in image px.
+        output_size: (h, w) of the result.
+        flip: bool scalar; True mirrors the result horizontally.
+
+    Returns:
+        [h, w, 3] float32 in the input's value range.
     """
     box = sampling_box(window, output_size, flip)
     return resample(pad_canvas(image[tf.newaxis]), box[tf.newaxis], output_size)[0]
 
 
 def transform_boxes(boxes: tf.Tensor, window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
-    """Apply the `resample_window` map to boxes [N, 4] (x1, y1, x2, y2): result in output px."""
+    """Apply the `resample_window` map to boxes [N, 4] (x1, y1, x2, y2): result in output px.
+
+    Args:
+        boxes: [N, 4] float32 (x1, y1, x2, y2) in image px.
+        window: [4] int (y0, x0, y1, x1) in image px, the window `resample_window` cuts.
+        output_size: (h, w) the window is resized to.
+        flip: bool scalar; True mirrors the boxes exactly, x -> w - x.
+
+    Returns:
+        [N, 4] float32 (x1, y1, x2, y2) in output px, not clipped (see `clip_boxes`).
+    """
     y0, x0, y1, x1 = tf.unstack(tf.cast(window, tf.float32))
     out_h, out_w = (float(s) for s in output_size)
     scale = tf.stack([out_w / (x1 - x0), out_h / (y1 - y0)])
@@ -236,7 +264,7 @@ def normalize(images: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 IDENTITY_COLOR = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
-def color_params(jitter_seed: Optional[tf.Tensor] = None, light_seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+def color_params(jitter_seed: tf.Tensor | None = None, light_seed: tf.Tensor | None = None) -> tf.Tensor:
     """One image's random colour change as [6] float32: (gain, c_contrast, c_saturation,
     lighting shift R, G, B); `IDENTITY_COLOR` without either seed. See `color_normalize`."""
     gain, c_contrast, c_saturation = IDENTITY_COLOR[:3]
@@ -261,7 +289,16 @@ def color_normalize(
     (brightness, contrast, saturation with alpha = 1 + U(-0.4, 0.4) in a random order; see
     `jitter_coefficients`; the grey image taken from x), `lighting_`
     (x += eigvec @ (eigval * alpha), alpha ~ N(0, 0.1)), then (x - mean) / std, never clipped.
-    images [B, H, W, 3] float, params [B, 6] from `color_params` -> [B, H, W, 3] float32.
+
+    Args:
+        images: [B, H, W, 3] float RGB.
+        params: [B, 6] float32 colour change per image, from `color_params`.
+        mean: Per-channel RGB mean of pixels in [0, 1].
+        std: Per-channel RGB standard deviation of pixels in [0, 1].
+        value_scale: Factor that brings `images` to [0, 1] (1 / 255 for uint8 values).
+
+    Returns:
+        [B, H, W, 3] float32, jittered and normalized.
     """
     gain, c_contrast, c_saturation = (params[:, k, tf.newaxis] for k in range(3))  # [B, 1] each
     shift = params[:, 3:]
@@ -270,7 +307,7 @@ def color_normalize(
     inverse_std = 1.0 / tf.constant(std, tf.float32)
     # x_j -> (gain x_j + c_sat * sum_i w_i x_i + c_con * mean_grey + shift_j - mean_j) / std_j
     eye = tf.eye(3)[tf.newaxis]
-    matrix = (gain[:, :, tf.newaxis] * eye + c_saturation[:, :, tf.newaxis] * gray_weights[:, tf.newaxis])
+    matrix = gain[:, :, tf.newaxis] * eye + c_saturation[:, :, tf.newaxis] * gray_weights[:, tf.newaxis]
     matrix = matrix * (value_scale * inverse_std)
     bias = (c_contrast * mean_gray + shift - tf.constant(mean, tf.float32)) * inverse_std
     return pixel_affine(images, matrix, bias)
@@ -294,13 +331,27 @@ def sample_view(
 
     Draws the window, flip and colour change, moves the boxes, and leaves the pixel work to
     `render_views`, which runs batched (on the training device in the training loop).
-    image [H, W, 3] uint8, boxes [N, 4] image px, classes [N], seed [2] int. Returns
-    ({"image": image, "sampling_box": [4], "color": [6]}, boxes [M, 4] input px, classes [M])
-    with M <= N.
+
+    Args:
+        image: [H, W, 3] uint8; passed through untouched.
+        boxes: [N, 4] (x1, y1, x2, y2) in image px.
+        classes: [N] class indices.
+        seed: [2] int stateless seed of all the random draws.
+        input_size: (h, w) of the network input.
+        scale_range: (min, max) of the random crop's scale.
+        random_crop: Draw a random window (`random_crop_window`); otherwise the square around
+            the whole image (`full_image_window`).
+        flip: Mirror with p = 0.5.
+        jitter: Draw a colour jitter (brightness, contrast, saturation).
+        light: Draw a PCA lighting shift.
+        border: Largest margin of the random window's centre from the image edges.
+
+    Returns:
+        (view, boxes, classes): view {"image": the input image, "sampling_box": [4] float32,
+        "color": [6] float32}, boxes [M, 4] float32 in input px clipped to the input, and
+        classes [M], with M <= N (boxes left empty by the crop are dropped).
     """
-    window_seed, flip_seed, jitter_seed, light_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 4)
-    )
+    window_seed, flip_seed, jitter_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     image_hw = tf.shape(image)[:2]
     if random_crop:
         window = random_crop_window(window_seed, image_hw, input_size, scale_range, border)
@@ -323,9 +374,19 @@ def render_views(
     views: dict[str, tf.Tensor], input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
 ) -> tf.Tensor:
     """The pixel work of a batch of `sample_view`s: resample each window to `input_size`, then
-    colour change and normalization. views: "image" [B, H, W, 3] (uint8 0..255 or float 0..1;
-    each image at the top left, zeros past its bottom and right edges), "sampling_box" [B, 4],
-    "color" [B, 6] -> images [B, h, w, 3] float32."""
+    colour change and normalization.
+
+    Args:
+        views: Batched `sample_view` views: "image" [B, H, W, 3] (uint8 0..255 or float 0..1;
+            each image at the top left, zeros past its bottom and right edges),
+            "sampling_box" [B, 4] and "color" [B, 6].
+        input_size: (h, w) of the rendered images.
+        mean: Per-channel RGB mean of pixels in [0, 1].
+        std: Per-channel RGB standard deviation of pixels in [0, 1].
+
+    Returns:
+        [B, h, w, 3] float32 normalized images.
+    """
     images = views["image"]
     pixels = resample(pad_canvas(images), views["sampling_box"], input_size)
     value_scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
@@ -345,9 +406,20 @@ def train_transform(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """One augmented, normalized training example: `sample_view` then `render_views`.
 
-    image [H, W, 3] uint8, boxes [N, 4] image px, classes [N], seed [2] int; `sampling`: the
-    keyword arguments of `sample_view`. Returns image [h, w, 3] float32 normalized with
-    mean/std, boxes [M, 4] input px and classes [M], with (h, w) = input_size and M <= N.
+    Args:
+        image: [H, W, 3] uint8.
+        boxes: [N, 4] (x1, y1, x2, y2) in image px.
+        classes: [N] class indices.
+        seed: [2] int stateless seed.
+        input_size: (h, w) of the network input.
+        mean: Per-channel RGB mean of pixels in [0, 1].
+        std: Per-channel RGB standard deviation of pixels in [0, 1].
+        **sampling: The other keyword arguments of `sample_view` (scale_range, random_crop,
+            flip, jitter, light, border).
+
+    Returns:
+        (image, boxes, classes): image [h, w, 3] float32 normalized with mean/std, boxes [M, 4]
+        float32 in input px and classes [M], with M <= N.
     """
     view, boxes, classes = sample_view(image, boxes, classes, seed, input_size=input_size, **sampling)
     batch = {key: value[tf.newaxis] for key, value in view.items()}

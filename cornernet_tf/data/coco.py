@@ -129,8 +129,7 @@ def _probe(path: str) -> image_header.ImageHeader | tuple[int, str]:
         return UNDECODABLE, str(err)
 
 
-def check_image(header: image_header.ImageHeader | tuple[int, str], json_size: tuple[int, int]
-                ) -> tuple[int, int, str]:
+def check_image(header: image_header.ImageHeader | tuple[int, str], json_size: tuple[int, int]) -> tuple[int, int, str]:
     """(status, orientation to apply, reason) of an image given its probed header (or probe
     failure) and the (height, width) the json gives it."""
     if isinstance(header, tuple):
@@ -141,9 +140,13 @@ def check_image(header: image_header.ImageHeader | tuple[int, str], json_size: t
     if (header.height, header.width) == json_size:  # the json describes the pixels as stored
         return USABLE, 1, "EXIF orientation ignored"
     turned = f" once turned by its EXIF orientation {header.orientation}" if header.orientation != 1 else ""
-    return SIZE_MISMATCH, 1, (
-        f"the file is {header.displayed_size[1]}x{header.displayed_size[0]}{turned}, "
-        f"the json says {json_size[1]}x{json_size[0]} (width x height)"
+    return (
+        SIZE_MISMATCH,
+        1,
+        (
+            f"the file is {header.displayed_size[1]}x{header.displayed_size[0]}{turned}, "
+            f"the json says {json_size[1]}x{json_size[0]} (width x height)"
+        ),
     )
 
 
@@ -166,15 +169,18 @@ def _warn_unusable(annotations: str, names: list[str], status: np.ndarray, reaso
             f"{int((status == code).sum())} {STATUS_NAMES[code]}" for code in _SKIP_KEYS if (status == code).any()
         )
         log.warning(
-            "%s: %d of %d images cannot be used (%s) and are skipped: %s%s", annotations, len(problems), len(names),
-            by_reason, "; ".join(problems[:5]), " ..." if len(problems) > 5 else "",
+            "%s: %d of %d images cannot be used (%s) and are skipped: %s%s",
+            annotations,
+            len(problems),
+            len(names),
+            by_reason,
+            "; ".join(problems[:5]),
+            " ..." if len(problems) > 5 else "",
         )
     return problems
 
 
-def load_coco(
-    annotations: str | os.PathLike, images_dir: str | os.PathLike, check_files: bool = True
-) -> CocoSource:
+def load_coco(annotations: str | os.PathLike, images_dir: str | os.PathLike, check_files: bool = True) -> CocoSource:
     """Read a COCO instances json and its image folder into a `CocoSource`.
 
     With `check_files` (the default), every image's header is read to find the unusable ones
@@ -248,4 +254,3 @@ def load_coco(
     unusual = any(counts[k] for k in ("unknown_category_boxes", "degenerate_boxes", "outside_boxes"))
     log.log(logging.WARNING if unusual else logging.INFO, "%s", source.summary())
     return source
-

@@ -72,14 +72,14 @@ def _exif_orientation(payload: bytes) -> int:
     (ifd_offset,) = struct.unpack(order + "I", tiff[4:8])
     if ifd_offset + 2 > len(tiff):
         return 1
-    (entries,) = struct.unpack(order + "H", tiff[ifd_offset:ifd_offset + 2])
+    (entries,) = struct.unpack(order + "H", tiff[ifd_offset : ifd_offset + 2])
     for entry in range(entries):
         start = ifd_offset + 2 + 12 * entry
         if start + 12 > len(tiff):
             break
-        tag, kind, _count = struct.unpack(order + "HHI", tiff[start:start + 8])
+        tag, kind, _count = struct.unpack(order + "HHI", tiff[start : start + 8])
         if tag == _EXIF_ORIENTATION_TAG and kind == 3:  # SHORT
-            (value,) = struct.unpack(order + "H", tiff[start + 8:start + 10])
+            (value,) = struct.unpack(order + "H", tiff[start + 8 : start + 10])
             return value if 1 <= value <= 8 else 1
     return 1
 

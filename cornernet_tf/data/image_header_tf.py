@@ -87,9 +87,11 @@ def _webp_size(data: tf.Tensor) -> tf.Tensor:
     lossless = tf.stack([tf.bitwise.right_shift(lossless_bits, 14) % 2**14, lossless_bits % 2**14]) + 1
     extended = tf.stack([_little_endian(head[27:30]), _little_endian(head[24:27])]) + 1
     return tf.case(
-        [(tf.equal(kind, "VP8 ") & tf.equal(_big_endian(head[23:26]), 0x9D012A), lambda: lossy),
-         (tf.equal(kind, "VP8L") & tf.equal(head[20], 0x2F), lambda: lossless),
-         (tf.equal(kind, "VP8X"), lambda: extended)],
+        [
+            (tf.equal(kind, "VP8 ") & tf.equal(_big_endian(head[23:26]), 0x9D012A), lambda: lossy),
+            (tf.equal(kind, "VP8L") & tf.equal(head[20], 0x2F), lambda: lossless),
+            (tf.equal(kind, "VP8X"), lambda: extended),
+        ],
         default=lambda: tf.constant([UNKNOWN, UNKNOWN], tf.int64),
     )
 
@@ -106,12 +108,18 @@ def image_size(data: tf.Tensor) -> tf.Tensor:
     webp = tf.equal(_text_at(data, 0, 4), "RIFF") & tf.equal(_text_at(data, 8, 4), "WEBP")
     length = tf.strings.length(data)
     size = tf.case(
-        [(tf.equal(_text_at(data, 0, 2), b"\xff\xd8"), lambda: _jpeg_size(data)),
-         (png & (length >= 24), lambda: tf.stack([_big_endian(head[20:24]), _big_endian(head[16:20])])),
-         (gif & (length >= 10), lambda: tf.stack([_little_endian(head[8:10]), _little_endian(head[6:8])])),
-         (tf.equal(_text_at(data, 0, 2), "BM") & (length >= 26),
-          lambda: tf.stack([tf.abs(_signed32(_little_endian(head[22:26]))), _signed32(_little_endian(head[18:22]))])),
-         (webp & (length >= 30), lambda: _webp_size(data))],
+        [
+            (tf.equal(_text_at(data, 0, 2), b"\xff\xd8"), lambda: _jpeg_size(data)),
+            (png & (length >= 24), lambda: tf.stack([_big_endian(head[20:24]), _big_endian(head[16:20])])),
+            (gif & (length >= 10), lambda: tf.stack([_little_endian(head[8:10]), _little_endian(head[6:8])])),
+            (
+                tf.equal(_text_at(data, 0, 2), "BM") & (length >= 26),
+                lambda: tf.stack(
+                    [tf.abs(_signed32(_little_endian(head[22:26]))), _signed32(_little_endian(head[18:22]))]
+                ),
+            ),
+            (webp & (length >= 30), lambda: _webp_size(data)),
+        ],
         default=lambda: tf.constant([UNKNOWN, UNKNOWN], tf.int64),
     )
     return tf.where(tf.reduce_all(size > 0), size, tf.constant([UNKNOWN, UNKNOWN], tf.int64))

@@ -1,14 +1,18 @@
 """tf.data input pipelines: augmented training batches with targets, and evaluation batches.
 
-Sources (`config.data.dataset`): `shapes` (generated on first use, then read as COCO), `coco`
-(an instances json and its image folder) and `tfrecord` (shards written by
-`python -m cornernet_tf.data.tfrecord`). All three become the same example structure
-{"encoded", "image_id", "boxes", "classes"} before decoding, so everything after is shared.
+Nothing here reads a `Config`: the functions take a split's files (`SplitFiles`), a
+`TrainInputSpec` (how training samples and their targets are made) or an `EvalInputSpec` (the
+test transform), plus plain arguments; `cornernet_tf.tasks.data` builds these from a config.
+
+Split files: `CocoFiles` (an instances json and its image folder; the generated shapes dataset
+is one) and `TFRecordFiles` (shards written by `python -m cornernet_tf.data.tfrecord`). Both
+become the same example structure {"encoded", "image_id", "boxes", "classes"} before decoding,
+so everything after is shared.
 
 Everything in the training path is TF ops (no py_function), so the pipeline runs under
 tf.distribute on any number of hosts:
 
-- `train_dataset(config, input_context=ctx)` is meant for
+- `train_dataset(files, spec, batch_size, input_context=ctx)` is meant for
   `strategy.distribute_datasets_from_function`: it shards by input pipeline and yields
   per-replica batches. TFRecords are sharded by file when there are at least as many files
   as input pipelines (otherwise by record); file-list sources (shapes, coco) are sharded on
@@ -16,8 +20,8 @@ tf.distribute on any number of hosts:
   with tf.data's AUTO auto-shard policy for `strategy.experimental_distribute_dataset`: by
   file for TFRecords, else by element, where every worker decodes and augments everything
   and keeps its share (correct, but use the function form across hosts).
-- `train_dataset(config, ..., finish_on_device=True)` stops before the pixel work and the
-  targets; the training loop runs `finish_batch` on them on each replica's device, so the
+- `train_dataset(..., finish_on_device=True)` stops before the pixel work and the targets;
+  the training loop runs `finish_batch(spec, batch)` on them on each replica's device, so the
   host only decodes JPEGs and draws the random choices (docs/benchmarks.md, "Input pipeline").
 - Every sample is accounted for. The reader (`coco.load_coco`, or the TFRecord writer) has
   already left out and named the images whose file is missing, empty, not an image or of
@@ -28,9 +32,9 @@ tf.distribute on any number of hosts:
   training loop counts them exactly whatever the prefetching.
 - A JPEG's EXIF orientation is applied after decoding (`image_header.orient`) where the
   reader found that the json describes the turned image, as the original's `cv2.imread` does.
-- Randomness is stateless and keyed by (data.seed, sample index): the image order (a seeded
+- Randomness is stateless and keyed by (spec.seed, sample index): the image order (a seeded
   permutation per epoch) and every augmentation. The stream is reproducible regardless of
-  parallelism with `data.deterministic`, and `start_step` resumes it without replaying.
+  parallelism with `spec.deterministic`, and `start_step` resumes it without replaying.
 """
 
 from __future__ import annotations
@@ -39,17 +43,84 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Optional
+from typing import Literal
 
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf.config import Config
 from cornernet_tf.data import augment, coco, image_header, tfrecord
-from cornernet_tf.targets import SKIPPED, build_batch_targets
+from cornernet_tf.targets import SKIPPED, TargetSpec, build_batch_targets
 
 log = logging.getLogger(__name__)
 _ENDLESS = 2**62  # "forever" for Dataset.range
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoFiles:
+    """A split as a COCO instances json and its image folder (paths used as given)."""
+
+    annotations: str
+    images: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TFRecordFiles:
+    """A split as TFRecord shards: their file pattern (e.g. `out/train-*.tfrecord`), with the
+    sidecar json the writer put beside them."""
+
+    pattern: str
+
+
+SplitFiles = CocoFiles | TFRecordFiles
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainInputSpec:
+    """How training samples are made from a split's images.
+
+    targets: what targets are drawn for (classes, input and heatmap sizes, CornerNet or CenterNet
+    flavour); its input_size is also the samples' size and its max_objects the boxes a sample
+    keeps. mean, std: RGB normalization of pixels in [0, 1]. scale_range, random_crop, flip,
+    color_jitter, lighting: the augmentation (`augment.sample_view`). seed: with the sample
+    index, keys the image order and every random draw. shuffle_buffer: TFRecords are permuted in
+    blocks of this many records. num_parallel_calls: of the decode and map stages (<= 0:
+    tf.data.AUTOTUNE). deterministic: the same stream whatever the parallelism.
+    """
+
+    targets: TargetSpec
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale_range: tuple[float, float] = (0.6, 1.4)
+    random_crop: bool = True
+    flip: bool = True
+    color_jitter: bool = True
+    lighting: bool = True
+    seed: int = 0
+    shuffle_buffer: int = 1000
+    num_parallel_calls: int = -1
+    deterministic: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalInputSpec:
+    """The test transform of evaluation images.
+
+    mode: "resize" (the whole image to input_size) or "pad" (the original's: the image at the
+    test scale, centred in a zero canvas of side s | (size_divisor - 1), size_divisor being the
+    network's stride * 2**depth). mean, std: RGB normalization of pixels in [0, 1].
+    num_parallel_calls: of the decode and transform stages (<= 0: tf.data.AUTOTUNE).
+    """
+
+    mode: Literal["resize", "pad"]
+    input_size: tuple[int, int]
+    size_divisor: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_parallel_calls: int = -1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("resize", "pad"):
+            raise ValueError(f"mode must be 'resize' or 'pad', got {self.mode!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,55 +144,46 @@ class DatasetInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_coco_cached(annotations: str, images: str) -> coco.CocoSource:
-    return coco.load_coco(annotations, images)
+def _coco(files: CocoFiles) -> coco.CocoSource:
+    """The split read once per process: every image's header is probed (`coco.load_coco`)."""
+    return coco.load_coco(files.annotations, files.images)
 
 
-def _coco_source(config: Config, split: str) -> coco.CocoSource:
-    data = config.data
-    if data.dataset == "shapes":
-        from cornernet_tf.data import shapes
-
-        layout = shapes.ensure_dataset(data.shapes_dir, data.shapes_train, data.shapes_val, data.shapes_image_size)
-        annotations, images = layout[split]
-        return _load_coco_cached(str(annotations), str(images))
-    annotations, images = getattr(data, f"{split}_annotations"), getattr(data, f"{split}_images")
-    if not (annotations and images):
-        raise ValueError(f"data.{split}_annotations and data.{split}_images must be set for dataset=coco")
-    return _load_coco_cached(os.path.expanduser(annotations), os.path.expanduser(images))
+def _tfrecord_files(pattern: str) -> list[str]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
+    return files
 
 
-def _tfrecord_pattern(config: Config, split: str) -> str:
-    pattern = getattr(config.data, f"{split}_tfrecords")
-    if not pattern:
-        raise ValueError(f"data.{split}_tfrecords must be set for dataset=tfrecord")
-    return os.path.expanduser(pattern)
-
-
-def _check_split(split: str) -> None:
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-
-
-def dataset_info(config: Config, split: str = "val") -> DatasetInfo:
+def dataset_info(files: SplitFiles) -> DatasetInfo:
     """Class names, category ids, ground-truth json and size of a split of any source."""
-    _check_split(split)
-    if config.data.dataset == "tfrecord":
-        pattern = _tfrecord_pattern(config, split)
-        meta = tfrecord.read_sidecar(pattern)
-        return DatasetInfo(meta["class_names"], meta["category_ids"], meta["annotations"],
-                           tfrecord.split_image_ids(meta), meta.get("skipped", []), tfrecord.summary(pattern, meta))
-    source = _coco_source(config, split)
-    return DatasetInfo(source.class_names, source.category_ids, source.annotations,
-                       source.image_ids.tolist(), source.problems, source.summary())
+    if isinstance(files, TFRecordFiles):
+        meta = tfrecord.read_sidecar(files.pattern)
+        return DatasetInfo(
+            meta["class_names"],
+            meta["category_ids"],
+            meta["annotations"],
+            tfrecord.split_image_ids(meta),
+            meta.get("skipped", []),
+            tfrecord.summary(files.pattern, meta),
+        )
+    source = _coco(files)
+    return DatasetInfo(
+        source.class_names,
+        source.category_ids,
+        source.annotations,
+        source.image_ids.tolist(),
+        source.problems,
+        source.summary(),
+    )
 
 
-def _check_classes(config: Config, split: str) -> None:
-    found = len(dataset_info(config, split).class_names)
-    if found > config.model.num_classes:
+def _check_classes(files: SplitFiles, num_classes: int) -> None:
+    found = len(dataset_info(files).class_names)
+    if found > num_classes:
         raise ValueError(
-            f"the {split} data has {found} classes but model.num_classes is {config.model.num_classes}; "
-            f"set model.num_classes={found}"
+            f"the train data has {found} classes but model.num_classes is {num_classes}; set model.num_classes={found}"
         )
 
 
@@ -139,7 +201,7 @@ def _source_tensors(source: coco.CocoSource, rows: np.ndarray) -> dict[str, tf.T
 
 
 def _train_files(
-    config: Config, source: coco.CocoSource, num_pipelines: int, pipeline_id: int, first_sample: int
+    seed: int, source: coco.CocoSource, num_pipelines: int, pipeline_id: int, first_sample: int
 ) -> tf.data.Dataset:
     """(index, example) for indices first_sample, first_sample + 1, ... of this pipeline.
 
@@ -149,14 +211,16 @@ def _train_files(
     """
     rows = source.usable_rows[pipeline_id::num_pipelines]
     if not len(rows):
-        raise ValueError(f"{len(source.usable_rows)} usable images of {source.annotations} cannot feed "
-                         f"{num_pipelines} input pipelines")
+        raise ValueError(
+            f"{len(source.usable_rows)} usable images of {source.annotations} cannot feed "
+            f"{num_pipelines} input pipelines"
+        )
     table = _source_tensors(source, rows)
     count = tf.constant(len(rows), tf.int64)
 
     def pick(index: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        seed = tf.stack([tf.constant(config.data.seed, tf.int64), index // count])
-        row = tf.random.experimental.index_shuffle(index % count, seed, count - 1)
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), index // count])
+        row = tf.random.experimental.index_shuffle(index % count, epoch_seed, count - 1)
         start, end = table["splits"][row], table["splits"][row + 1]
         return index, {
             "path": table["path"][row],
@@ -181,18 +245,16 @@ def _permuted(elements: tf.Tensor, seed: tf.Tensor) -> tf.data.Dataset:
 
 
 def _train_records(
-    config: Config, pattern: str, num_pipelines: int, pipeline_id: int, first_sample: int
+    seed: int, shuffle_buffer: int, pattern: str, num_pipelines: int, pipeline_id: int, first_sample: int
 ) -> tf.data.Dataset:
     """(index, encoded example) of this pipeline's TFRecord stream, from `first_sample` on.
 
     Epoch e reads this pipeline's files in a seeded order (interleaved 8 at a time) and permutes
-    blocks of `data.shuffle_buffer` records with seeds made of e and the block number, so the stream is a function of the sample index; resuming
-    skips (reads without decoding) at most one epoch of records.
+    blocks of `shuffle_buffer` records with seeds made of e and the block number, so the stream
+    is a function of the sample index; resuming skips (reads without decoding) at most one epoch
+    of records.
     """
-    data = config.data
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no TFRecord files match data.train_tfrecords={pattern!r}")
+    files = _tfrecord_files(pattern)
     sizes = tfrecord.read_sidecar(pattern)["shard_sizes"]
     unknown = [f for f in files if os.path.basename(f) not in sizes]
     if unknown:
@@ -203,24 +265,33 @@ def _train_records(
         files = files[pipeline_id::num_pipelines]
         count = sum(sizes[os.path.basename(f)] for f in files)
     else:
-        log.warning("%d TFRecord files for %d input pipelines: sharding by record (every pipeline "
-                    "reads every file); write at least %d shards", len(files), num_pipelines, num_pipelines)
+        log.warning(
+            "%d TFRecord files for %d input pipelines: sharding by record (every pipeline "
+            "reads every file); write at least %d shards",
+            len(files),
+            num_pipelines,
+            num_pipelines,
+        )
         count = len(range(pipeline_id, total, num_pipelines))
     if not count:
         raise ValueError(f"{pattern!r} holds no records for input pipeline {pipeline_id}")
     names = tf.constant(files)
 
     def epoch(number: tf.Tensor) -> tf.data.Dataset:
-        seed = tf.stack([tf.constant(data.seed, tf.int64), number])
-        order = tf.random.experimental.index_shuffle(tf.range(len(files), dtype=tf.int64), seed, len(files) - 1)
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), number])
+        order = tf.random.experimental.index_shuffle(tf.range(len(files), dtype=tf.int64), epoch_seed, len(files) - 1)
         records = tf.data.Dataset.from_tensor_slices(tf.gather(names, order)).interleave(
-            tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 8),
+            num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
         if not by_file:
             records = records.shard(num_pipelines, pipeline_id)
-        return records.batch(data.shuffle_buffer).enumerate().flat_map(
-            lambda block, serialized: _permuted(serialized, tf.stack([data.seed * 1_000_003 + number, block]))
+        return (
+            records.batch(shuffle_buffer)
+            .enumerate()
+            .flat_map(lambda block, serialized: _permuted(serialized, tf.stack([seed * 1_000_003 + number, block])))
         )
 
     first_epoch = first_sample // count
@@ -229,28 +300,26 @@ def _train_records(
     return ds.enumerate(start=first_sample)
 
 
-def eval_image_ids(config: Config, split: str) -> list[int]:
-    """The ids an evaluation of `split` scores: every image of the split, usable or not, or the
-    first eval.max_images of them (id order) when that is > 0."""
-    ids = dataset_info(config, split).image_ids
-    return ids[: config.eval.max_images] if config.eval.max_images > 0 else ids
+def eval_image_ids(files: SplitFiles, max_images: int = 0) -> list[int]:
+    """The ids an evaluation of a split scores: every image of the split, usable or not, or the
+    first `max_images` of them (id order) when that is > 0."""
+    ids = dataset_info(files).image_ids
+    return ids[:max_images] if max_images > 0 else ids
 
 
-def _eval_examples(config: Config, split: str, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
+def _eval_examples(files: SplitFiles, max_images: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
     """(index, example) of this pipeline's share of the usable images among `eval_image_ids`, in id order."""
-    last_id = eval_image_ids(config, split)[-1]
-    if config.data.dataset == "tfrecord":
-        files = sorted(tf.io.gfile.glob(_tfrecord_pattern(config, split)))
-        if not files:
-            raise FileNotFoundError(f"no TFRecord files match data.{split}_tfrecords")
-        by_file = len(files) >= num_pipelines
-        ds = tf.data.TFRecordDataset(files[pipeline_id::num_pipelines] if by_file else files)
+    last_id = eval_image_ids(files, max_images)[-1]
+    if isinstance(files, TFRecordFiles):
+        shards = _tfrecord_files(files.pattern)
+        by_file = len(shards) >= num_pipelines
+        ds = tf.data.TFRecordDataset(shards[pipeline_id::num_pipelines] if by_file else shards)
         if not by_file:
             ds = ds.shard(num_pipelines, pipeline_id)
         ds = ds.map(tfrecord.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.take_while(lambda example: example["image_id"] <= last_id)  # records are in id order
     else:
-        source = _coco_source(config, split)
+        source = _coco(files)
         rows = source.usable_rows[source.image_ids[source.usable_rows] <= last_id]
         table = _source_tensors(source, rows[pipeline_id::num_pipelines])
         splits = table.pop("splits")
@@ -293,13 +362,17 @@ def _with_skip_counts(ds: tf.data.Dataset, first_index: int) -> tf.data.Dataset:
     return ds.scan(tf.constant(first_index - 1, tf.int64), count)
 
 
-def _pipeline_position(input_context: Optional[tf.distribute.InputContext]) -> tuple[int, int]:
+def _parallel_calls(num_parallel_calls: int) -> int:
+    return num_parallel_calls if num_parallel_calls > 0 else tf.data.AUTOTUNE
+
+
+def _pipeline_position(input_context: tf.distribute.InputContext | None) -> tuple[int, int]:
     if input_context is None:
         return 1, 0
     return input_context.num_input_pipelines, input_context.input_pipeline_id
 
 
-def _options(deterministic: bool, input_context: Optional[tf.distribute.InputContext]) -> tf.data.Options:
+def _options(deterministic: bool, input_context: tf.distribute.InputContext | None) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
     policy = tf.data.experimental.AutoShardPolicy
@@ -309,78 +382,90 @@ def _options(deterministic: bool, input_context: Optional[tf.distribute.InputCon
     return options
 
 
-def _target_options(config: Config) -> dict:
-    """`build_batch_targets` arguments from the config (CornerNet or CenterNet flavour)."""
-    data, centernet = config.data, config.model.type == "centernet"
-    return dict(
-        num_classes=config.model.num_classes, input_size=tuple(data.input_size), output_size=tuple(data.output_size),
-        max_objects=data.max_objects, gaussian_iou=data.gaussian_iou, with_centers=centernet,
-        radius_formula="centernet" if centernet else "cornernet",
-    )
-
-
-def finish_batch(config: Config, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """A `train_dataset(..., finish_on_device=True)` batch -> (images, targets).
+def finish_batch(spec: TrainInputSpec, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """A `train_dataset(..., finish_on_device=True)` batch of `spec` -> (images, targets).
 
     The batched pixel work (`augment.render_views`) and the targets (`build_batch_targets`):
     what the training loop runs on each replica's device.
     """
-    data = config.data
-    images = augment.render_views(batch, tuple(data.input_size), tuple(data.mean), tuple(data.std))
-    targets = build_batch_targets(batch["boxes"], batch["classes"], batch["num_boxes"], **_target_options(config))
+    images = augment.render_views(batch, spec.targets.input_size, spec.mean, spec.std)
+    targets = build_batch_targets(
+        batch["boxes"], batch["classes"], batch["num_boxes"], **dataclasses.asdict(spec.targets)
+    )
     targets[SKIPPED] = batch[SKIPPED]
     return images, targets
 
 
 def train_dataset(
-    config: Config,
-    batch_size: Optional[int] = None,
-    input_context: Optional[tf.distribute.InputContext] = None,
+    files: SplitFiles,
+    spec: TrainInputSpec,
+    batch_size: int,
+    input_context: tf.distribute.InputContext | None = None,
     start_step: int = 0,
     finish_on_device: bool = False,
     skipped_samples: int = 0,
 ) -> tf.data.Dataset:
     """Endless augmented training batches: (images, targets).
 
-    images [B, H, W, 3] float32, normalized; targets: the `build_targets` dict, each entry with
-    a leading B (heatmaps [B, h, w, C], indices [B, M] int32, offsets [B, M, 2], mask [B, M]),
-    plus ct_* entries for model.type centernet, and `SKIPPED` [B] int32: how many samples of
-    the stream could not be decoded just before each one (sum them to count every dropped
-    sample exactly once). `batch_size` is the global batch (default
-    train.batch_size); with `input_context`, B is its per-replica share and this pipeline
-    reads only its shard. Incomplete batches are dropped, so shapes are static.
+    Incomplete batches are dropped, so shapes are static. The stream is a function of the sample
+    index (image choice, per-epoch order and augmentation are all seeded by it), so `start_step`
+    resumes it where an uninterrupted run would be, without replaying it, once `skipped_samples`
+    is given too. Batches are then identical when spec.deterministic is true.
 
-    With `finish_on_device`, batches stop before the pixel work and the targets, and
-    `finish_batch(config, batch)` turns them into (images, targets) where it runs (the
-    training loop: on the accelerator). Such a batch holds "image" [B, H', W', 3] uint8 (the
-    decoded images, zero-padded to the batch's largest), "sampling_box" [B, 4] and "color"
-    [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M],
-    "num_boxes" [B] and `SKIPPED` [B]: about 1 MB per COCO image instead of 3 MB of float
-    pixels and 10 MB of 80-class heatmaps, and the host only decodes, draws and copies.
+    Args:
+        files: The split to read; it may hold at most spec.targets.num_classes classes.
+        spec: How samples and their targets are made.
+        batch_size: The global batch; with `input_context`, B is its per-replica share.
+        input_context: The context `strategy.distribute_datasets_from_function` passes: this
+            pipeline then reads only its shard and yields per-replica batches. None yields global
+            batches, left to tf.data's AUTO auto-shard policy.
+        start_step: Global steps already taken.
+        finish_on_device: Stop before the pixel work and the targets; `finish_batch(spec, batch)`
+            turns the batches into (images, targets) where it runs (the training loop: on the
+            accelerator). About 1 MB per COCO image instead of 3 MB of float pixels and 10 MB of
+            80-class heatmaps, and the host only decodes, draws and copies.
+        skipped_samples: The samples this pipeline dropped before `start_step` (the sum of their
+            `SKIPPED`).
 
-    The stream is a function of the sample index (image choice, per-epoch order and
-    augmentation are all seeded by it), so `start_step` = global steps already taken resumes
-    it where an uninterrupted run would be, without replaying it, once `skipped_samples` =
-    the samples this pipeline dropped before (the sum of their `SKIPPED`) is given too.
-    Batches are then identical when data.deterministic is true.
+    Returns:
+        A dataset of (images, targets): images [B, H, W, 3] float32, normalized; targets: the
+        `build_targets` dict, each entry with a leading B (heatmaps [B, h, w, C], indices [B, M]
+        int32, offsets [B, M, 2], mask [B, M]), plus ct_* entries when spec.targets.with_centers
+        (CenterNet), and `SKIPPED` [B] int32: how many samples of the stream could not be decoded
+        just before each one (sum them to count every dropped sample exactly once).
+        With `finish_on_device`, a dataset of dicts instead: "image" [B, H', W', 3] uint8 (the
+        decoded images, zero-padded to the batch's largest), "sampling_box" [B, 4] and "color"
+        [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M],
+        "num_boxes" [B] and `SKIPPED` [B].
+
+    Raises:
+        ValueError: The split has more classes than spec.targets.num_classes, too few usable
+            images or records for the input pipelines, or a TFRecord shard its sidecar json does
+            not list.
+        FileNotFoundError: No TFRecord file matches the pattern, or its sidecar json is missing.
     """
-    data = config.data
-    _check_classes(config, "train")
-    global_batch = batch_size or config.train.batch_size
-    per_replica = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
+    _check_classes(files, spec.targets.num_classes)
+    per_replica = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
     num_pipelines, pipeline_id = _pipeline_position(input_context)
     replicas = input_context.num_replicas_in_sync if input_context else 1
     first_sample = start_step * per_replica * (replicas // num_pipelines) + skipped_samples
-    parallel = data.num_parallel_calls if data.num_parallel_calls > 0 else tf.data.AUTOTUNE
-    max_objects = data.max_objects
+    parallel = _parallel_calls(spec.num_parallel_calls)
+    max_objects = spec.targets.max_objects
 
     def make_view(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         stream_position = example["index"] * num_pipelines + pipeline_id
-        seed = tf.stack([tf.constant(data.seed, tf.int64), stream_position])
+        seed = tf.stack([tf.constant(spec.seed, tf.int64), stream_position])
         view, boxes, classes = augment.sample_view(
-            example["image"], example["boxes"], example["classes"], seed,
-            input_size=tuple(data.input_size), scale_range=tuple(data.random_scale), random_crop=data.random_crop,
-            flip=data.flip, jitter=data.color_jitter, light=data.lighting,
+            example["image"],
+            example["boxes"],
+            example["classes"],
+            seed,
+            input_size=spec.targets.input_size,
+            scale_range=spec.scale_range,
+            random_crop=spec.random_crop,
+            flip=spec.flip,
+            jitter=spec.color_jitter,
+            light=spec.lighting,
         )
         count = tf.minimum(tf.shape(boxes)[0], max_objects)  # targets keep the first max_objects
         view["boxes"] = tf.pad(boxes[:count], [[0, max_objects - count], [0, 0]])
@@ -389,62 +474,81 @@ def train_dataset(
         view[SKIPPED] = example[SKIPPED]
         return view
 
-    if data.dataset == "tfrecord":
-        ds = _train_records(config, _tfrecord_pattern(config, "train"), num_pipelines, pipeline_id, first_sample)
+    if isinstance(files, TFRecordFiles):
+        ds = _train_records(spec.seed, spec.shuffle_buffer, files.pattern, num_pipelines, pipeline_id, first_sample)
     else:
-        ds = _train_files(config, _coco_source(config, "train"), num_pipelines, pipeline_id, first_sample)
+        ds = _train_files(spec.seed, _coco(files), num_pipelines, pipeline_id, first_sample)
     ds = _with_skip_counts(_decoded(ds, parallel), first_sample)
-    ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=data.deterministic)
-    padded_shapes = {"image": [None, None, 3], "sampling_box": [4], "color": [6],
-                     "boxes": [max_objects, 4], "classes": [max_objects], "num_boxes": [], SKIPPED: []}
+    ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=spec.deterministic)
+    padded_shapes = {
+        "image": [None, None, 3],
+        "sampling_box": [4],
+        "color": [6],
+        "boxes": [max_objects, 4],
+        "classes": [max_objects],
+        "num_boxes": [],
+        SKIPPED: [],
+    }
     ds = ds.padded_batch(per_replica, padded_shapes=padded_shapes, drop_remainder=True)
     if not finish_on_device:
-        ds = ds.map(functools.partial(finish_batch, config), num_parallel_calls=parallel,
-                    deterministic=data.deterministic)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(data.deterministic, input_context))
+        ds = ds.map(
+            functools.partial(finish_batch, spec), num_parallel_calls=parallel, deterministic=spec.deterministic
+        )
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(spec.deterministic, input_context))
 
 
 def eval_dataset(
-    config: Config,
-    split: str = "val",
+    files: SplitFiles,
+    spec: EvalInputSpec,
     batch_size: int = 1,
     scale: float = 1.0,
-    mode: Optional[str] = None,
-    input_context: Optional[tf.distribute.InputContext] = None,
+    max_images: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """One pass over the usable images of a split: (images, {"image_info", "image_id"}), in id order.
 
-    images [B, H, W, 3] float32 normalized; image_info [B, 6] (see `image_info.py`); image_id
-    [B] int64. `mode` (default eval.test_mode): "resize" to data.input_size, or "pad" (the
-    original test transform at test `scale`, side | (model.stride * 2**model.depth - 1)); padded batches
-    of different sizes are zero-padded (before normalization) at the bottom/right, which leaves
-    image_info valid. eval.max_images > 0 keeps the first images of the split only
-    (`eval_image_ids`). Images that fail to decode are left out: an evaluation scores them as
-    images without detections by comparing the ids it got with `eval_image_ids`.
+    Padded batches of different sizes are zero-padded (before normalization) at the
+    bottom/right, which leaves image_info valid. Images that fail to decode are left out: an
+    evaluation scores them as images without detections by comparing the ids it got with
+    `eval_image_ids`.
+
+    Args:
+        files: The split to read.
+        spec: The test transform. spec.mode: "resize" to spec.input_size, or "pad" (the original
+            test transform at test `scale`, side | (spec.size_divisor - 1)).
+        batch_size: Images per batch.
+        scale: Test scale of the "pad" mode; must be 1.0 with "resize".
+        max_images: When > 0, keep the first images of the split only (`eval_image_ids`).
+        input_context: Of `strategy.distribute_datasets_from_function`: this pipeline then reads
+            only its share of the images.
+
+    Returns:
+        A dataset of (images, {"image_info", "image_id"}): images [B, H, W, 3] float32
+        normalized; image_info [B, 6] (see `image_info.py`); image_id [B] int64.
+
+    Raises:
+        ValueError: `scale` is not 1.0 with spec.mode "resize".
+        FileNotFoundError: No TFRecord file matches the pattern, or its sidecar json is missing.
     """
-    _check_split(split)
-    data = config.data
-    mode = mode or config.eval.test_mode
-    if mode == "resize" and scale != 1.0:
-        raise ValueError(f"test scale {scale} needs eval.test_mode=pad; 'resize' always resizes to data.input_size")
-    if mode not in ("resize", "pad"):
-        raise ValueError(f"mode must be 'resize' or 'pad', got {mode!r}")
+    if spec.mode == "resize" and scale != 1.0:
+        raise ValueError(
+            f"test scale {scale} needs detection.test_mode=pad; 'resize' always resizes to data.input_size"
+        )
     num_pipelines, pipeline_id = _pipeline_position(input_context)
-    parallel = data.num_parallel_calls if data.num_parallel_calls > 0 else tf.data.AUTOTUNE
-    size_divisor = config.model.stride * 2**config.model.depth
+    parallel = _parallel_calls(spec.num_parallel_calls)
 
     def transform(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        if mode == "resize":
-            image, info = augment.eval_resize(example["image"], tuple(data.input_size))
+        if spec.mode == "resize":
+            image, info = augment.eval_resize(example["image"], spec.input_size)
         else:
-            image, info = augment.eval_pad(example["image"], size_divisor, scale)
+            image, info = augment.eval_pad(example["image"], spec.size_divisor, scale)
         return image, {"image_info": info, "image_id": example["image_id"]}
 
-    ds = _decoded(_eval_examples(config, split, num_pipelines, pipeline_id), parallel)
+    ds = _decoded(_eval_examples(files, max_images, num_pipelines, pipeline_id), parallel)
     ds = ds.map(transform, num_parallel_calls=parallel)
-    if mode == "resize":
+    if spec.mode == "resize":
         ds = ds.batch(batch_size)
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=([None, None, 3], {"image_info": [6], "image_id": []}))
-    ds = ds.map(lambda images, meta: (augment.normalize(images, data.mean, data.std), meta))
+    ds = ds.map(lambda images, meta: (augment.normalize(images, spec.mean, spec.std), meta))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(True, input_context))

@@ -59,7 +59,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         other = rng.integers(0, 256, size=3).astype(np.float32)
         angle = rng.uniform(0, 2 * np.pi)
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
-        t = (np.cos(angle) * xx + np.sin(angle) * yy)
+        t = np.cos(angle) * xx + np.sin(angle) * yy
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
         image = base + (other - base) * t[..., None]
     else:  # smooth noise
@@ -113,9 +113,7 @@ def render_image(
         class_index = int(rng.integers(len(CLASS_NAMES)))
         mask = _shape_mask(rng, class_index, size, min_side, max_side)
         trial = np.where(mask, len(objects), owner)
-        visible_ok = all(
-            (trial == i).sum() >= MIN_VISIBLE_FRACTION * obj.mask.sum() for i, obj in enumerate(objects)
-        )
+        visible_ok = all((trial == i).sum() >= MIN_VISIBLE_FRACTION * obj.mask.sum() for i, obj in enumerate(objects))
         if not visible_ok:
             continue
         color = _contrasting_color(rng, image[mask])
@@ -138,7 +136,18 @@ def _coco_annotation(obj: ShapeObject, image_id: int, annotation_id: int) -> dic
 
 
 def write_split(out_dir: pathlib.Path, split: str, count: int, size: int, seed: int) -> pathlib.Path:
-    """Render `count` images into `out_dir/split/` and write `annotations/instances_{split}.json`."""
+    """Render `count` images into `out_dir/split/` and write `annotations/instances_{split}.json`.
+
+    Args:
+        out_dir: Dataset folder to write into.
+        split: Split name ("train", "val", ...); also seeds the split's images.
+        count: Number of images to render.
+        size: Side of the square images in pixels.
+        seed: Dataset seed; with the split and the image index, seeds each image.
+
+    Returns:
+        Path of the written instances json.
+    """
     images_dir = out_dir / split
     images_dir.mkdir(parents=True, exist_ok=True)
     split_key = {"train": 0, "val": 1}.get(split, sum(map(ord, split)))
@@ -159,9 +168,7 @@ def write_split(out_dir: pathlib.Path, split: str, count: int, size: int, seed: 
         "info": {"description": "cornernet_tf built-in shapes dataset", "version": FORMAT_VERSION},
         "images": images,
         "annotations": annotations,
-        "categories": [
-            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)
-        ],
+        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)],
     }
     annotations_path = out_dir / "annotations" / f"instances_{split}.json"
     annotations_path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,8 +181,18 @@ def ensure_dataset(
 ) -> dict[str, tuple[pathlib.Path, pathlib.Path]]:
     """Generate the dataset under `root` unless an identical one is cached there.
 
-    Returns {"train": (instances json, images dir), "val": (...)}. Generation happens in a
-    temporary folder that is renamed into place, so an interrupted run leaves nothing half-made.
+    Generation happens in a temporary folder that is renamed into place, so an interrupted run
+    leaves nothing half-made.
+
+    Args:
+        root: Dataset folder (a leading ~ is expanded); replaced when its manifest differs.
+        num_train: Number of training images.
+        num_val: Number of validation images.
+        image_size: Side of the square images in pixels.
+        seed: Dataset seed.
+
+    Returns:
+        {"train": (instances json, images dir), "val": (...)}.
     """
     root = pathlib.Path(root).expanduser()
     manifest = {
@@ -185,9 +202,7 @@ def ensure_dataset(
         "image_size": image_size,
         "seed": seed,
     }
-    layout = {
-        split: (root / "annotations" / f"instances_{split}.json", root / split) for split in ("train", "val")
-    }
+    layout = {split: (root / "annotations" / f"instances_{split}.json", root / split) for split in ("train", "val")}
     manifest_path = root / "manifest.json"
     if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest:
         return layout

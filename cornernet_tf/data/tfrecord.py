@@ -24,13 +24,14 @@ import os
 import re
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from cornernet_tf import cli
 from cornernet_tf.data import coco
+from cornernet_tf.files import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 2  # 2: image/orientation, and image_ids + skipped in the sidecar
 _SHARD_RE = re.compile(r"^(?P<name>.+)-\d{5}-of-\d{5}\.tfrecord$")
@@ -47,11 +48,30 @@ _FEATURES = {
 
 
 def serialize_example(
-    encoded: bytes, image_id: int, height: int, width: int, filename: str, boxes: np.ndarray, classes: np.ndarray,
+    encoded: bytes,
+    image_id: int,
+    height: int,
+    width: int,
+    filename: str,
+    boxes: np.ndarray,
+    classes: np.ndarray,
     orientation: int = 1,
 ) -> bytes:
-    """One tf.train.Example; boxes [N, 4] float32 image px, classes [N] 0-based, the EXIF
-    orientation the pipeline applies after decoding (1: none)."""
+    """One tf.train.Example.
+
+    Args:
+        encoded: The image file's bytes as they are on disk.
+        image_id: COCO image id.
+        height: Image height in pixels, as the annotations give it.
+        width: Image width in pixels, as the annotations give it.
+        filename: The image's file name.
+        boxes: [N, 4] float32 (x1, y1, x2, y2) in image px.
+        classes: [N] 0-based class indices.
+        orientation: The EXIF orientation the pipeline applies after decoding (1: none).
+
+    Returns:
+        The serialized example, as `parse_example` reads it.
+    """
 
     def feature(kind: str, values) -> tf.train.Feature:
         if kind == "bytes":
@@ -98,8 +118,9 @@ def sidecar_path(pattern: str) -> str:
     """The sidecar json of the shards matched by a file pattern (e.g. `out/train-*.tfrecord`)."""
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no TFRecord files match {pattern!r}; write them with "
-                                "`python -m cornernet_tf.data.tfrecord`")
+        raise FileNotFoundError(
+            f"no TFRecord files match {pattern!r}; write them with `python -m cornernet_tf.data.tfrecord`"
+        )
     match = _SHARD_RE.match(os.path.basename(files[0]))
     if not match:
         raise ValueError(f"{files[0]!r} is not named NAME-00000-of-00008.tfrecord; cannot find its sidecar")
@@ -145,13 +166,6 @@ def _decode_failure(encoded: bytes, expected_size: tuple[int, int], orientation:
     return ""
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def write_tfrecords(
     source: coco.CocoSource,
     out_dir: str,
@@ -165,7 +179,20 @@ def write_tfrecords(
     Shards hold contiguous runs of images in id order. Each image is decoded once; one that
     fails (or decodes to another size) is left out, counted and named in the sidecar like the
     images the reader already found unusable. Stale shards of an earlier run with another shard
-    count are removed. Returns the shard paths.
+    count are removed.
+
+    Args:
+        source: The split, as `coco.load_coco` reads it.
+        out_dir: Folder of the shards and the sidecar json (created if missing).
+        name: Shard name prefix: `NAME-0000k-of-0000n.tfrecord` and `NAME.json`.
+        num_shards: Shards wanted; fewer when the split has fewer usable images.
+        progress: Called with one line after each shard, and once more naming the images left out.
+
+    Returns:
+        The shard paths.
+
+    Raises:
+        ValueError: `source` has no usable image.
     """
     usable = source.usable_rows
     if not len(usable):
@@ -177,9 +204,8 @@ def write_tfrecords(
     skipped, written = list(source.problems), []
     counts = dict(source.counts)
     for shard, (path, rows) in enumerate(zip(paths, np.array_split(usable, num_shards))):
-        tmp = path + ".tmp"
         written.append(0)
-        with tf.io.TFRecordWriter(tmp) as writer:
+        with atomic_path(path) as temp, tf.io.TFRecordWriter(str(temp)) as writer:
             for row in rows:
                 file_name = os.path.basename(source.image_paths[row])
                 with tf.io.gfile.GFile(source.image_paths[row], "rb") as f:
@@ -191,12 +217,19 @@ def write_tfrecords(
                     counts[key] += 1
                     continue
                 height, width = source.image_sizes[row]
-                writer.write(serialize_example(
-                    encoded, source.image_ids[row], height, width, file_name,
-                    source.boxes[row], source.classes[row], int(source.orientation[row]),
-                ))
+                writer.write(
+                    serialize_example(
+                        encoded,
+                        source.image_ids[row],
+                        height,
+                        width,
+                        file_name,
+                        source.boxes[row],
+                        source.classes[row],
+                        int(source.orientation[row]),
+                    )
+                )
                 written[-1] += 1
-        tf.io.gfile.rename(tmp, path, overwrite=True)
         done += len(rows)
         rate = done / max(time.time() - started, 1e-9)
         progress(f"tfrecord: {name} shard {shard + 1}/{num_shards}, {done}/{len(usable)} images ({rate:.0f} img/s)")
@@ -215,10 +248,14 @@ def write_tfrecords(
         "image_ids": source.image_ids.tolist(),
         "skipped": skipped,
     }
-    _atomic_write_text(os.path.join(out_dir, f"{name}.json"), json.dumps(sidecar, indent=1))
+    atomic_write_text(os.path.join(out_dir, f"{name}.json"), json.dumps(sidecar, indent=1))
     if skipped:
-        progress(f"tfrecord: {name}: {len(skipped)} of {len(source)} images left out: "
-                 + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "") + f" (all in {name}.json)")
+        progress(
+            f"tfrecord: {name}: {len(skipped)} of {len(source)} images left out: "
+            + "; ".join(skipped[:5])
+            + (" ..." if len(skipped) > 5 else "")
+            + f" (all in {name}.json)"
+        )
     return paths
 
 

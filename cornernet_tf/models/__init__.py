@@ -1,8 +1,8 @@
-"""Keras models and layers; `build_model` is the only place that reads a ModelConfig."""
+"""Keras models and layers. They take plain arguments; `tasks.model.build_model` builds one from a
+`ModelConfig`."""
 
 from __future__ import annotations
 
-from cornernet_tf.config import ModelConfig
 from cornernet_tf.models.centernet import CENTERNET_OUTPUT_KEYS, CenterNet
 from cornernet_tf.models.corner_pool import (
     CascadeCornerPoolModule,
@@ -22,32 +22,6 @@ from cornernet_tf.models.squeeze import (
 )
 
 MODEL_TYPES = {"cornernet": CornerNet, "centernet": CenterNet, "squeeze": CornerNetSqueeze}
-
-
-def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwargs) -> CornerNet:
-    """A built (weights created) CornerNet, CenterNet or CornerNetSqueeze (model_config.type) from
-    a validated ModelConfig.
-
-    corner_pool overrides model_config.corner_pool (export uses "vectorized"); kwargs go to
-    keras.Model (name, dtype).
-    """
-    model_config.validate()
-    if model_config.type not in MODEL_TYPES:
-        raise ValueError(f"build_model: unknown model.type {model_config.type!r}; valid values are {list(MODEL_TYPES)}")
-    model = MODEL_TYPES[model_config.type](
-        num_classes=model_config.num_classes,
-        nstack=model_config.nstack,
-        dims=model_config.dims,
-        modules=model_config.modules,
-        cnv_dim=model_config.cnv_dim,
-        pre_dims=model_config.pre_dims,
-        pool_dim=model_config.pool_dim,
-        corner_pool=corner_pool or model_config.corner_pool,
-        heatmap_bias=model_config.heatmap_bias,
-        **kwargs,
-    )
-    model.build((None, None, None, 3))
-    return model
 
 
 __all__ = [
@@ -70,5 +44,4 @@ __all__ = [
     "SqueezeBackbone",
     "SqueezeHourglassModule",
     "SymmetricDepthwiseConv2D",
-    "build_model",
 ]

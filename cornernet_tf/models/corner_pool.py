@@ -12,13 +12,13 @@ They differ only in the pooling:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import ops
 
 from cornernet_tf.models.layers import ConvBNReLU, SymmetricConv2D, batch_norm
-from cornernet_tf.ops.corner_pool import CORNERS, corner_pool, corner_pool_pair, resolve_implementation
+from cornernet_tf.ops.corner_pool import check_corner, corner_pool, corner_pool_pair, resolve_implementation
 
 
 def cascade_pool(
@@ -26,10 +26,20 @@ def cascade_pool(
 ):
     """One cascade corner-pooling branch: pool_direction(conv(p + pool_look_direction(look))).
 
-    p, look [B, H, W, C] -> [B, H, W, C]. The look branch is first pooled in the corner's other
-    direction, so that the final pool also sees the object's interior, not only its border;
-    `conv` (the module's P*_look_conv, no BN/ReLU) sits between the sum and the final pool
-    (None: identity). Pools go through `corner_pool(..., implementation)`.
+    The look branch is first pooled in the corner's other direction, so that the final pool also
+    sees the object's interior, not only its border.
+
+    Args:
+        p: [B, H, W, C] branch to pool.
+        look: [B, H, W, C] look branch, pooled in `look_direction` and added to `p`.
+        direction: Direction of the final pool ("top", "left", "bottom" or "right").
+        look_direction: Direction of the look branch's pool.
+        implementation: Corner-pool kernel of every pool (`corner_pool(..., implementation)`).
+        conv: The module's P*_look_conv (no BN/ReLU), between the sum and the final pool;
+            None: identity.
+
+    Returns:
+        [B, H, W, C].
     """
     summed = p + corner_pool(look, look_direction, implementation)
     return corner_pool(summed if conv is None else conv(summed), direction, implementation)
@@ -92,7 +102,20 @@ class PoolModule(keras.layers.Layer):
         self.conv2.build(out_shape)
 
     def pool(self, x, p1, p2, training=None):
-        """The pooled sum [B, H, W, pool_dim] of the branches p1, p2 (x: the module input)."""
+        """The pooled sum [B, H, W, pool_dim] of the branches p1, p2 (x: the module input).
+
+        Args:
+            x: The module input [B, H, W, cnv_dim] (the cascade's look branches read it).
+            p1: First branch [B, H, W, pool_dim].
+            p2: Second branch [B, H, W, pool_dim].
+            training: Keras training flag, for layers the pooling runs itself.
+
+        Returns:
+            [B, H, W, pool_dim].
+
+        Raises:
+            NotImplementedError: Always; subclasses define the pooling.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define pool()")
 
     def call(self, x, training=None):
@@ -126,8 +149,19 @@ class CornerPoolModule(PoolModule):
     """
 
     def __init__(self, cnv_dim: int, pool_dim: int, corner: str = "top_left", implementation: str = "auto", **kwargs):
-        if corner not in CORNERS:
-            raise ValueError(f"{type(self).__name__}: unknown corner {corner!r}; valid values are {list(CORNERS)}")
+        """Build the branches, the merge and the corner-pool kernel choice.
+
+        Args:
+            cnv_dim: Channels of the module input and output.
+            pool_dim: Channels of the pooled branches.
+            corner: "top_left" or "bottom_right".
+            implementation: "auto" | "op" | "vectorized" | "scan" (`cornernet_tf.ops.corner_pool`).
+            **kwargs: Keras layer arguments (name, dtype, ...).
+
+        Raises:
+            ValueError: An unknown corner or implementation.
+        """
+        check_corner(corner, type(self).__name__)
         super().__init__(cnv_dim, pool_dim, **kwargs)
         self.corner = corner
         self.implementation = implementation
@@ -135,6 +169,17 @@ class CornerPoolModule(PoolModule):
         self.supports_jit = self.resolved_implementation == "vectorized"
 
     def pool(self, x, p1, p2, training=None):
+        """top(p1) + left(p2) or bottom(p1) + right(p2), by `corner`.
+
+        Args:
+            x: The module input (unused).
+            p1: First branch [B, H, W, pool_dim].
+            p2: Second branch [B, H, W, pool_dim].
+            training: Keras training flag (unused: no layers run here).
+
+        Returns:
+            [B, H, W, pool_dim].
+        """
         return corner_pool_pair(p1, p2, self.corner, self.resolved_implementation)
 
     def get_config(self) -> dict:
@@ -155,6 +200,18 @@ class CascadeCornerPoolModule(CornerPoolModule):
     """
 
     def __init__(self, cnv_dim: int, pool_dim: int, corner: str = "top_left", implementation: str = "auto", **kwargs):
+        """Add the look branches and their convolutions to CornerPoolModule's layers.
+
+        Args:
+            cnv_dim: Channels of the module input and output.
+            pool_dim: Channels of the pooled and look branches.
+            corner: "top_left" or "bottom_right".
+            implementation: "auto" | "op" | "vectorized" | "scan" (`cornernet_tf.ops.corner_pool`).
+            **kwargs: Keras layer arguments (name, dtype, ...).
+
+        Raises:
+            ValueError: An unknown corner or implementation.
+        """
         super().__init__(cnv_dim, pool_dim, corner, implementation, **kwargs)
         policy = self.dtype_policy
         self.look_conv1 = ConvBNReLU(pool_dim, 3, dtype=policy, name="look_conv1")
@@ -172,6 +229,17 @@ class CascadeCornerPoolModule(CornerPoolModule):
         self.P2_look_conv.build(pool_shape)
 
     def pool(self, x, p1, p2, training=None):
+        """d1(P1_look_conv(p1 + d2(look1))) + d2(P2_look_conv(p2 + d1(look2))) (`cascade_pool`).
+
+        Args:
+            x: The module input [B, H, W, cnv_dim], read by look_conv1 and look_conv2.
+            p1: First branch [B, H, W, pool_dim].
+            p2: Second branch [B, H, W, pool_dim].
+            training: Keras training flag of the look convolutions.
+
+        Returns:
+            [B, H, W, pool_dim].
+        """
         first, second = self.corner.split("_")  # the directions: "top_left" -> top, left
         implementation = self.resolved_implementation
         look1 = self.look_conv1(x, training=training)
@@ -190,4 +258,15 @@ class CenterPoolModule(PoolModule):
     """
 
     def pool(self, x, p1, p2, training=None):
+        """column_max(p1) + row_max(p2) (`center_pool`).
+
+        Args:
+            x: The module input (unused).
+            p1: First branch [B, H, W, pool_dim].
+            p2: Second branch [B, H, W, pool_dim].
+            training: Keras training flag (unused: no layers run here).
+
+        Returns:
+            [B, H, W, pool_dim].
+        """
         return center_pool(p1, p2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -17,7 +17,7 @@ OUTPUT_KEYS = ("tl_heatmap", "br_heatmap", "tl_embedding", "br_embedding", "tl_o
 @keras.saving.register_keras_serializable(package="cornernet_tf")
 class CornerNet(keras.Model):
     """The original `kp` network with plain arguments (build from a ModelConfig with
-    `cornernet_tf.models.build_model`).
+    `cornernet_tf.tasks.model.build_model`).
 
     images [B, H, W, 3] (RGB, normalised) -> dict of float32 maps at stride 4
     ([B, Ho, Wo, .], Ho = ceil(H / 4), e.g. 511 -> 128; Ho and Wo must be divisible by
@@ -53,6 +53,24 @@ class CornerNet(keras.Model):
         heatmap_bias: float = -2.19,
         **kwargs,
     ):
+        """Build the backbone and every stack's corner pools and heads.
+
+        Args:
+            num_classes: Channels of the heatmaps.
+            nstack: Number of stacked hourglasses.
+            dims: Channels of each hourglass level, outermost first.
+            modules: Blocks of each hourglass level (len(dims) of them).
+            cnv_dim: Channels of each stack's features, the corner pools' input.
+            pre_dims: Channels of the stem's two layers; pre_dims[1] must equal dims[0].
+            pool_dim: Channels of the corner pools' branches.
+            corner_pool: Corner-pool implementation: "auto" | "op" | "vectorized" | "scan".
+            heatmap_bias: Initial bias of the heatmap heads (-2.19: prior probability ~0.1).
+            **kwargs: Keras model arguments (name, dtype, ...).
+
+        Raises:
+            ValueError: Inconsistent dims, modules or pre_dims, nstack < 1, or an unknown
+                corner-pool implementation.
+        """
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.nstack = nstack
@@ -64,9 +82,7 @@ class CornerNet(keras.Model):
         self.corner_pool = corner_pool
         self.heatmap_bias = heatmap_bias
         policy = self.dtype_policy
-        self.backbone = self.backbone_class(
-            nstack, dims, modules, cnv_dim, pre_dims, dtype=policy, name="backbone"
-        )
+        self.backbone = self.backbone_class(nstack, dims, modules, cnv_dim, pre_dims, dtype=policy, name="backbone")
         self.tl_cnvs = self._corner_pools("tl_cnvs", "top_left")
         self.br_cnvs = self._corner_pools("br_cnvs", "bottom_right")
         self.tl_heats = self._heads("tl_heats", num_classes, heatmap_bias)

@@ -18,6 +18,15 @@ class PredictionHead(keras.layers.Layer):
     """
 
     def __init__(self, hidden_dim: int, out_dim: int, bias_init: float = 0.0, kernel_size: int = 3, **kwargs):
+        """Create the hidden conv and the output conv.
+
+        Args:
+            hidden_dim: Channels of the hidden k x k conv.
+            out_dim: Channels of the output.
+            bias_init: Initial bias of the output conv (-2.19 for heatmap heads).
+            kernel_size: k of the hidden conv (3; CornerNet-Squeeze: 1).
+            **kwargs: Keras layer arguments (name, dtype, ...).
+        """
         super().__init__(**kwargs)
         self.hidden_dim = hidden_dim
         self.out_dim = out_dim

@@ -6,7 +6,7 @@ Attribute names mirror the original's module paths (`pre`, `kps`, `up1`, `low1`,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -33,8 +33,7 @@ class HourglassModule(keras.layers.Layer):
         super().__init__(**kwargs)
         if len(dims) < 2 or len(dims) != len(modules):
             raise ValueError(
-                f"HourglassModule needs len(dims) == len(modules) >= 2, got dims={list(dims)}, "
-                f"modules={list(modules)}"
+                f"HourglassModule needs len(dims) == len(modules) >= 2, got dims={list(dims)}, modules={list(modules)}"
             )
         self.dims = list(dims)
         self.modules = list(modules)
@@ -129,6 +128,20 @@ class HourglassBackbone(keras.layers.Layer):
         pre_dims: Sequence[int],
         **kwargs,
     ):
+        """Create the stem, the hourglasses and the merges between stacks.
+
+        Args:
+            nstack: Number of stacked hourglasses (>= 1).
+            dims: Channels of each hourglass level, outermost first.
+            modules: Blocks of each hourglass level (len(dims) of them).
+            cnv_dim: Channels of each stack's output features.
+            pre_dims: Channels of the stem's two layers [c0, dims[0]].
+            **kwargs: Keras layer arguments (name, dtype, ...).
+
+        Raises:
+            ValueError: pre_dims is not [c0, dims[0]], nstack < 1, or dims and modules differ in
+                length or have fewer than 2 entries.
+        """
         super().__init__(**kwargs)
         if len(pre_dims) != 2 or pre_dims[1] != dims[0]:
             raise ValueError(
@@ -144,8 +157,7 @@ class HourglassBackbone(keras.layers.Layer):
         policy = self.dtype_policy
         self.pre = self._make_stem()
         self.kps = [
-            self.hourglass_module(self.dims, self.modules, dtype=policy, name=f"kps_{s}")
-            for s in range(nstack)
+            self.hourglass_module(self.dims, self.modules, dtype=policy, name=f"kps_{s}") for s in range(nstack)
         ]
         self.cnvs = [ConvBNReLU(cnv_dim, 3, dtype=policy, name=f"cnvs_{s}") for s in range(nstack)]
         merges = range(nstack - 1)

@@ -81,6 +81,18 @@ class SymmetricConv2D(_SymmetricPadding, keras.layers.Conv2D):
     """
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, use_bias: bool = True, **kwargs):
+        """Check the kernel; `call` pads (see `symmetric_pad`), so Keras' own padding stays "valid".
+
+        Args:
+            filters: Output channels.
+            kernel_size: Odd kernel side k.
+            strides: Stride s of both axes.
+            use_bias: Add a bias.
+            **kwargs: Other keras.layers.Conv2D arguments (name, dtype, ...).
+
+        Raises:
+            ValueError: `kernel_size` is even.
+        """
         if kernel_size % 2 != 1:
             raise ValueError(f"SymmetricConv2D needs an odd kernel_size, got {kernel_size}")
         super().__init__(filters, kernel_size, strides=strides, padding="valid", use_bias=use_bias, **kwargs)
@@ -125,20 +137,33 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         rank = len(inputs.shape)
-        fused = (mask is None and not self.synchronized and rank == 4 and self.axis % rank == 3
-                 and inputs.dtype in (tf.float32, tf.float16, tf.bfloat16) and self.center and self.scale)
+        fused = (
+            mask is None
+            and not self.synchronized
+            and rank == 4
+            and self.axis % rank == 3
+            and inputs.dtype in (tf.float32, tf.float16, tf.bfloat16)
+            and self.center
+            and self.scale
+        )
         if not fused:
             return super().call(inputs, training=training, mask=mask)
         gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
         if not (training and self.trainable):
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, is_training=False)
+                x=inputs,
+                scale=gamma,
+                offset=beta,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon,
+                is_training=False,
+            )
             return outputs
         empty = tf.constant([], tf.float32)
         outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=self.epsilon,
-            is_training=True)
+            x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=self.epsilon, is_training=True
+        )
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
         variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # biased, as Keras keeps it
         for moving, batch_value in ((self.moving_mean, mean), (self.moving_variance, variance)):
@@ -165,6 +190,18 @@ class ConvBNReLU(keras.layers.Layer):
     """
 
     def __init__(self, filters: int, kernel_size: int = 3, strides: int = 1, with_bn: bool = True, **kwargs):
+        """Create the conv and, with `with_bn`, its BatchNorm.
+
+        Args:
+            filters: Output channels.
+            kernel_size: Odd kernel side k.
+            strides: Stride s of both axes.
+            with_bn: BatchNorm after the conv; without it, the conv has a bias.
+            **kwargs: Keras layer arguments (name, dtype, ...).
+
+        Raises:
+            ValueError: `kernel_size` is even.
+        """
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
@@ -191,9 +228,7 @@ class ConvBNReLU(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, with_bn=self.with_bn
-        )
+        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, with_bn=self.with_bn)
         return config
 
 

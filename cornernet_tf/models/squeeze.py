@@ -82,9 +82,7 @@ class SqueezeHourglassModule(HourglassModule):
     block = FireModule
 
     def _make_up2(self, dim: int) -> keras.layers.Layer:
-        return keras.layers.Conv2DTranspose(
-            dim, 4, strides=2, padding="same", dtype=self.dtype_policy, name="up2"
-        )
+        return keras.layers.Conv2DTranspose(dim, 4, strides=2, padding="same", dtype=self.dtype_policy, name="up2")
 
 
 @keras.saving.register_keras_serializable(package="cornernet_tf")

@@ -36,12 +36,12 @@ from types import ModuleType
 
 import tensorflow as tf
 
+from cornernet_tf.ops.corner_pool import check_corner, check_direction
+
 LIBRARY_NAME = "_corner_pool_ops.so"
 BUILD_LOG_NAME = "_corner_pool_build.log"
 ENV_LIBRARY = "CORNERNET_TF_CORNER_POOL_LIBRARY"
 ENV_DISABLE = "CORNERNET_TF_DISABLE_COMPILED_OPS"
-DIRECTIONS = ("top", "bottom", "left", "right")
-CORNERS = ("top_left", "bottom_right")
 DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 
 _lock = threading.Lock()
@@ -68,8 +68,10 @@ def _build_log_summary(directory: Path) -> str:
     try:
         lines = [line.strip() for line in log.read_text().splitlines() if line.strip()]
     except OSError:
-        return (f"no build log ({log} is missing): the op was never built here; build it with "
-                "`pip install -e .` or `python -m custom_ops.build`")
+        return (
+            f"no build log ({log} is missing): the op was never built here; build it with "
+            "`pip install -e .` or `python -m custom_ops.build`"
+        )
     failed = [line for line in lines if line.startswith(("FAILED", "corner-pool op not built"))]
     if failed:
         return f"the build failed ({log}): {failed[-1]}"
@@ -105,11 +107,13 @@ def load_library(path: str | os.PathLike | None = None) -> ModuleType:
             raise RuntimeError(_error)
         try:
             module = tf.load_op_library(str(target))
-        except Exception as err:  # noqa: BLE001 (TF raises several types: NotFoundError, ...)
+        except Exception as err:
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            _error = (f"corner-pool op library {target} does not load ({message}); rebuild it with "
-                      "`pip install -e .` or `python -m custom_ops.build` against this TensorFlow "
-                      f"({tf.__version__})")
+            _error = (
+                f"corner-pool op library {target} does not load ({message}); rebuild it with "
+                "`pip install -e .` or `python -m custom_ops.build` against this TensorFlow "
+                f"({tf.__version__})"
+            )
             raise RuntimeError(_error) from err
         _module, _loaded_from, _error = module, target, None
         return module
@@ -144,28 +148,12 @@ def unavailable_reason() -> str:
         return str(err)
 
 
-def _check_direction(direction: str) -> str:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"corner_pool: unknown direction {direction!r}; valid values are {list(DIRECTIONS)}")
-    return direction
-
-
-def _check_corner(corner: str) -> str:
-    if corner not in CORNERS:
-        raise ValueError(f"fused_corner_pool: unknown corner {corner!r}; valid values are {list(CORNERS)}")
-    return corner
-
-
 def _check_tensor(x, op: str, name: str, dtype=None) -> tf.Tensor:
     x = tf.convert_to_tensor(x, dtype=dtype)
     if x.dtype not in DTYPES:
-        raise ValueError(
-            f"{op}: input {name!r} has dtype {x.dtype.name}; supported: float32, float16, bfloat16"
-        )
+        raise ValueError(f"{op}: input {name!r} has dtype {x.dtype.name}; supported: float32, float16, bfloat16")
     if x.shape.rank is not None and x.shape.rank != 4:
-        raise ValueError(
-            f"{op}: input {name!r} must be a rank-4 NHWC tensor [B, H, W, C], got shape {x.shape}"
-        )
+        raise ValueError(f"{op}: input {name!r} must be a rank-4 NHWC tensor [B, H, W, C], got shape {x.shape}")
     return x
 
 
@@ -175,7 +163,7 @@ def corner_pool(x: tf.Tensor, direction: str) -> tf.Tensor:
     direction: "top" | "bottom" | "left" | "right" (see the module docstring). Differentiable.
     Raises ValueError on a bad direction, dtype or rank, RuntimeError if the library is unavailable.
     """
-    _check_direction(direction)
+    check_direction(direction)
     x = _check_tensor(x, "corner_pool", "x")
     return load_library().corner_pool(x, direction=direction)
 
@@ -186,7 +174,7 @@ def fused_corner_pool(a: tf.Tensor, b: tf.Tensor, corner: str) -> tf.Tensor:
     a, b: ``[B, H, W, C]`` of one shape and dtype; returns ``[B, H, W, C]``. One kernel call: the
     second pool adds into the first's output, with no intermediate tensors. Differentiable in a, b.
     """
-    _check_corner(corner)
+    check_corner(corner, "fused_corner_pool")
     a = _check_tensor(a, "fused_corner_pool", "a")
     b = _check_tensor(b, "fused_corner_pool", "b", dtype=a.dtype)
     return load_library().fused_corner_pool(a, b, corner=corner)
@@ -194,15 +182,29 @@ def fused_corner_pool(a: tf.Tensor, b: tf.Tensor, corner: str) -> tf.Tensor:
 
 def corner_pool_grad(x: tf.Tensor, dy: tf.Tensor, direction: str) -> tf.Tensor:
     """The input gradient of :func:`corner_pool` for output gradient dy (official tie rule)."""
-    _check_direction(direction)
+    check_direction(direction, "corner_pool_grad")
     x = _check_tensor(x, "corner_pool_grad", "x")
     dy = _check_tensor(dy, "corner_pool_grad", "dy", dtype=x.dtype)
     return load_library().corner_pool_grad(x, dy, direction=direction)
 
 
 def fused_corner_pool_grad(a: tf.Tensor, b: tf.Tensor, dy: tf.Tensor, corner: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """The gradients ``(da, db)`` of :func:`fused_corner_pool` for output gradient dy."""
-    _check_corner(corner)
+    """The gradients ``(da, db)`` of :func:`fused_corner_pool` for output gradient dy.
+
+    Args:
+        a: ``[B, H, W, C]`` first input of the fused pool (float32, float16 or bfloat16).
+        b: ``[B, H, W, C]`` second input, of a's shape and dtype.
+        dy: ``[B, H, W, C]`` gradient of the fused pool's output, of a's dtype.
+        corner: "top_left" | "bottom_right".
+
+    Returns:
+        ``(da, db)``, each ``[B, H, W, C]`` of a's dtype.
+
+    Raises:
+        ValueError: A bad corner, dtype or rank.
+        RuntimeError: The op library is unavailable.
+    """
+    check_corner(corner, "fused_corner_pool_grad")
     a = _check_tensor(a, "fused_corner_pool_grad", "a")
     b = _check_tensor(b, "fused_corner_pool_grad", "b", dtype=a.dtype)
     dy = _check_tensor(dy, "fused_corner_pool_grad", "dy", dtype=a.dtype)
@@ -235,7 +237,5 @@ def _corner_pool_gradient(op, dy):
 
 @_register_gradient("FusedCornerPool")
 def _fused_corner_pool_gradient(op, dy):
-    da, db = load_library().fused_corner_pool_grad(
-        op.inputs[0], op.inputs[1], dy, corner=_string_attr(op, "corner")
-    )
+    da, db = load_library().fused_corner_pool_grad(op.inputs[0], op.inputs[1], dy, corner=_string_attr(op, "corner"))
     return [da, db]

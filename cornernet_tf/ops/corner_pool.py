@@ -24,7 +24,7 @@ go to a maximal element of each window: for "op" and "vectorized" the one the or
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -43,14 +43,21 @@ _AXIS_AND_REVERSE = {
 _CORNER_DIRECTIONS = {"top_left": ("top", "left"), "bottom_right": ("bottom", "right")}
 
 
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"corner_pool: unknown direction {direction!r}; valid values are {list(DIRECTIONS)}")
+def _check_choice(op: str, kind: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ValueError(f"{op}: unknown {kind} {value!r}; valid values are {list(valid)}")
+    return value
 
 
-def _check_corner(corner: str) -> None:
-    if corner not in CORNERS:
-        raise ValueError(f"corner_pool_pair: unknown corner {corner!r}; valid values are {list(CORNERS)}")
+def check_direction(direction: str, op: str = "corner_pool") -> str:
+    """`direction` if it is one of DIRECTIONS, else ValueError naming `op` and the valid values.
+    Shared with `cornernet_tf.ops.compiled`, so both implementations accept the same names."""
+    return _check_choice(op, "direction", direction, DIRECTIONS)
+
+
+def check_corner(corner: str, op: str) -> str:
+    """`corner` if it is one of CORNERS, else ValueError naming `op` and the valid values."""
+    return _check_choice(op, "corner", corner, CORNERS)
 
 
 def _check_input(x: tf.Tensor, name: str) -> tf.Tensor:
@@ -65,7 +72,7 @@ def _check_input(x: tf.Tensor, name: str) -> tf.Tensor:
 def _compiled_module():
     """The compiled-op module, or the reason it cannot be used (imported lazily, never at load)."""
     try:
-        from cornernet_tf.ops import compiled  # noqa: PLC0415 (optional, loads a shared library)
+        from cornernet_tf.ops import compiled
     except ImportError as err:
         return None, f"cornernet_tf.ops.compiled cannot be imported ({err})"
     if not compiled.is_available():
@@ -80,10 +87,7 @@ def compiled_available() -> bool:
 
 def resolve_implementation(implementation: str) -> str:
     """Map "auto" to "op" or "vectorized"; validate the others. Raises ValueError if unknown."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"corner_pool: unknown implementation {implementation!r}; valid values are {list(IMPLEMENTATIONS)}"
-        )
+    _check_choice("corner_pool", "implementation", implementation, IMPLEMENTATIONS)
     if implementation == "auto":
         return "op" if compiled_available() else "vectorized"
     return implementation
@@ -214,7 +218,7 @@ def corner_pool(x: tf.Tensor, direction: str, implementation: str = "auto") -> t
     Raises ValueError for an unknown direction/implementation or a non-rank-4 input, and
     RuntimeError (with the reason) when "op" is asked for but the library is unavailable.
     """
-    _check_direction(direction)
+    check_direction(direction)
     resolved = resolve_implementation(implementation)
     x = _check_input(x, "corner_pool")
     return _IMPLEMENTATIONS[resolved](x, direction)
@@ -223,10 +227,23 @@ def corner_pool(x: tf.Tensor, direction: str, implementation: str = "auto") -> t
 def corner_pool_pair(a: tf.Tensor, b: tf.Tensor, corner: str, implementation: str = "auto") -> tf.Tensor:
     """The sum a corner-pool module needs: top(a) + left(b) or bottom(a) + right(b).
 
-    a, b: [B, H, W, C] of the same shape; corner: "top_left" | "bottom_right". The "op"
-    implementation uses the compiled fused kernel (one pass, no intermediate tensors).
+    The "op" implementation uses the compiled fused kernel (one pass, no intermediate tensors).
+
+    Args:
+        a: [B, H, W, C] float, pooled top (or bottom).
+        b: [B, H, W, C] float of the same shape, pooled left (or right).
+        corner: "top_left" | "bottom_right".
+        implementation: "auto" | "op" | "vectorized" | "scan" (see the module docstring).
+
+    Returns:
+        [B, H, W, C] of the inputs' dtype.
+
+    Raises:
+        ValueError: An unknown corner or implementation, or an input that is not a rank-4
+            floating-point tensor.
+        RuntimeError: "op" is asked for but the compiled library is unavailable (with the reason).
     """
-    _check_corner(corner)
+    check_corner(corner, "corner_pool_pair")
     resolved = resolve_implementation(implementation)
     a = _check_input(a, "corner_pool_pair")
     b = _check_input(b, "corner_pool_pair")

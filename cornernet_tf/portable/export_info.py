@@ -7,8 +7,6 @@ import json
 import pathlib
 
 from cornernet_tf import __version__
-from cornernet_tf.config import Config
-from cornernet_tf.export import class_names
 from cornernet_tf.portable.graph import INPUT_NAME, OUTPUT_NAMES, PortableDetector
 
 FILE_NAME = "export_info.json"
@@ -27,37 +25,59 @@ def _version(package: str) -> str | None:
         return None
 
 
-def export_info(detector: PortableDetector, config: Config, fmt: str, model_file: str, quantize: str,
-                extra: dict | None = None) -> dict:
-    """The description of one export (see docs/export_and_serving.md)."""
+def export_info(
+    detector: PortableDetector, fmt: str, model_file: str, quantize: str, extra: dict | None = None
+) -> dict:
+    """The description of one export (see docs/export_and_serving.md).
+
+    Args:
+        detector: The converted graph; its settings, preprocessing, batch and image size are
+            described.
+        fmt: "tflite" or "onnx".
+        model_file: The model's file name in the version folder.
+        quantize: "none", "fp16" or "int8".
+        extra: Keys to add (the class names, the model) or to extend "model" with.
+
+    Returns:
+        The export_info.json content: format, input, preprocessing, outputs, class names, model
+        and package versions.
+    """
+    settings, preprocessing = detector.detection.settings, detector.detection.preprocessing
     batch = detector.batch_size
-    max_detections = config.export.max_detections
+    max_detections = settings.max_detections
+    extra = dict(extra or {})
     return {
         "format": fmt,
         "model_file": model_file,
         "quantization": quantize,
         "quantization_detail": QUANTIZATION_DETAILS[quantize],
         "input": {
-            "name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "color": "RGB",
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "color": "RGB",
             "shape": [batch if batch is not None else "batch", *detector.image_size, 3],
         },
         "preprocessing": {
-            "in_graph": True, "test_mode": config.export.test_mode,
-            "network_input_size": list(config.data.input_size),
-            "normalization": {"scale": 1 / 255, "mean": list(config.data.mean), "std": list(config.data.std)},
+            "in_graph": True,
+            "test_mode": settings.test_mode,
+            "scales": list(settings.scales),
+            "network_input_size": list(preprocessing.input_size),
+            "normalization": {"scale": 1 / 255, "mean": list(preprocessing.mean), "std": list(preprocessing.std)},
         },
         "outputs": {
             "order": list(OUTPUT_NAMES),
-            "detection_boxes": [batch, max_detections, 4], "detection_classes": [batch, max_detections],
-            "detection_scores": [batch, max_detections], "num_detections": [batch],
+            "detection_boxes": [batch, max_detections, 4],
+            "detection_classes": [batch, max_detections],
+            "detection_scores": [batch, max_detections],
+            "num_detections": [batch],
             "boxes": "ymin, xmin, ymax, xmax divided by the image height / width",
             "classes": "1-based class ids, 0 on empty rows",
         },
-        "class_names": class_names(config),
-        "model": {"config": config.name, "type": config.model.type, "corner_pool": config.export.corner_pool,
-                  "flip": config.export.flip, "score_threshold": config.export.score_threshold},
+        "class_names": extra.pop("class_names", []),
+        "model": {**extra.pop("model", {}), "flip": settings.flip, "score_threshold": settings.score_threshold},
         "versions": {"cornernet_tf": __version__, **{name: _version(name) for name in _PACKAGES[fmt]}},
-        **(extra or {}),
+        **extra,
     }
 
 

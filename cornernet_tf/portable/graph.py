@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from cornernet_tf.config import Config
-from cornernet_tf.data import augment
-from cornernet_tf.export import DetectionModule, object_detection_outputs
-from cornernet_tf.inference import Model, detect
+from cornernet_tf.detection_module import DetectionModule, object_detection_outputs
+from cornernet_tf.inference import detect_multiscale
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -25,9 +23,9 @@ COMPILED_OP_TYPES = ("FusedCornerPool", "CornerPool")  # the op library's TF-onl
 class PortableDetector(tf.Module):
     """uint8 RGB images [batch_size, H, W, 3] (batch_size None: any) -> the export's outputs."""
 
-    def __init__(self, model: Model, config: Config, batch_size: int | None, image_size: tuple[int, int]):
+    def __init__(self, module: DetectionModule, batch_size: int | None, image_size: tuple[int, int]):
         super().__init__(name="cornernet_portable")
-        self.detection = DetectionModule(model, config)
+        self.detection = module
         self.batch_size = batch_size
         self.image_size = tuple(image_size)
         spec = tf.TensorSpec([batch_size, *self.image_size, 3], tf.uint8, name=INPUT_NAME)
@@ -40,12 +38,13 @@ class PortableDetector(tf.Module):
         side_by_side = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [height, width, channels])
         # float before the transform: TFLite has no resize of uint8 input to float output (which
         # a uint8 resize, or the converter's rewrite of cast-then-resize, would need)
-        pixels, info = self.detection._transform(tf.cast(side_by_side, tf.float32))
-        shape = tf.shape(pixels)
-        pixels = tf.transpose(tf.reshape(pixels, [shape[0], shape[1], -1, 3]), [2, 0, 1, 3])
-        info = tf.tile(info[None], [batch, 1])
-        pixels = augment.normalize(pixels, self.detection.mean, self.detection.std)
-        return object_detection_outputs(detect(self.detection.model, pixels, info, self.detection.settings), info)
+        inputs = []
+        for pixels, info in self.detection.transforms(tf.cast(side_by_side, tf.float32)):
+            shape = tf.shape(pixels)
+            pixels = tf.transpose(tf.reshape(pixels, [shape[0], shape[1], -1, 3]), [2, 0, 1, 3])
+            inputs.append((self.detection.normalize(pixels), tf.tile(info[None], [batch, 1])))
+        dets = detect_multiscale(self.detection.model, inputs, self.detection.settings)
+        return object_detection_outputs(dets, inputs[0][1])
 
     def concrete_function(self) -> tf.types.experimental.ConcreteFunction:
         """The traced function; refuses a graph holding the compiled corner-pool op."""
@@ -54,6 +53,8 @@ class PortableDetector(tf.Module):
         op_types |= {node.op for fn in function.graph.as_graph_def().library.function for node in fn.node_def}
         found = sorted(op_types.intersection(COMPILED_OP_TYPES))
         if found:
-            raise ValueError(f"the model uses the compiled corner-pool op ({', '.join(found)}), which only "
-                             "TensorFlow can run; export with --corner_pool vectorized")
+            raise ValueError(
+                f"the model uses the compiled corner-pool op ({', '.join(found)}), which only "
+                "TensorFlow can run; export with --corner_pool vectorized"
+            )
         return function

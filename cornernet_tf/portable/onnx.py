@@ -30,7 +30,9 @@ def convert(detector: PortableDetector) -> bytes:
 
     function = detector.concrete_function()
     proto, _ = tf2onnx.convert.from_function(
-        detector.serve, input_signature=function.structured_input_signature[0], opset=OPSET,
+        detector.serve,
+        input_signature=function.structured_input_signature[0],
+        opset=OPSET,
         custom_op_handlers={"SelectV2": (_where, [])},
     )
     if detector.batch_size is None:

@@ -54,7 +54,7 @@ def _run_alone(task: _Task) -> None:
         task.finish(call_signature(task.signature, task.inputs, task.call.manager))
     except tf.errors.OpError as err:
         task.finish(error=task.call.deadline_error() if task.call.expired else errors.from_tf_error(err))
-    except Exception as err:  # noqa: BLE001 (a bug must fail one request, never the batching thread)
+    except Exception as err:
         task.finish(error=err)
 
 
@@ -67,12 +67,32 @@ class Batcher:
         self._pending: list[_Task] = []
         self._condition = threading.Condition()
         self._stopped = False
-        self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-                         for i in range(num_batch_threads)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True) for i in range(num_batch_threads)
+        ]
         for thread in self._threads:
             thread.start()
 
     def run(self, key: Hashable, signature: Signature, inputs: dict[str, np.ndarray], call: Call) -> dict[str, Any]:
+        """Answer one request, batched with others of the same key when it fits in a batch.
+
+        A request without a common batch size, or larger than max_batch_size, runs alone at once.
+
+        Args:
+            key: What requests must share to be batched (version, signature name); the inner shapes
+                and dtypes of `inputs` are added to it.
+            signature: The signature to run.
+            inputs: Input name to array, the batch along the first axis.
+            call: The request's cancellation; an expired call stops waiting.
+
+        Returns:
+            Output name to array: this request's rows of the batch's outputs.
+
+        Raises:
+            ServingError: The model's TF error as TF Serving answers it (a bad image: 400), 504 past
+                the deadline, or 503 when the batcher stops first.
+            Exception: Any other error of the signature call on this request alone.
+        """
         rows = _rows(inputs)
         shapes = tuple(sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
         task = _Task((key, shapes), signature, inputs, rows or 0, call)
@@ -136,7 +156,7 @@ class Batcher:
         total = sum(task.rows for task in batch)
         try:
             outputs = call_signature(batch[0].signature, inputs)
-        except Exception:  # noqa: BLE001 (rerun alone below, where each request gets its own error)
+        except Exception:
             outputs = None
         if outputs is None or any(array.ndim == 0 or array.shape[0] != total for array in outputs.values()):
             for task in batch:  # each alone: only a bad request fails, and with its own error
@@ -144,6 +164,5 @@ class Batcher:
             return
         start = 0
         for task in batch:
-            task.finish({name: array[start:start + task.rows] for name, array in outputs.items()})
+            task.finish({name: array[start : start + task.rows] for name, array in outputs.items()})
             start += task.rows
-

@@ -50,8 +50,10 @@ def _check_depth(value: Any, spec: tf.TensorSpec) -> None:
         depth += 1
         if depth > limit:
             raise ServingError(
-                400, f"input {spec.name!r} is nested more than {limit} lists deep; its signature takes a "
-                f"{dtype_name(spec.dtype)} tensor of shape {spec.shape}")
+                400,
+                f"input {spec.name!r} is nested more than {limit} lists deep; its signature takes a "
+                f"{dtype_name(spec.dtype)} tensor of shape {spec.shape}",
+            )
         if not value:
             return
         value = value[0]
@@ -67,7 +69,7 @@ def _decode_string(value: Any, name: str) -> bytes:
         except (binascii.Error, ValueError) as err:
             raise ServingError(400, f"Unable to base64 decode input {name!r}: {err}") from err
     raise ServingError(
-        400, f"input {name!r} is DT_STRING: expected a string or {{\"b64\": \"...\"}}, got {json.dumps(value)[:100]}"
+        400, f'input {name!r} is DT_STRING: expected a string or {{"b64": "..."}}, got {json.dumps(value)[:100]}'
     )
 
 

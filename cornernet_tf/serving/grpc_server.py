@@ -37,8 +37,17 @@ from cornernet_tf.serving.versions import ModelManager, Servable
 
 TIMEOUT_FLAG = "--grpc_timeout_in_ms"
 SIGNATURE_DEF_FIELD = "signature_def"
-_VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val", "int64_val", "bool_val",
-                 "uint32_val", "uint64_val")
+_VALUE_FIELDS = (
+    "half_val",
+    "float_val",
+    "double_val",
+    "int_val",
+    "string_val",
+    "int64_val",
+    "bool_val",
+    "uint32_val",
+    "uint64_val",
+)
 
 
 def _guarded(method: Callable) -> Callable:
@@ -73,8 +82,11 @@ def array_from_proto(proto: tensor_pb2.TensorProto, spec: tf.TensorSpec, max_ele
     if proto.tensor_content:
         itemsize = spec.dtype.size
         if spec.dtype == tf.string or len(proto.tensor_content) != elements * itemsize:
-            raise ServingError(400, f"input {name!r}: tensor_content of {len(proto.tensor_content)} bytes does not "
-                                    f"fill shape {shape} of {codec.dtype_name(spec.dtype)}")
+            raise ServingError(
+                400,
+                f"input {name!r}: tensor_content of {len(proto.tensor_content)} bytes does not "
+                f"fill shape {shape} of {codec.dtype_name(spec.dtype)}",
+            )
     else:
         count = sum(len(getattr(proto, field)) for field in _VALUE_FIELDS)
         if count != elements and not (count == 1 and elements > 0):
@@ -93,8 +105,25 @@ def _model_spec(name: str, version: int, signature_name: str = "") -> model_pb2.
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, runner: Runner, in_flight: InFlight, timeout_s: float | None,
-                 max_request_bytes: int):
+    def __init__(
+        self,
+        manager: ModelManager,
+        runner: Runner,
+        in_flight: InFlight,
+        timeout_s: float | None,
+        max_request_bytes: int,
+    ):
+        """Serve `PredictionService` over the shared model manager, runner and in-flight bound.
+
+        Args:
+            manager: The model's versions.
+            runner: Runs signatures (pixel limits, batching).
+            in_flight: The bound on requests served at once, shared with REST.
+            timeout_s: The server's deadline per request (--grpc_timeout_in_ms); None: none. A
+                client's shorter gRPC deadline wins.
+            max_request_bytes: --max_request_bytes, also the most elements one input may hold, so a
+                broadcast value cannot ask for more memory than a full request.
+        """
         self.manager = manager
         self.runner = runner
         self.in_flight = in_flight
@@ -113,17 +142,23 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return max(min(limits), 0.0) if limits else None
 
     @_guarded
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         with self.in_flight.slot():
             servable = self._servable(request.model_spec)
             name, signature = codec.signature_of(servable, request.model_spec.signature_name)
             missing = sorted(set(signature.inputs) - set(request.inputs))
             extra = sorted(set(request.inputs) - set(signature.inputs))
             if missing or extra:
-                raise ServingError(400, f"inputs {sorted(request.inputs)} must be equal to the signature inputs "
-                                        f"{sorted(signature.inputs)}")
-            inputs = {key: array_from_proto(request.inputs[key], spec, self.max_request_bytes)
-                      for key, spec in signature.inputs.items()}
+                raise ServingError(
+                    400,
+                    f"inputs {sorted(request.inputs)} must be equal to the signature inputs {sorted(signature.inputs)}",
+                )
+            inputs = {
+                key: array_from_proto(request.inputs[key], spec, self.max_request_bytes)
+                for key, spec in signature.inputs.items()
+            }
             unknown = sorted(set(request.output_filter) - set(signature.function.structured_outputs))
             if unknown:
                 raise ServingError(400, f"output_filter names {unknown}, which signature {name!r} does not have")
@@ -141,14 +176,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @_guarded
-    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
-                         context: grpc.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if list(request.metadata_field) != [SIGNATURE_DEF_FIELD]:
-            raise ServingError(400, f"metadata_field must be [{SIGNATURE_DEF_FIELD!r}], the only metadata served; "
-                                    f"got {list(request.metadata_field)}")
+            raise ServingError(
+                400,
+                f"metadata_field must be [{SIGNATURE_DEF_FIELD!r}], the only metadata served; "
+                f"got {list(request.metadata_field)}",
+            )
         servable = self._servable(request.model_spec)
         response = get_model_metadata_pb2.GetModelMetadataResponse(
-            model_spec=_model_spec(self.manager.name, servable.version))
+            model_spec=_model_spec(self.manager.name, servable.version)
+        )
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in servable.signature_defs.items():
             signature_map.signature_def[key].CopyFrom(signature_def)
@@ -161,8 +201,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.manager = manager
 
     @_guarded
-    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,
-                       context: grpc.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
+    def GetModelStatus(
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
         if spec.WhichOneof("version_choice") == "version_label":
             raise rest.unrecognized_label(spec.version_label)
@@ -170,19 +211,38 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         response = get_model_status_pb2.GetModelStatusResponse()
         for entry in rest.version_status(self.manager, spec.name, version):
             status = response.model_version_status.add(
-                version=int(entry["version"]), state=get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"]))
+                version=int(entry["version"]), state=get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"])
+            )
             status.status.error_code = error_codes_pb2.Code.Value(entry["status"]["error_code"])
             status.status.error_message = entry["status"]["error_message"]
         return response
 
 
-def start_server(host: str, port: int, max_threads: int, max_request_bytes: int,
-                 servicers: tuple[PredictionServicer, ModelServicer]) -> Any:
-    """A started grpc.Server on host:port; OSError naming the port when it cannot listen."""
+def start_server(
+    host: str, port: int, max_threads: int, max_request_bytes: int, servicers: tuple[PredictionServicer, ModelServicer]
+) -> Any:
+    """A started grpc.Server on host:port; OSError naming the port when it cannot listen.
+
+    Args:
+        host: Address to listen on.
+        port: Port to listen on.
+        max_threads: Threads answering requests.
+        max_request_bytes: Largest request message accepted.
+        servicers: The prediction and model servicers to serve.
+
+    Returns:
+        The started grpc.Server.
+
+    Raises:
+        OSError: host:port cannot be listened on.
+    """
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", max_request_bytes), ("grpc.max_send_message_length", -1),
-                 ("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ],
     )
     prediction, model = servicers
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)

@@ -71,12 +71,17 @@ class PixelLimits:
                     continue
                 height, width = size
                 if self.max_image_pixels and height * width > self.max_image_pixels:
-                    raise ServingError(400, f"input {name!r} element {index}: an image of {width} x {height} "
-                                            f"pixels, over --max_image_pixels={self.max_image_pixels}")
+                    raise ServingError(
+                        400,
+                        f"input {name!r} element {index}: an image of {width} x {height} "
+                        f"pixels, over --max_image_pixels={self.max_image_pixels}",
+                    )
                 total += height * width
         if self.max_request_pixels and total > self.max_request_pixels:
-            raise ServingError(400, f"the request's images hold {total} pixels in all, over "
-                                    f"--max_request_pixels={self.max_request_pixels}")
+            raise ServingError(
+                400,
+                f"the request's images hold {total} pixels in all, over --max_request_pixels={self.max_request_pixels}",
+            )
 
 
 class InFlight:
@@ -96,8 +101,11 @@ class InFlight:
         with self._lock:
             if self._count >= self.limit:
                 raise ServingError(
-                    503, f"the server is busy: {self.limit} requests in flight (--max_in_flight_requests); "
-                    f"retry after {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)})
+                    503,
+                    f"the server is busy: {self.limit} requests in flight (--max_in_flight_requests); "
+                    f"retry after {RETRY_AFTER_S} s",
+                    {"Retry-After": str(RETRY_AFTER_S)},
+                )
             self._count += 1
 
     def release(self) -> None:

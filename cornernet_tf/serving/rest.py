@@ -73,6 +73,14 @@ class RestApi:
     """TF Serving's REST routes over one ModelManager."""
 
     def __init__(self, manager: ModelManager, runner: Runner, in_flight: InFlight, options: RestOptions):
+        """Serve TF Serving's REST routes; predictions run in a pool of options.num_threads threads.
+
+        Args:
+            manager: The model's versions.
+            runner: Runs signatures (pixel limits, batching).
+            in_flight: The bound on requests served at once, shared with gRPC.
+            options: Request size limit, thread count and deadline.
+        """
         self.manager = manager
         self.runner = runner
         self.in_flight = in_flight

@@ -53,8 +53,7 @@ class Call:
         callback()
 
     def deadline_error(self) -> ServingError:
-        return ServingError(
-            504, f"Deadline exceeded: prediction took over {self.timeout_s:g} s ({self.deadline_flag})")
+        return ServingError(504, f"Deadline exceeded: prediction took over {self.timeout_s:g} s ({self.deadline_flag})")
 
     def start_timer(self) -> threading.Timer | None:
         """Expire after timeout_s (None: no deadline); cancel the returned timer when done."""
@@ -66,8 +65,9 @@ class Call:
         return timer
 
 
-def call_signature(signature: Signature, inputs: dict[str, np.ndarray],
-                   manager: cancellation.CancellationManager | None = None) -> dict[str, np.ndarray]:
+def call_signature(
+    signature: Signature, inputs: dict[str, np.ndarray], manager: cancellation.CancellationManager | None = None
+) -> dict[str, np.ndarray]:
     """The signature on `inputs` (arrays of its input dtypes), outputs as arrays; TF errors raise."""
     tensors = {name: tf.constant(array, dtype=signature.inputs[name].dtype) for name, array in inputs.items()}
     if manager is None:
@@ -85,8 +85,26 @@ class Runner:
         self.limits = limits
         self.batcher = batcher
 
-    def run(self, version: int, signature_name: str, signature: Signature, inputs: dict[str, np.ndarray],
-            call: Call) -> dict[str, np.ndarray]:
+    def run(
+        self, version: int, signature_name: str, signature: Signature, inputs: dict[str, np.ndarray], call: Call
+    ) -> dict[str, np.ndarray]:
+        """Answer one request: check its pixel limits, then run the signature (batched when on).
+
+        Args:
+            version: The model version the signature belongs to.
+            signature_name: Its name; with `version`, the batching key.
+            signature: The signature to run.
+            inputs: Input name to array (arrays of the signature's input dtypes).
+            call: The request's cancellation and deadline.
+
+        Returns:
+            Output name to array.
+
+        Raises:
+            ServingError: 400 for images over the pixel limits, 504 past the deadline, else the
+                model's TF error as TF Serving answers it (a bad image: 400); with batching, what
+                `Batcher.run` raises.
+        """
         self.limits.check(inputs)
         if call.expired:  # waited for a thread past the deadline
             raise call.deadline_error()

@@ -98,6 +98,14 @@ class ModelManager:
     """
 
     def __init__(self, name: str, base_path: str, max_load_retries: int = 5, retry_interval_s: float = 60.0):
+        """Manage the versions of one model; nothing is loaded before the first `poll`.
+
+        Args:
+            name: The model name requests must use.
+            base_path: Folder of the numeric version folders.
+            max_load_retries: Loads retried after a version's first failed one.
+            retry_interval_s: Seconds between loads of a version that failed.
+        """
         self.name = name
         self.base_path = base_path
         self.max_load_retries = max_load_retries
@@ -147,7 +155,7 @@ class ModelManager:
         LOG.info("loading %s version %d from %s", self.name, target, versions[target])
         try:
             servable = load_servable(versions[target], target)
-        except Exception as err:  # noqa: BLE001 (a bad export must never take the server down)
+        except Exception as err:
             attempts = self._failures.get(target, (0, 0.0))[0] + 1
             self._failures[target] = (attempts, time.monotonic())
             self._set_state(target, VersionState("END", "UNKNOWN", f"Failed to load version {target}: {err}"))

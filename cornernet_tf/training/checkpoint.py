@@ -50,7 +50,23 @@ def training_checkpoint(
 ) -> tf.train.Checkpoint:
     """A checkpoint of the model's weights (trainable and BatchNorm statistics), and optionally
     of the optimizer state, the global step and the samples each input pipeline skipped
-    (absent from checkpoints of earlier versions, which then restore it as zeros)."""
+    (absent from checkpoints of earlier versions, which then restore it as zeros).
+
+    Variables are keyed by their paths in the model and by position in the optimizer, so a
+    checkpoint restores into a freshly built model and optimizer of another process.
+
+    Args:
+        model: The built network.
+        optimizer: Its optimizer, built on the model's trainable variables; None: not saved.
+        step: The global step variable; None: not saved.
+        skipped_samples: The per-input-pipeline skipped-sample counts; None: not saved.
+
+    Returns:
+        The tf.train.Checkpoint (nothing is read or written yet).
+
+    Raises:
+        ValueError: Two model variables share a path.
+    """
     parts = {"model_weights": model_variables(model)}
     if optimizer is not None:
         parts["optimizer_weights"] = optimizer_variables(optimizer)
@@ -127,12 +143,13 @@ def config_for_weights(config: str | None, weights: str) -> str:
         return config
     path = pathlib.Path(weights).expanduser()
     if not (path.exists() or tf.io.gfile.exists(f"{path}.index")):
-        raise FileNotFoundError(f"--weights {weights!r}: not found (no file, folder or checkpoint prefix of "
-                                f"that name)")
+        raise FileNotFoundError(f"--weights {weights!r}: not found (no file, folder or checkpoint prefix of that name)")
     saved = find_saved_config(path)
     if saved is None:
-        raise ConfigError(f"--weights {weights!r} has no {SAVED_CONFIG} beside it or above it; pass --config "
-                          f"(the YAML the run was trained with, or a bundled name such as "
-                          f"cornernet_hg104_coco)")
+        raise ConfigError(
+            f"--weights {weights!r} has no {SAVED_CONFIG} beside it or above it; pass --config "
+            f"(the YAML the run was trained with, or a bundled name such as "
+            f"cornernet_hg104_coco)"
+        )
     print(f"using the run's config {saved}")
     return str(saved)

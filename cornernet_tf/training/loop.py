@@ -18,25 +18,45 @@ checkpointed, so the resumed stream starts past them too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import pathlib
 import shutil
 import signal
-from typing import Any, Callable, Iterator, Mapping, Optional
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from cornernet_tf.config import Config
-from cornernet_tf.losses import cornernet_loss
-from cornernet_tf.models import build_model
+from cornernet_tf.losses import cornernet_loss, positive_mask
 from cornernet_tf.targets import SKIPPED
 from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, training_checkpoint
 from cornernet_tf.training.progress import ProgressLogger
-from cornernet_tf.training.schedule import make_optimizer
 from cornernet_tf.training.strategy import is_chief, num_input_pipelines, worker_id
 
+DatasetFn = Callable[[tf.distribute.InputContext, int, int], tf.data.Dataset]
+BatchFinisher = Callable[[Any], tuple[tf.Tensor, Mapping[str, tf.Tensor]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """What the loop needs to know of a run: the global batch (split over replicas), the input
+    [height, width] the model is built at, the step to train to, how often to checkpoint (and
+    how many to keep) and to evaluate (0: only at the end), BatchNorm over all replicas, and
+    the loss weights (`losses.cornernet_loss`)."""
+
+    global_batch: int
+    input_size: Sequence[int]
+    steps: int
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    sync_batchnorm: bool = False
+    pull_weight: float = 0.1
+    push_weight: float = 0.1
+    offset_weight: float = 1.0
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,7 +79,7 @@ class _SignalFlag:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_SignalFlag":
+    def __enter__(self) -> _SignalFlag:
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -78,7 +98,7 @@ class _SignalFlag:
 def _positive_counts(targets: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Per-replica counts the losses normalise by: exact 1.0 peaks per heatmap, and objects."""
     counts = {
-        key: tf.reduce_sum(tf.cast(tf.equal(targets[key], 1.0), tf.float32))
+        key: tf.reduce_sum(tf.cast(positive_mask(targets[key]), tf.float32))
         for key in ("tl_heatmap", "br_heatmap", "ct_heatmap")
         if key in targets
     }
@@ -103,36 +123,51 @@ class Trainer:
 
     def __init__(
         self,
-        config: Config,
+        settings: LoopSettings,
         strategy: tf.distribute.Strategy,
         model_dir: str | os.PathLike,
-        dataset_fn: Callable[[tf.distribute.InputContext, int, int], tf.data.Dataset],
-        finish_batch: Optional[Callable[[Any], tuple[tf.Tensor, Mapping[str, tf.Tensor]]]] = None,
+        build_model: Callable[[], keras.Model],
+        build_optimizer: Callable[[], keras.optimizers.Optimizer],
+        dataset_fn: DatasetFn,
+        finish_batch: BatchFinisher | None = None,
     ):
-        """`dataset_fn(input_context, start_step, skipped_samples)` makes a replica's dataset,
-        resumed after `start_step` steps and `skipped_samples` samples its pipeline dropped;
-        it yields (images, targets), or batches that `finish_batch` turns into them on the
-        replica's device (inside the compiled step, before the forward pass). Targets may hold
-        `SKIPPED` [B], the samples dropped before each example."""
-        self.config = config
+        """`build_model()` and `build_optimizer()` are called inside `strategy.scope()`.
+
+        Args:
+            settings: The run's loop settings.
+            strategy: The tf.distribute strategy to train under.
+            model_dir: The run's folder; checkpoints go to its checkpoints folder (on the chief).
+            build_model: Returns the network.
+            build_optimizer: Returns the optimizer.
+            dataset_fn: `dataset_fn(input_context, start_step, skipped_samples)` makes a replica's
+                dataset, resumed after `start_step` steps and `skipped_samples` samples its pipeline
+                dropped; it yields (images, targets), or batches that `finish_batch` turns into them.
+                Targets may hold `SKIPPED` [B], the samples dropped before each example.
+            finish_batch: Turns a batch into (images, targets) on the replica's device (inside the
+                compiled step, before the forward pass); None: batches already are (images, targets).
+
+        Raises:
+            ValueError: The global batch does not divide by the strategy's replicas.
+        """
+        self.settings = settings
         self.strategy = strategy
         self.model_dir = pathlib.Path(model_dir)
         self.dataset_fn = dataset_fn
         self.finish_batch = finish_batch
-        self.global_batch = config.train.batch_size
+        self.global_batch = settings.global_batch
         replicas = strategy.num_replicas_in_sync
         if self.global_batch % replicas:
             raise ValueError(
                 f"train.batch_size {self.global_batch} must be divisible by the {replicas} replicas "
                 f"of the strategy (global batch is split evenly)"
             )
-        height, width = config.data.input_size
+        height, width = settings.input_size
         with strategy.scope():
-            self.model = build_model(config.model)
+            self.model = build_model()
             self.model(tf.zeros([1, height, width, 3]), training=False)
-            if config.train.sync_batchnorm:
+            if settings.sync_batchnorm:
                 synchronize_batchnorm(self.model)
-            self.optimizer = make_optimizer(config.train)
+            self.optimizer = build_optimizer()
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(
                 0, dtype=tf.int64, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
@@ -140,7 +175,8 @@ class Trainer:
             # one count per input pipeline (one per worker), since each resumes its own stream
             self.num_pipelines = num_input_pipelines(strategy)
             self.skipped_samples = tf.Variable(
-                tf.zeros([self.num_pipelines], tf.int64), trainable=False,
+                tf.zeros([self.num_pipelines], tf.int64),
+                trainable=False,
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
         self.checkpoint = training_checkpoint(self.model, self.optimizer, self.step, self.skipped_samples)
@@ -149,7 +185,7 @@ class Trainer:
         if not self.chief:  # other workers save to a scratch folder they delete afterwards
             directory = self.model_dir / ".workers" / f"worker_{worker_id(strategy)}"
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(directory), max_to_keep=config.train.keep_checkpoints
+            self.checkpoint, str(directory), max_to_keep=settings.keep_checkpoints
         )
         self._distributed_step = self._make_distributed_step()
 
@@ -163,13 +199,12 @@ class Trainer:
             counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
         outputs = self.model(images, training=training, return_all_stacks=True)
         outputs = [{key: tf.cast(value, tf.float32) for key, value in stack.items()} for stack in outputs]
-        train = self.config.train
         return cornernet_loss(
             outputs,
             targets,
-            pull_weight=train.pull_weight,
-            push_weight=train.push_weight,
-            offset_weight=train.offset_weight,
+            pull_weight=self.settings.pull_weight,
+            push_weight=self.settings.push_weight,
+            offset_weight=self.settings.offset_weight,
             num_positives={key: value for key, value in counts.items() if key != "objects"},
             num_objects=counts["objects"],
         )
@@ -249,8 +284,10 @@ class Trainer:
         return int(self.skipped_samples.numpy().sum())
 
     def learning_rate(self) -> float:
-        return float(self.optimizer.learning_rate.numpy()) if hasattr(self.optimizer.learning_rate, "numpy") else float(
-            self.optimizer.learning_rate
+        return (
+            float(self.optimizer.learning_rate.numpy())
+            if hasattr(self.optimizer.learning_rate, "numpy")
+            else float(self.optimizer.learning_rate)
         )
 
     def fit(
@@ -259,12 +296,13 @@ class Trainer:
         on_eval: Callable[[int], None] | None = None,
         max_steps: int | None = None,
     ) -> int:
-        """Train from the current step to `train.steps` (or `max_steps`); returns the final step.
+        """Train from the current step to `settings.steps` (or `max_steps`); returns the final step.
 
-        Saves every `train.checkpoint_every` steps, at the end, and when SIGTERM/Ctrl-C arrives
-        (then raises `StopRequested`). Raises `NonFiniteLossError` on a NaN/Inf loss part.
+        Saves every `settings.checkpoint_every` steps, at the end, and when SIGTERM/Ctrl-C arrives
+        (then raises `StopRequested`); calls `on_eval(step)` every `settings.eval_every` steps
+        but the last. Raises `NonFiniteLossError` on a NaN/Inf loss part.
         """
-        train = self.config.train
+        train = self.settings
         total = min(train.steps, max_steps) if max_steps else train.steps
         start = int(self.step.numpy())
         if start >= total:

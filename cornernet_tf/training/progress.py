@@ -41,6 +41,18 @@ class ProgressLogger:
         eval_steps: Iterable[int] = (),
         clock: Callable[[], float] = time.perf_counter,
     ):
+        """Start the first averaging window now (at `start_step`).
+
+        Args:
+            total_steps: The step the run trains to.
+            global_batch: Images per step, for img/s.
+            start_step: The step the run starts (or resumes) from.
+            every: Print and log every this many steps, and at the last one.
+            log_dir: TensorBoard folder; None writes no summaries.
+            stream: Where the progress goes; a terminal gets a bar redrawn in place.
+            eval_steps: Steps after which an evaluation runs, for the ETA.
+            clock: Returns the current time in seconds (monotonic).
+        """
         self.total_steps = total_steps
         self.global_batch = global_batch
         self.every = every
@@ -84,8 +96,18 @@ class ProgressLogger:
         return (self.total_steps - step) * seconds_per_step + evaluations * (self._eval_seconds or 0.0)
 
     def update(self, step: int, losses: Mapping[str, float], learning_rate: float, skipped_samples: int = 0) -> None:
-        """Record the losses of `step` (1-based count of finished steps); `skipped_samples`, the
-        run's count of undecodable samples so far, is shown when not 0 and logged."""
+        """Record the losses of `step`, and print and log the window's means when it is due.
+
+        Args:
+            step: The 1-based count of finished steps.
+            losses: Loss part name to its value at this step.
+            learning_rate: The learning rate of this step.
+            skipped_samples: The run's count of undecodable samples so far; shown when not 0, and
+                logged.
+
+        Returns:
+            None; the output is the printed line and the TensorBoard scalars.
+        """
         for name, value in losses.items():
             self._sums[name] = self._sums.get(name, 0.0) + float(value)
         self._count += 1

@@ -1,4 +1,4 @@
-"""Learning-rate schedule from the train config: warmup, then constant, step drops or cosine."""
+"""The learning-rate schedule: warmup, then constant, step drops or cosine."""
 
 from __future__ import annotations
 
@@ -20,6 +20,19 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay_factor: float = 0.1,
         warmup_steps: int = 0,
     ):
+        """Check the kind and keep the settings (they are also the Keras config).
+
+        Args:
+            learning_rate: The peak learning rate, reached after warmup.
+            kind: "constant", "step" or "cosine".
+            total_steps: The step cosine decay reaches 0 at.
+            decay_steps: Steps at which "step" multiplies the rate by `decay_factor`.
+            decay_factor: The factor of each "step" drop.
+            warmup_steps: Steps of linear warmup (0: none).
+
+        Raises:
+            ValueError: An unknown `kind`.
+        """
         if kind not in ("constant", "step", "cosine"):
             raise ValueError(f"unknown learning-rate schedule {kind!r}; use constant, step or cosine")
         self.learning_rate = learning_rate
@@ -52,23 +65,3 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "decay_factor": self.decay_factor,
             "warmup_steps": self.warmup_steps,
         }
-
-
-def make_optimizer(train_config) -> keras.optimizers.Optimizer:
-    """Adam (the paper) or AdamW, with the configured schedule and optional global-norm clipping."""
-    schedule = WarmupSchedule(
-        train_config.learning_rate,
-        kind=train_config.lr_schedule,
-        total_steps=train_config.steps,
-        decay_steps=train_config.lr_decay_steps,
-        decay_factor=train_config.lr_decay_factor,
-        warmup_steps=train_config.warmup_steps,
-    )
-    common = {"learning_rate": schedule, "global_clipnorm": train_config.clip_norm}
-    if train_config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(weight_decay=train_config.weight_decay, **common)
-    else:
-        optimizer = keras.optimizers.Adam(**common)
-    if train_config.mixed_precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer

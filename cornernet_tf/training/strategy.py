@@ -26,9 +26,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if tf.config.list_logical_devices("GPU"):
             return tf.distribute.MirroredStrategy()
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(
-            devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
-        )
+        return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
@@ -68,3 +66,21 @@ def num_input_pipelines(strategy: tf.distribute.Strategy) -> int:
         return 1
     cluster = resolver.cluster_spec().as_dict()
     return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
+def finishes_in_step(strategy: tf.distribute.Strategy, finish_batches: str = "auto") -> bool:
+    """Whether batches are resampled and their targets drawn inside the training step.
+
+    "auto": on GPUs, yes, since the accelerator does that work faster than the host and the
+    batches it receives are a third of the size. On a CPU-only host the step and tf.data share
+    the same cores, and a parallel map in tf.data measured no faster (slower in two of three
+    rounds, see docs/benchmarks.md, "Training step"), so yes there too. TPUs, never: their input batches
+    need static shapes, and a batch of views holds images padded to the batch's largest.
+    """
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        if finish_batches == "step":
+            raise ValueError(
+                "train.finish_batches: step is not possible on TPUs (static input shapes); use auto or pipeline"
+            )
+        return False
+    return finish_batches != "pipeline"

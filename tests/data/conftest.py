@@ -42,8 +42,14 @@ def write_coco(
             {"id": i + 1, "file_name": name, "height": h, "width": w} for i, (name, _, h, w) in enumerate(images)
         ],
         "annotations": [
-            {"id": k + 1, "image_id": image_id, "category_id": cat, "bbox": bbox, "iscrowd": crowd,
-             "area": float(bbox[2] * bbox[3])}
+            {
+                "id": k + 1,
+                "image_id": image_id,
+                "category_id": cat,
+                "bbox": bbox,
+                "iscrowd": crowd,
+                "area": float(bbox[2] * bbox[3]),
+            }
             for k, (image_id, cat, bbox, crowd) in enumerate(annotations)
         ],
         "categories": [{"id": cid, "name": name} for cid, name in categories],

@@ -50,8 +50,17 @@ def test_boxes_still_bound_the_shape_after_augmentation(kind):
     uncut = 0
     for seed in range(16):
         out, boxes, classes = augment.train_transform(
-            tf.constant(image), tf.constant(box), tf.constant([2]), tf.constant([seed, 7], tf.int64),
-            input_size=INPUT, scale_range=(0.6, 1.4), random_crop=True, flip=True, jitter=False, light=False, **RAW,
+            tf.constant(image),
+            tf.constant(box),
+            tf.constant([2]),
+            tf.constant([seed, 7], tf.int64),
+            input_size=INPUT,
+            scale_range=(0.6, 1.4),
+            random_crop=True,
+            flip=True,
+            jitter=False,
+            light=False,
+            **RAW,
         )
         assert out.shape == (*INPUT, 3) and out.dtype == tf.float32
         if boxes.shape[0] == 0:  # the crop missed the object: then almost none of it may show
@@ -108,10 +117,11 @@ def test_window_outside_the_image_is_black_and_boxes_shift():
         out = augment.resample_window(tf.constant(image), tf.constant(window), (40, 40), tf.constant(False)).numpy()
         y0, x0 = window[:2]
         expected = np.zeros((40, 40, 3))
-        expected[max(-y0, 0):20 - y0, max(-x0, 0):20 - x0] = 255
+        expected[max(-y0, 0) : 20 - y0, max(-x0, 0) : 20 - x0] = 255
         np.testing.assert_allclose(out, expected, atol=1e-2)
-    moved = augment.transform_boxes(tf.constant([[0.0, 0.0, 20.0, 20.0]]), tf.constant([-10, -10, 30, 30]), (40, 40),
-                                    tf.constant(False))
+    moved = augment.transform_boxes(
+        tf.constant([[0.0, 0.0, 20.0, 20.0]]), tf.constant([-10, -10, 30, 30]), (40, 40), tf.constant(False)
+    )
     np.testing.assert_allclose(moved.numpy(), [[10, 10, 30, 30]])
 
 
@@ -121,8 +131,9 @@ def test_rendering_does_not_depend_on_the_batch_padding():
     small = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
     kwargs = dict(input_size=INPUT, scale_range=(0.6, 1.4), random_crop=True, flip=True, jitter=True, light=True)
     for seed in range(6):
-        view, _, _ = augment.sample_view(small, tf.zeros([0, 4]), tf.zeros([0], tf.int32),
-                                         tf.constant([seed, 1], tf.int64), **kwargs)
+        view, _, _ = augment.sample_view(
+            small, tf.zeros([0, 4]), tf.zeros([0], tf.int32), tf.constant([seed, 1], tf.int64), **kwargs
+        )
         alone = augment.render_views({k: v[None] for k, v in view.items()}, INPUT, **RAW)
         padded = dict(view, image=tf.pad(view["image"], [[0, 40], [0, 59], [0, 0]], constant_values=0))
         other = dict(padded, image=tf.constant(rng.integers(0, 256, (80, 109, 3)).astype(np.uint8)))
@@ -229,8 +240,17 @@ def test_train_transform_is_a_function_of_the_seed():
 def test_without_random_crop_the_whole_image_is_kept():
     image, box = _shape_image("triangle")
     out, boxes, _ = augment.train_transform(
-        image, box, tf.constant([0]), tf.constant([0, 0], tf.int64),
-        input_size=(120, 120), scale_range=(1.0, 1.0), random_crop=False, flip=False, jitter=False, light=False, **RAW,
+        image,
+        box,
+        tf.constant([0]),
+        tf.constant([0, 0], tf.int64),
+        input_size=(120, 120),
+        scale_range=(1.0, 1.0),
+        random_crop=False,
+        flip=False,
+        jitter=False,
+        light=False,
+        **RAW,
     )
     np.testing.assert_allclose(boxes.numpy()[0], box[0] + [0, 15, 0, 15])  # 90 high -> 15 px bars
     np.testing.assert_allclose(out.numpy()[15:105], image / 255.0, atol=1e-4)
@@ -242,7 +262,7 @@ def test_eval_pad_centres_the_image_like_the_original():
     assert padded.shape == (127, 255, 3)  # 100 | 127, 150 | 127
     top, left = 127 // 2 - 50, 255 // 2 - 75
     np.testing.assert_allclose(info.numpy(), [1, 1, top, left, 100, 150])
-    np.testing.assert_allclose(padded.numpy()[top:top + 100, left:left + 150], image / 255.0)
+    np.testing.assert_allclose(padded.numpy()[top : top + 100, left : left + 150], image / 255.0)
     assert padded.numpy().sum() == pytest.approx((image / 255.0).sum(), rel=1e-5)
 
 

@@ -95,8 +95,16 @@ def test_every_unusable_image_is_counted_at_any_position(coco_writer, grey_png, 
     ]
     path, images_dir = coco_writer(images, [], [(1, "x")])
     source = coco.load_coco(path, images_dir)
-    assert list(source.status) == [coco.UNREADABLE, coco.USABLE, coco.UNDECODABLE, coco.USABLE, coco.SIZE_MISMATCH,
-                                   coco.USABLE, coco.USABLE, coco.UNDECODABLE]
+    assert list(source.status) == [
+        coco.UNREADABLE,
+        coco.USABLE,
+        coco.UNDECODABLE,
+        coco.USABLE,
+        coco.SIZE_MISMATCH,
+        coco.USABLE,
+        coco.USABLE,
+        coco.UNDECODABLE,
+    ]
     assert list(source.orientation) == [1, 1, 1, 1, 1, 6, 1, 1]
     counts = source.counts
     assert (counts["unreadable_images"], counts["undecodable_images"], counts["size_mismatch_images"]) == (1, 2, 1)

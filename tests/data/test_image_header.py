@@ -17,9 +17,9 @@ def _pattern(height: int, width: int) -> np.ndarray:
     """An RGB image whose every turn and mirror differs: coloured blocks by quadrant."""
     image = np.zeros((height, width, 3), np.uint8)
     image[: height // 2, : width // 3] = (250, 20, 20)
-    image[: height // 2, width // 3:] = (20, 250, 20)
-    image[height // 2:, : 2 * width // 3] = (20, 20, 250)
-    image[height // 2:, 2 * width // 3:] = (240, 240, 30)
+    image[: height // 2, width // 3 :] = (20, 250, 20)
+    image[height // 2 :, : 2 * width // 3] = (20, 20, 250)
+    image[height // 2 :, 2 * width // 3 :] = (240, 240, 30)
     return image
 
 
@@ -65,13 +65,16 @@ def test_a_truncated_jpeg_keeps_its_header(encode_image):
     assert (header.format, header.height, header.width) == ("jpeg", 64, 64)
 
 
-@pytest.mark.parametrize("content, error, reason", [
-    (b"", image_header.UnreadableImageError, "empty file"),
-    (b"just some text, no image", image_header.UndecodableImageError, "not a JPEG, PNG, GIF or BMP"),
-    (b"\xff\xd8\xff\xe0\x00", image_header.UndecodableImageError, "truncated"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDX" + bytes(8), image_header.UndecodableImageError, "IHDR"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + bytes(8), image_header.UndecodableImageError, "0x0 pixels"),
-])
+@pytest.mark.parametrize(
+    "content, error, reason",
+    [
+        (b"", image_header.UnreadableImageError, "empty file"),
+        (b"just some text, no image", image_header.UndecodableImageError, "not a JPEG, PNG, GIF or BMP"),
+        (b"\xff\xd8\xff\xe0\x00", image_header.UndecodableImageError, "truncated"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDX" + bytes(8), image_header.UndecodableImageError, "IHDR"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + bytes(8), image_header.UndecodableImageError, "0x0 pixels"),
+    ],
+)
 def test_unusable_files_raise_with_their_reason(tmp_path, content, error, reason):
     path = tmp_path / "bad.jpg"
     path.write_bytes(content)

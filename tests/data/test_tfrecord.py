@@ -57,7 +57,8 @@ def test_rewrite_with_fewer_shards_removes_stale_ones(source, tmp_path):
     tfrecord.write_tfrecords(source, str(tmp_path), "train", num_shards=4, progress=lambda _: None)
     tfrecord.write_tfrecords(source, str(tmp_path), "train", num_shards=2, progress=lambda _: None)
     assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tfrecord")) == [
-        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"
+        "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord",
     ]
     assert len(_read_back(str(tmp_path / "train-*.tfrecord"))) == 5
 
@@ -87,21 +88,32 @@ def test_bad_images_are_left_out_counted_and_named_across_shards(coco_writer, en
     image) and the writer's (a JPEG cut inside its pixel data) are all counted and named."""
     rng = np.random.default_rng(1)
     good = [encode_image(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), ".jpg") for _ in range(4)]
-    images = [("cut_first.jpg", good[0][: len(good[0]) // 2], 24, 32), ("a.jpg", good[0], 24, 32),
-              ("empty.jpg", b"", 24, 32), ("b.jpg", good[1], 24, 32), ("c.jpg", good[2], 24, 32),
-              ("text.jpg", b"not an image", 24, 32), ("d.jpg", good[3], 24, 32),
-              ("cut_last.jpg", good[3][: len(good[3]) // 2], 24, 32)]
+    images = [
+        ("cut_first.jpg", good[0][: len(good[0]) // 2], 24, 32),
+        ("a.jpg", good[0], 24, 32),
+        ("empty.jpg", b"", 24, 32),
+        ("b.jpg", good[1], 24, 32),
+        ("c.jpg", good[2], 24, 32),
+        ("text.jpg", b"not an image", 24, 32),
+        ("d.jpg", good[3], 24, 32),
+        ("cut_last.jpg", good[3][: len(good[3]) // 2], 24, 32),
+    ]
     path, images_dir = coco_writer(images, [(i, 1, [2, 2, 5, 5], 0) for i in range(1, 9)], [(1, "x")])
     lines = []
-    tfrecord.write_tfrecords(coco.load_coco(path, images_dir), str(tmp_path), "val", num_shards=3,
-                             progress=lines.append)
+    tfrecord.write_tfrecords(
+        coco.load_coco(path, images_dir), str(tmp_path), "val", num_shards=3, progress=lines.append
+    )
     pattern = str(tmp_path / "val-*.tfrecord")
     meta = tfrecord.read_sidecar(pattern)
     assert meta["num_examples"] == 4 and sum(meta["shard_sizes"].values()) == 4
     assert [int(e["image_id"]) for e in _read_back(pattern)] == [2, 4, 5, 7]
     assert meta["image_ids"] == list(range(1, 9)) == tfrecord.split_image_ids(meta)
     assert sorted(item.split(":")[0] for item in meta["skipped"]) == [
-        "cut_first.jpg", "cut_last.jpg", "empty.jpg", "text.jpg"]
+        "cut_first.jpg",
+        "cut_last.jpg",
+        "empty.jpg",
+        "text.jpg",
+    ]
     assert (meta["counts"]["unreadable_images"], meta["counts"]["undecodable_images"]) == (1, 3)
     assert "4 of 8 images left out" in lines[-1]
     assert tfrecord.summary(pattern, meta).endswith("8 images (4 usable, 4 skipped when written), 8 boxes, 1 classes")

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.convert import config_from_official, load_official_weights
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.model import build_model
 from tests.conftest import load_reference, nhwc, reference_config
 
 TOL = {"atol": 1e-3, "rtol": 1e-3}
@@ -76,12 +76,21 @@ def check_every_stack_matches_train_path(ref, model, images, official_names, tol
 
 # our activation name -> the official module whose output it is, per fixture layout
 CORNERNET_ACTIVATIONS = {
-    "pre": "pre.out", "hourglass0": "kps.0.out", "cnv0": "cnvs.0.out", "tl_pool0": "tl_cnvs.0.out",
-    "br_pool0": "br_cnvs.0.out", "inter0_in": "inters.0.in", "inter0": "inters.0.out",
+    "pre": "pre.out",
+    "hourglass0": "kps.0.out",
+    "cnv0": "cnvs.0.out",
+    "tl_pool0": "tl_cnvs.0.out",
+    "br_pool0": "br_cnvs.0.out",
+    "inter0_in": "inters.0.in",
+    "inter0": "inters.0.out",
 }
 SQUEEZE_ACTIVATIONS = {
-    "pre": "hg.pre.out", "hourglass0": "hg.hgs.0.out", "cnv0": "hg.cnvs.0.out",
-    "tl_pool0": "tl_modules.0.out", "br_pool0": "br_modules.0.out", "inter0_in": "hg.inters.0.in",
+    "pre": "hg.pre.out",
+    "hourglass0": "hg.hgs.0.out",
+    "cnv0": "hg.cnvs.0.out",
+    "tl_pool0": "tl_modules.0.out",
+    "br_pool0": "br_modules.0.out",
+    "inter0_in": "hg.inters.0.in",
     "inter0": "hg.inters.0.out",
 }
 
@@ -99,8 +108,13 @@ def stack0_activations(model, images) -> dict:
         backbone.inters_bn[0](backbone.inters_conv[0](pre)) + backbone.cnvs_bn[0](backbone.cnvs_conv[0](cnv))
     )
     return {
-        "pre": pre, "hourglass0": hourglass, "cnv0": cnv, "tl_pool0": model.tl_cnvs[0](cnv),
-        "br_pool0": model.br_cnvs[0](cnv), "inter0_in": inter_in, "inter0": backbone.inters[0](inter_in),
+        "pre": pre,
+        "hourglass0": hourglass,
+        "cnv0": cnv,
+        "tl_pool0": model.tl_cnvs[0](cnv),
+        "br_pool0": model.br_cnvs[0](cnv),
+        "inter0_in": inter_in,
+        "inter0": backbone.inters[0](inter_in),
     }
 
 

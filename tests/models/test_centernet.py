@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.models import CENTERNET_OUTPUT_KEYS, CascadeCornerPoolModule, CenterNet, build_model
+from cornernet_tf.models import CENTERNET_OUTPUT_KEYS, CascadeCornerPoolModule, CenterNet
+from cornernet_tf.tasks.model import build_model
 from tests.conftest import nhwc
 from tests.models.fidelity import (
     TOL,

@@ -38,7 +38,7 @@ def ref():
 
 @pytest.fixture(scope="module")
 def comp(ref):
-    return {key[len("comp/"):]: nhwc(value) for key, value in ref.items() if key.startswith("comp/")}
+    return {key[len("comp/") :]: nhwc(value) for key, value in ref.items() if key.startswith("comp/")}
 
 
 def official_module(ref: dict, name: str, implementation: str):

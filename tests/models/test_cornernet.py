@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.models import OUTPUT_KEYS, CornerNet, build_model
+from cornernet_tf.models import OUTPUT_KEYS, CornerNet
+from cornernet_tf.tasks.model import build_model
 from tests.models.fidelity import (
     CORNERNET_ACTIVATIONS,
     TOL,

@@ -58,7 +58,11 @@ def test_backbone_config_round_trip_and_gradients():
     x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype("float32")
     config = backbone.get_config()
     assert {k: config[k] for k in ("nstack", "dims", "modules", "cnv_dim", "pre_dims")} == {
-        "nstack": 2, "dims": [8, 8, 12], "modules": [1, 1, 1], "cnv_dim": 10, "pre_dims": [4, 8]
+        "nstack": 2,
+        "dims": [8, 8, 12],
+        "modules": [1, 1, 1],
+        "cnv_dim": 10,
+        "pre_dims": [4, 8],
     }
     clone = HourglassBackbone.from_config(config)
     backbone(x)

@@ -96,10 +96,16 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_variables():
 def _batch_norm_pair(channels: int):
     """Keras' BatchNormalization and ours with the same non-trivial variables."""
     rng = np.random.default_rng(0)
-    values = [rng.uniform(0.5, 1.5, channels), rng.normal(size=channels), rng.normal(size=channels),
-              rng.uniform(0.5, 2.0, channels)]
-    layers = (keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9),
-              FusedBatchNorm(epsilon=BN_EPSILON, momentum=0.9))
+    values = [
+        rng.uniform(0.5, 1.5, channels),
+        rng.normal(size=channels),
+        rng.normal(size=channels),
+        rng.uniform(0.5, 2.0, channels),
+    ]
+    layers = (
+        keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9),
+        FusedBatchNorm(epsilon=BN_EPSILON, momentum=0.9),
+    )
     for layer in layers:
         layer.build((None, None, None, channels))
         layer.set_weights([v.astype("float32") for v in values])

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.data.pipeline import train_dataset
 from cornernet_tf.models import OUTPUT_KEYS, CornerNetSqueeze, FireModule, SqueezeHourglassModule
-from cornernet_tf.training.loop import Trainer
+from cornernet_tf.tasks.data import train_dataset
+from cornernet_tf.tasks.training import build_trainer
 from tests.conftest import check_layer
 from tests.models.fidelity import (
     SQUEEZE_ACTIVATIONS,
@@ -103,8 +103,12 @@ def test_other_depth_stacks_modules_batch_and_an_odd_non_square_input():
     assert len(stacks) == 3 and model.depth == 2 and len(model.backbone.kps[0].up1) == 2
     for out in stacks:
         assert {k: tuple(v.shape) for k, v in out.items()} == {
-            "tl_heatmap": (2, 12, 20, 2), "br_heatmap": (2, 12, 20, 2), "tl_embedding": (2, 12, 20, 1),
-            "br_embedding": (2, 12, 20, 1), "tl_offset": (2, 12, 20, 2), "br_offset": (2, 12, 20, 2),
+            "tl_heatmap": (2, 12, 20, 2),
+            "br_heatmap": (2, 12, 20, 2),
+            "tl_embedding": (2, 12, 20, 1),
+            "br_embedding": (2, 12, 20, 1),
+            "tl_offset": (2, 12, 20, 2),
+            "br_offset": (2, 12, 20, 2),
         }
     assert model.backbone.compute_output_shape((2, 95, 159, 3)) == [(2, 12, 20, 12)] * 3
     np.testing.assert_array_equal(model(images)["tl_heatmap"], stacks[-1]["tl_heatmap"])
@@ -123,17 +127,26 @@ def test_config_round_trip_gives_the_same_network(tiny, images):
 
 def test_squeeze_shapes_tiny_builds_and_trains_one_step(shapes_dir, tmp_path):  # noqa: F811
     overrides = [
-        f"data.shapes_dir={shapes_dir}/squeeze", "data.shapes_train=4", "data.shapes_val=2",
-        "data.shapes_image_size=64", "data.input_size=[64, 64]", "data.output_size=[8, 8]",
-        "data.deterministic=true", "train.batch_size=2", "train.steps=1", "train.warmup_steps=0",
-        "train.log_every=1", "train.eval_every=0",
+        f"data.shapes_dir={shapes_dir}/squeeze",
+        "data.shapes_train=4",
+        "data.shapes_val=2",
+        "data.shapes_image_size=64",
+        "data.input_size=[64, 64]",
+        "data.deterministic=true",
+        "train.batch_size=2",
+        "train.steps=1",
+        "train.warmup_steps=0",
+        "train.log_every=1",
+        "train.eval_every=0",
     ]
     config = load_config("squeeze_shapes_tiny", overrides)
     assert config.model.type == "squeeze" and config.model.stride == 8
     batch = next(iter(train_dataset(config)))
     assert batch[1]["tl_heatmap"].shape == (2, 8, 8, 3)
     fixed = tf.data.Dataset.from_tensors(batch).repeat()
-    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path, lambda ctx, start, skipped: fixed)
+    trainer = build_trainer(
+        config, tf.distribute.get_strategy(), tmp_path, dataset_fn=lambda ctx, start, skipped: fixed
+    )
     assert isinstance(trainer.model, CornerNetSqueeze)
     first = {k: float(v) for k, v in trainer.test_step(*batch).items()}
     before = [w.numpy() for w in trainer.model.trainable_weights]

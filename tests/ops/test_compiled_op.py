@@ -75,6 +75,7 @@ def _pure_tf():
 
 # --- an independent reference: the official rule transcribed with NumPy ------------------------
 
+
 def _scan_view(a: np.ndarray, direction: str) -> np.ndarray:
     """a [N, H, W, C] viewed as [L, ...] in scan order (from the far edge)."""
     axis = 1 if direction in ("top", "bottom") else 2
@@ -130,6 +131,7 @@ def _grad(fn, *inputs, dy):
 
 # --- the official fixture ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_fixture_forward_is_bitwise_and_gradient_exact(lib, ref, direction):
     y, (dx,) = _grad(lambda x: compiled.corner_pool(x, direction), ref["x"], dy=ref["grad_out"])
@@ -139,26 +141,33 @@ def test_fixture_forward_is_bitwise_and_gradient_exact(lib, ref, direction):
     assert y.dtype == tf.float32 and y.shape == ref["x"].shape
 
 
-@pytest.mark.parametrize("corner,first,second,key", [
-    ("top_left", "top", "left", "top_x_plus_left_x2"),
-    ("bottom_right", "bottom", "right", "bottom_x_plus_right_x2"),
-])
+@pytest.mark.parametrize(
+    "corner,first,second,key",
+    [
+        ("top_left", "top", "left", "top_x_plus_left_x2"),
+        ("bottom_right", "bottom", "right", "bottom_x_plus_right_x2"),
+    ],
+)
 def test_fixture_fused_pair_and_its_gradients(lib, ref, corner, first, second, key):
-    y, (da, db) = _grad(lambda a, b: compiled.fused_corner_pool(a, b, corner), ref["x"], ref["x2"],
-                        dy=ref["grad_out"])
+    y, (da, db) = _grad(lambda a, b: compiled.fused_corner_pool(a, b, corner), ref["x"], ref["x2"], dy=ref["grad_out"])
     np.testing.assert_array_equal(y.numpy(), ref[key])
     np.testing.assert_array_equal(da.numpy(), ref[f"grad_x_{first}"])  # a = x, same dy
     _, (want_db,) = _grad(lambda b: compiled.corner_pool(b, second), ref["x2"], dy=ref["grad_out"])
     np.testing.assert_array_equal(db.numpy(), want_db.numpy())
     # the composition of single pools gives the same bits
-    composed, (ca, cb) = _grad(lambda a, b: compiled.corner_pool(a, first) + compiled.corner_pool(b, second),
-                               ref["x"], ref["x2"], dy=ref["grad_out"])
+    composed, (ca, cb) = _grad(
+        lambda a, b: compiled.corner_pool(a, first) + compiled.corner_pool(b, second),
+        ref["x"],
+        ref["x2"],
+        dy=ref["grad_out"],
+    )
     np.testing.assert_array_equal(y.numpy(), composed.numpy())
     np.testing.assert_array_equal(da.numpy(), ca.numpy())
     np.testing.assert_array_equal(db.numpy(), cb.numpy())
 
 
 # --- independent NumPy reference: many ties, odd sizes, several CPU blocks, NaN -----------------
+
 
 @pytest.mark.parametrize("shape", [(2, 40, 50, 70), (1, 1, 33, 5), (1, 29, 1, 3), (3, 5, 7, 1), (1, 300, 2, 40)])
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -179,12 +188,16 @@ def test_large_outputs_streamed_past_the_cache(lib, shape):
     dy = np.random.default_rng(42).standard_normal(shape).astype(np.float32)
     for direction in DIRECTIONS:
         np.testing.assert_array_equal(lib.corner_pool(x, direction=direction).numpy(), numpy_pool(x, direction))
-        np.testing.assert_array_equal(lib.corner_pool_grad(x, dy, direction=direction).numpy(),
-                                      numpy_pool_grad(x, dy, direction))
+        np.testing.assert_array_equal(
+            lib.corner_pool_grad(x, dy, direction=direction).numpy(), numpy_pool_grad(x, dy, direction)
+        )
 
 
-@pytest.mark.parametrize("shape", [(1, 20, 30, 70), (3, 9, 5, 1), (2, 1, 17, 40), (1, 64, 128, 272)],
-                         ids=["channel-blocks", "C=1", "1xN", "streamed"])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 20, 30, 70), (3, 9, 5, 1), (2, 1, 17, 40), (1, 64, 128, 272)],
+    ids=["channel-blocks", "C=1", "1xN", "streamed"],
+)
 @pytest.mark.parametrize("corner", ["top_left", "bottom_right"])
 def test_fused_single_pass_matches_composition(lib, shape, corner):
     first, second = ("top", "left") if corner == "top_left" else ("bottom", "right")
@@ -203,8 +216,9 @@ def test_nan_propagates_and_takes_the_gradient(lib, direction):
     x[np.random.default_rng(6).random(x.shape) < 0.05] = np.nan
     dy = np.random.default_rng(7).standard_normal(x.shape).astype(np.float32)
     np.testing.assert_array_equal(lib.corner_pool(x, direction=direction).numpy(), numpy_pool(x, direction))
-    np.testing.assert_array_equal(lib.corner_pool_grad(x, dy, direction=direction).numpy(),
-                                  numpy_pool_grad(x, dy, direction))
+    np.testing.assert_array_equal(
+        lib.corner_pool_grad(x, dy, direction=direction).numpy(), numpy_pool_grad(x, dy, direction)
+    )
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
@@ -275,8 +289,9 @@ def test_fused_agrees_with_pure_tf_pair(lib, corner):
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_numeric_gradient(lib, direction):
     x = _tie_free((1, 4, 5, 2), direction, seed=31) * 0.5  # gaps of 0.5 >> the finite-difference step
-    theoretical, numerical = tf.test.compute_gradient(lambda t: compiled.corner_pool(t, direction),
-                                                      [tf.constant(x)], delta=1e-2)
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda t: compiled.corner_pool(t, direction), [tf.constant(x)], delta=1e-2
+    )
     np.testing.assert_allclose(theoretical[0], numerical[0], atol=2e-3)
 
 
@@ -284,12 +299,14 @@ def test_numeric_gradient_fused(lib):
     a = _tie_free((1, 4, 5, 2), "top", seed=32) * 0.5
     b = _tie_free((1, 4, 5, 2), "left", seed=33) * 0.5
     theoretical, numerical = tf.test.compute_gradient(
-        lambda p, q: compiled.fused_corner_pool(p, q, "top_left"), [tf.constant(a), tf.constant(b)], delta=1e-2)
+        lambda p, q: compiled.fused_corner_pool(p, q, "top_left"), [tf.constant(a), tf.constant(b)], delta=1e-2
+    )
     for t, n in zip(theoretical, numerical):
         np.testing.assert_allclose(t, n, atol=2e-3)
 
 
 # --- shapes and errors ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(0, 4, 4, 2), (1, 0, 3, 2), (2, 3, 0, 1), (1, 3, 3, 0)])
 def test_empty_tensors(lib, shape):
@@ -300,9 +317,14 @@ def test_empty_tensors(lib, shape):
     assert compiled.fused_corner_pool(x, x, "top_left").shape == shape
 
 
+def test_library_and_log_names_are_the_build_script_ones():
+    build = _load_build_module()
+    assert (compiled.LIBRARY_NAME, compiled.BUILD_LOG_NAME) == (build.LIBRARY_NAME, build.LOG_NAME)
+
+
 def test_bad_inputs_raise_clear_errors(lib):
     x = tf.zeros((2, 3, 4, 5))
-    with pytest.raises(ValueError, match="direction 'up'.*'top', 'bottom', 'left', 'right'"):
+    with pytest.raises(ValueError, match="direction 'up'.*'top', 'left', 'bottom', 'right'"):
         compiled.corner_pool(x, "up")
     with pytest.raises(ValueError, match="corner 'top_right'"):
         compiled.fused_corner_pool(x, x, "top_right")
@@ -320,8 +342,9 @@ def test_bad_inputs_raise_clear_errors(lib):
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="direction"):
         lib.corner_pool(x, direction="up")
     # in a graph the shape function rejects a bad rank when the function is traced
-    fn = tf.function(lambda t: lib.corner_pool(t, direction="top"),
-                     input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    fn = tf.function(
+        lambda t: lib.corner_pool(t, direction="top"), input_signature=[tf.TensorSpec([None, None, None], tf.float32)]
+    )
     with pytest.raises(ValueError, match="rank-4 NHWC"):
         fn.get_concrete_function()
     # unknown rank: checked when it runs
@@ -339,6 +362,7 @@ def test_no_xla(lib):
 
 
 # --- in use: Keras training, SavedModel --------------------------------------------------------------
+
 
 class TinyCornerModule(keras.layers.Layer):
     """A tiny corner module on the compiled op: conv -> top(a) + left(b) -> conv."""
@@ -435,17 +459,20 @@ report["warnings"] = [str(w.message) for w in caught]
 report["reason"] = compiled.unavailable_reason()
 compiled.load_library({str(compiled.loaded_library())!r})
 model = tf.saved_model.load({str(export)!r})
-got = model(tf.constant(np.load({str(tmp_path / 'x.npy')!r}))).numpy()
-report["equal"] = bool(np.array_equal(got, np.load({str(tmp_path / 'want.npy')!r})))
+got = model(tf.constant(np.load({str(tmp_path / "x.npy")!r}))).numpy()
+report["equal"] = bool(np.array_equal(got, np.load({str(tmp_path / "want.npy")!r})))
 print("REPORT " + json.dumps(report))
 """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               CORNERNET_TF_CORNER_POOL_LIBRARY=str(tmp_path / "missing" / "_corner_pool_ops.so"),
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CORNERNET_TF_CORNER_POOL_LIBRARY=str(tmp_path / "missing" / "_corner_pool_ops.so"),
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    report = json.loads(lines[-1][len("REPORT "):])
+    report = json.loads(lines[-1][len("REPORT ") :])
     # without the library: unavailable, one clear warning, the reason names the file
     assert report["available_without_library"] is False
     assert len(report["warnings"]) == 1 and "pure-TF corner pool" in report["warnings"][0]

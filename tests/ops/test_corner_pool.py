@@ -104,7 +104,9 @@ def numpy_pool_gradient(x: np.ndarray, grad_out: np.ndarray, direction: str) -> 
         values = xs[..., window]
         farthest = len(window) - 1 - np.argmax(values[..., ::-1], axis=-1)  # last maximum of the window
         target = window[farthest]
-        np.put_along_axis(grad, target[..., None], np.take_along_axis(grad, target[..., None], -1) + gs[..., i:i + 1], -1)
+        np.put_along_axis(
+            grad, target[..., None], np.take_along_axis(grad, target[..., None], -1) + gs[..., i : i + 1], -1
+        )
     return np.moveaxis(grad, -1, axis)
 
 

@@ -19,7 +19,6 @@ def tiny_overrides(shapes_dir: str, steps: int = 20) -> list[str]:
         "data.shapes_val=4",
         "data.shapes_image_size=64",
         "data.input_size=[64, 64]",
-        "data.output_size=[16, 16]",
         "data.deterministic=true",
         "model.depth=2",
         "model.dims=[8, 8, 8]",

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import model_variables, restore_model_weights, training_checkpoint
 
 from .conftest import tiny_overrides
@@ -24,9 +24,13 @@ def test_every_weight_round_trips_and_other_shapes_are_refused(tmp_path):
     for got, want in zip(fresh.weights, model.weights):
         np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
 
-    wider = build_model(load_config("shapes_tiny", tiny_overrides(str(tmp_path / "unused")) + ["model.cnv_dim=16"]).model)
+    wider = build_model(
+        load_config("shapes_tiny", tiny_overrides(str(tmp_path / "unused")) + ["model.cnv_dim=16"]).model
+    )
     with pytest.raises(ValueError, match="incompatible tensor with shape"):
         restore_model_weights(wider, prefix)
-    deeper = build_model(load_config("shapes_tiny", tiny_overrides(str(tmp_path / "unused")) + ["model.nstack=2"]).model)
+    deeper = build_model(
+        load_config("shapes_tiny", tiny_overrides(str(tmp_path / "unused")) + ["model.nstack=2"]).model
+    )
     with pytest.raises(AssertionError, match="not bound to checkpointed values"):
         restore_model_weights(deeper, prefix)

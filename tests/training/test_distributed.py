@@ -22,8 +22,8 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from cornernet_tf.config import load_config
-    from cornernet_tf.data.pipeline import train_dataset
-    from cornernet_tf.training.loop import Trainer
+    from cornernet_tf.tasks.data import train_dataset
+    from cornernet_tf.tasks.training import build_trainer
     from cornernet_tf.training.strategy import make_strategy
 
     config = load_config("shapes_tiny", json.loads(sys.argv[1]))
@@ -37,7 +37,7 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent(
         def dataset_fn(ctx, start, skipped):
             return samples.batch(ctx.get_per_replica_batch_size(config.train.batch_size)).repeat()
 
-        trainer = Trainer(config, strategy, directory, dataset_fn)
+        trainer = build_trainer(config, strategy, directory, dataset_fn=dataset_fn)
         return trainer
 
     one = run(tf.distribute.OneDeviceStrategy("/cpu:0"), sys.argv[2] + "/one")
@@ -95,19 +95,43 @@ def _free_ports(count: int) -> list[int]:
 
 def test_two_multi_worker_processes_train_in_step(tmp_path, shapes_dir):
     # Generate the dataset once, so the workers do not race to create it.
-    assert run_module(["-m", "cornernet_tf.data.shapes", "--out", shapes_dir, "--train", "24", "--val", "4",
-                       "--size", "64"]).returncode == 0
+    assert (
+        run_module(
+            ["-m", "cornernet_tf.data.shapes", "--out", shapes_dir, "--train", "24", "--val", "4", "--size", "64"]
+        ).returncode
+        == 0
+    )
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     sets = [arg for item in tiny_overrides(shapes_dir, steps=3) for arg in ("--set", item)]
     processes = []
     try:
         for index in range(2):
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
-                       TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-            args = ["-m", "cornernet_tf.train", "--strategy", "multi_worker", "--model_dir", str(tmp_path),
-                    "--no_eval", *sets]
-            processes.append(subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, text=True,
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            env = dict(
+                os.environ,
+                TF_CPP_MIN_LOG_LEVEL="2",
+                PYTHONUNBUFFERED="1",
+                TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+            )
+            args = [
+                "-m",
+                "cornernet_tf.train",
+                "--strategy",
+                "multi_worker",
+                "--model_dir",
+                str(tmp_path),
+                "--no_eval",
+                *sets,
+            ]
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, *args],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    text=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            )
         outputs = [p.communicate(timeout=300) for p in processes]
     finally:
         for p in processes:

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import load_config
-from cornernet_tf.data.pipeline import train_dataset
-from cornernet_tf.training.loop import NonFiniteLossError, Trainer
+from cornernet_tf.tasks.data import train_dataset
+from cornernet_tf.tasks.training import build_trainer
+from cornernet_tf.training.loop import NonFiniteLossError
 from cornernet_tf.training.schedule import WarmupSchedule
 
 from .conftest import tiny_overrides
@@ -26,7 +27,7 @@ def _fixed_batch_fn(config, poison: bool = False, poison_offsets: bool = False):
 
 def test_loss_goes_down_substantially_on_a_fixed_batch(shapes_dir, tmp_path):
     config = load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=60) + ["train.learning_rate=0.003"])
-    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config))
+    trainer = build_trainer(config, tf.distribute.get_strategy(), tmp_path, dataset_fn=_fixed_batch_fn(config))
     first = {k: float(v) for k, v in trainer.test_step(*next(iter(_fixed_batch_fn(config)(None, 0, 0)))).items()}
     trainer.fit()
     last = {k: float(v) for k, v in trainer.test_step(*next(iter(_fixed_batch_fn(config)(None, 0, 0)))).items()}
@@ -35,7 +36,7 @@ def test_loss_goes_down_substantially_on_a_fixed_batch(shapes_dir, tmp_path):
     assert last["focal"] < 0.3 * first["focal"], (first, last)
     assert trainer.manager.latest_checkpoint.endswith("ckpt-60")
 
-    resumed = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config))
+    resumed = build_trainer(config, tf.distribute.get_strategy(), tmp_path, dataset_fn=_fixed_batch_fn(config))
     assert resumed.restore(require=True) == 60
     for got, want in zip(resumed.model.weights, trainer.model.weights):
         np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
@@ -45,14 +46,18 @@ def test_loss_goes_down_substantially_on_a_fixed_batch(shapes_dir, tmp_path):
 
 def test_nan_input_names_the_step_and_loss_part(shapes_dir, tmp_path):
     config = load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=3))
-    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config, poison=True))
+    trainer = build_trainer(
+        config, tf.distribute.get_strategy(), tmp_path, dataset_fn=_fixed_batch_fn(config, poison=True)
+    )
     with pytest.raises(NonFiniteLossError, match="step 1: the input batch has 1 NaN/Inf pixel values"):
         trainer.fit()
 
 
 def test_nan_loss_names_the_loss_part(shapes_dir, tmp_path):
     config = load_config("shapes_tiny", tiny_overrides(shapes_dir, steps=3))
-    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path, _fixed_batch_fn(config, poison_offsets=True))
+    trainer = build_trainer(
+        config, tf.distribute.get_strategy(), tmp_path, dataset_fn=_fixed_batch_fn(config, poison_offsets=True)
+    )
     with pytest.raises(NonFiniteLossError, match="step 1: loss part 'total' is nan"):
         trainer.fit()
 
@@ -63,7 +68,7 @@ def test_global_batch_must_split_over_replicas(shapes_dir, tmp_path):
 
     config = load_config("shapes_tiny", tiny_overrides(shapes_dir) + ["train.batch_size=5"])
     with pytest.raises(ValueError, match="batch_size 5 must be divisible by the 2 replicas"):
-        Trainer(config, TwoReplicas(), tmp_path, lambda ctx, start, skipped: None)
+        build_trainer(config, TwoReplicas(), tmp_path, dataset_fn=lambda ctx, start, skipped: None)
 
 
 def test_schedule_warmup_step_and_cosine():
@@ -82,29 +87,40 @@ def test_skipped_samples_are_counted_exactly_and_checkpointed(tmp_path):
     the stream held up to its last consumed sample, and a restored trainer keeps it."""
     from cornernet_tf.data import pipeline
     from cornernet_tf.data.coco import load_coco
+    from cornernet_tf.tasks import data as task_data
     from tests.data.conftest import encode, write_coco
 
     rng = np.random.default_rng(0)
     good = [encode(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), ".jpg") for _ in range(3)]
     images = [("cut.jpg", good[0][:300], 40, 50)] + [(f"{i}.jpg", g, 40, 50) for i, g in enumerate(good)]
-    annotations, images_dir = write_coco(tmp_path / "data", images, [(i, 1, [5, 5, 20, 20], 0) for i in range(1, 5)],
-                                         [(1, "a")])
+    annotations, images_dir = write_coco(
+        tmp_path / "data", images, [(i, 1, [5, 5, 20, 20], 0) for i in range(1, 5)], [(1, "a")]
+    )
     overrides = [o for o in tiny_overrides("unused", steps=6) if not o.startswith("data.shapes")]
-    config = load_config("shapes_tiny", overrides + [
-        "data.dataset=coco", f"data.train_annotations={annotations}", f"data.train_images={images_dir}",
-        "model.num_classes=1", "data.class_names=[a]", "train.batch_size=2", "train.checkpoint_every=6",
-    ])
+    config = load_config(
+        "shapes_tiny",
+        overrides
+        + [
+            "data.dataset=coco",
+            f"data.train_annotations={annotations}",
+            f"data.train_images={images_dir}",
+            "model.num_classes=1",
+            "data.class_names=[a]",
+            "train.batch_size=2",
+            "train.checkpoint_every=6",
+        ],
+    )
 
     def dataset_fn(ctx, start, skipped):
-        return pipeline.train_dataset(config, input_context=ctx, start_step=start, skipped_samples=skipped)
+        return task_data.train_dataset(config, input_context=ctx, start_step=start, skipped_samples=skipped)
 
-    trainer = Trainer(config, tf.distribute.get_strategy(), tmp_path / "run", dataset_fn)
+    trainer = build_trainer(config, tf.distribute.get_strategy(), tmp_path / "run", dataset_fn=dataset_fn)
     trainer.fit()
     source = load_coco(annotations, images_dir)
-    stream = [int(e["image_id"]) for _, e in pipeline._train_files(config, source, 1, 0, 0).take(40)]
+    stream = [int(e["image_id"]) for _, e in pipeline._train_files(config.data.seed, source, 1, 0, 0).take(40)]
     decoded_positions = [i for i, image_id in enumerate(stream) if image_id != 1]
     last_consumed = decoded_positions[6 * 2 - 1]
     assert trainer.total_skipped == stream[:last_consumed].count(1) >= 3  # 12 samples: at least 3 epochs
 
-    restored = Trainer(config, tf.distribute.get_strategy(), tmp_path / "run", dataset_fn)
+    restored = build_trainer(config, tf.distribute.get_strategy(), tmp_path / "run", dataset_fn=dataset_fn)
     assert restored.restore() == 6 and restored.total_skipped == trainer.total_skipped

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from cornernet_tf import train
 from cornernet_tf.config import Config, ConfigError, load_config
-from cornernet_tf.models import build_model
+from cornernet_tf.tasks.model import build_model
 
 from .conftest import REPO_ROOT, run_module, tiny_overrides
 
@@ -66,8 +66,9 @@ def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(tmp_path,
     extra = ["train.checkpoint_every=2", "train.lr_schedule=constant"]
     args = _train_args(tmp_path, shapes_dir, steps=400, extra=extra)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         _wait_for(lambda: len(_checkpoint_steps(tmp_path)) >= 2, 240, process)
         process.kill()
@@ -86,8 +87,9 @@ def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(tmp_path,
 def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, shapes_dir):
     args = _train_args(tmp_path, shapes_dir, steps=100_000, extra=["train.checkpoint_every=100000"])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines = []
     try:
         for line in process.stdout:
@@ -130,21 +132,28 @@ def _run_with_a_checkpoint(model_dir: pathlib.Path, shapes_dir: str) -> None:
     tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"), max_to_keep=1).save()
 
 
-def test_resume_refuses_changes_that_break_exact_resumption_and_takes_safe_ones_silently(tmp_path, shapes_dir,
-                                                                                          capsys):
+def test_resume_refuses_changes_that_break_exact_resumption_and_takes_safe_ones_silently(tmp_path, shapes_dir, capsys):
     _run_with_a_checkpoint(tmp_path, shapes_dir)
-    safe = _tiny(shapes_dir, "train.steps=50", "train.checkpoint_every=7", "eval.top_k=5", "export.flip=true",
-                 "data.num_parallel_calls=2", "data.class_names=[]")
+    safe = _tiny(
+        shapes_dir,
+        "train.steps=50",
+        "train.checkpoint_every=7",
+        "detection.k=5",
+        "detection.flip=true",
+        "data.num_parallel_calls=2",
+        "data.class_names=[]",
+    )
     train.check_saved_config(tmp_path, safe)
     assert capsys.readouterr().out == ""
-    changed = _tiny(shapes_dir, "train.batch_size=2", "data.seed=5", "train.learning_rate=0.01", "train.steps=50",
-                    "eval.top_k=5")
+    changed = _tiny(
+        shapes_dir, "train.batch_size=2", "data.seed=5", "train.learning_rate=0.01", "train.steps=50", "detection.k=5"
+    )
     with pytest.raises(ConfigError) as refused:
         train.check_saved_config(tmp_path, changed)
     message = str(refused.value)
     assert "train.batch_size: 4 -> 2" in message and "data.seed: 0 -> 5" in message
     assert "train.learning_rate: 0.001 -> 0.01" in message and "--allow_config_change" in message
-    assert "train.steps" not in message and "eval.top_k" not in message
+    assert "train.steps" not in message and "detection.k" not in message
     cosine = load_config("shapes_tiny", tiny_overrides(shapes_dir))
     cosine.save(tmp_path / "config.yaml")
     with pytest.raises(ConfigError, match=r"train.steps: 20 -> 30"):  # the cosine schedule decays over it
@@ -169,8 +178,9 @@ def test_the_cli_refuses_a_changed_batch_size_and_resumes_with_the_flag(tmp_path
     assert run_module(_train_args(tmp_path, shapes_dir, steps=1)).returncode == 0
     refused = run_module(_train_args(tmp_path, shapes_dir, steps=2, extra=["train.batch_size=2"]))
     assert refused.returncode == 2 and "train.batch_size: 4 -> 2" in refused.stderr
-    allowed = run_module([*_train_args(tmp_path, shapes_dir, steps=2, extra=["train.batch_size=2"]),
-                          "--allow_config_change"])
+    allowed = run_module(
+        [*_train_args(tmp_path, shapes_dir, steps=2, extra=["train.batch_size=2"]), "--allow_config_change"]
+    )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "no longer exact" in allowed.stdout and "resuming at step 1" in allowed.stdout
 
@@ -194,13 +204,37 @@ def test_a_batch_size_the_replicas_cannot_split_is_one_error_line(tmp_path, shap
 
 def test_trains_from_tfrecords_written_by_the_cli(tmp_path, shapes_dir):
     records = tmp_path / "records"
-    written = run_module(["-m", "cornernet_tf.data.tfrecord", "--shapes", "--out", str(records), "--shards", "2",
-                          "--shapes-dir", shapes_dir, "--shapes-train", "24", "--shapes-val", "4",
-                          "--shapes-image-size", "64"])
+    written = run_module(
+        [
+            "-m",
+            "cornernet_tf.data.tfrecord",
+            "--shapes",
+            "--out",
+            str(records),
+            "--shards",
+            "2",
+            "--shapes-dir",
+            shapes_dir,
+            "--shapes-train",
+            "24",
+            "--shapes-val",
+            "4",
+            "--shapes-image-size",
+            "64",
+        ]
+    )
     assert written.returncode == 0, written.stderr[-2000:]
-    args = _train_args(tmp_path / "run", shapes_dir, steps=3,
-                       extra=["data.dataset=tfrecord", f"data.train_tfrecords={records}/train-*.tfrecord",
-                              f"data.val_tfrecords={records}/val-*.tfrecord", "data.shuffle_buffer=8"])
+    args = _train_args(
+        tmp_path / "run",
+        shapes_dir,
+        steps=3,
+        extra=[
+            "data.dataset=tfrecord",
+            f"data.train_tfrecords={records}/train-*.tfrecord",
+            f"data.val_tfrecords={records}/val-*.tfrecord",
+            "data.shuffle_buffer=8",
+        ],
+    )
     result = run_module(args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "step 3/3" in result.stdout
@@ -238,16 +272,33 @@ def test_broken_images_are_accounted_for_in_training_and_its_evaluation(tmp_path
 
     rng = np.random.default_rng(0)
     good = [encode(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), ".jpg") for _ in range(3)]
-    images = [("empty.jpg", b"", 48, 64), ("a.jpg", good[0], 48, 64), ("notes.jpg", b"text", 48, 64),
-              ("b.jpg", good[1], 48, 64), ("c.jpg", good[2], 48, 64), ("cut.jpg", good[2][:400], 48, 64)]
-    annotations, images_dir = write_coco(tmp_path / "data", images, [(i, 1, [4, 4, 30, 20], 0) for i in range(1, 7)],
-                                         [(1, "thing")])
-    data = [f"data.{split}_{key}={value}" for split in ("train", "val")
-            for key, value in (("annotations", annotations), ("images", images_dir))]
+    images = [
+        ("empty.jpg", b"", 48, 64),
+        ("a.jpg", good[0], 48, 64),
+        ("notes.jpg", b"text", 48, 64),
+        ("b.jpg", good[1], 48, 64),
+        ("c.jpg", good[2], 48, 64),
+        ("cut.jpg", good[2][:400], 48, 64),
+    ]
+    annotations, images_dir = write_coco(
+        tmp_path / "data", images, [(i, 1, [4, 4, 30, 20], 0) for i in range(1, 7)], [(1, "thing")]
+    )
+    data = [
+        f"data.{split}_{key}={value}"
+        for split in ("train", "val")
+        for key, value in (("annotations", annotations), ("images", images_dir))
+    ]
     overrides = [o for o in tiny_overrides("unused", steps=4) if not o.startswith("data.shapes")]
     overrides += ["data.dataset=coco", *data, "model.num_classes=1", "data.class_names=[]", "eval.max_images=0"]
-    run = run_module(["-m", "cornernet_tf.train", "--model_dir", str(tmp_path / "run"),
-                      *(arg for item in overrides for arg in ("--set", item))])
+    run = run_module(
+        [
+            "-m",
+            "cornernet_tf.train",
+            "--model_dir",
+            str(tmp_path / "run"),
+            *(arg for item in overrides for arg in ("--set", item)),
+        ]
+    )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
     assert "6 images (4 usable, 2 skipped)" in out  # the reader's account

@@ -1,0 +1,74 @@
+"""Test-time settings: how network outputs become detections, shared by every consumer.
+
+Validation during training, `evaluate`, `export` (SavedModel, TFLite, ONNX), `predict`, the
+`Detector` and so `serve` all decode with the one `DetectionConfig` of a run (its `detection:`
+section), so what is served is what was measured. Field names are those of the decode functions.
+Standard library only: `config.py` holds it as a section without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+MIN_SCORE_THRESHOLD = 0.001  # the original's soft-NMS threshold
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionConfig:
+    """Decoding and test-time augmentation (the official CornerNet test values by default).
+
+    k: corners kept per heatmap; nms_kernel: heatmap max-pool window; ae_threshold: largest
+    embedding distance of a pair; num_dets: pairs kept per image and scale; max_detections: rows
+    returned per image; flip: also run the mirrored images; scales: test scales, merged before
+    soft-NMS (the paper's multi-scale test; more than one needs test_mode "pad"); test_mode:
+    "pad" (the original's transform: the image at each scale, padded to the network's size
+    divisor) or "resize" (to data.input_size); soft_nms_sigma: Gaussian soft-NMS sigma;
+    center_area_threshold (CenterNet): boxes larger than this area in original-image px use the
+    central 1/5 region, smaller ones the central 1/3 (`decode.centernet_rescore`).
+    score_threshold: the lowest score a returned detection may have; soft-NMS drops a box as soon
+    as its decayed score falls below it, so it must be above 0 (the original: 0.001). The
+    original keeps boxes scored below 0.001 before any decay; they rank below every other
+    detection, so dropping them cannot change a COCO metric measurably.
+    """
+
+    k: int = 100
+    nms_kernel: int = 3
+    ae_threshold: float = 0.5
+    num_dets: int = 1000
+    max_detections: int = 100
+    flip: bool = True
+    scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    test_mode: Literal["pad", "resize"] = "pad"
+    soft_nms_sigma: float = 0.5
+    score_threshold: float = MIN_SCORE_THRESHOLD
+    center_area_threshold: float = 22500.0
+
+    def problems(self) -> list[str]:
+        """What makes these settings unusable, one message per field (empty when valid)."""
+        checks = [
+            (self.k >= 1, f"detection.k must be >= 1, got {self.k}"),
+            (
+                self.nms_kernel >= 1 and self.nms_kernel % 2 == 1,
+                f"detection.nms_kernel must be odd, got {self.nms_kernel}",
+            ),
+            (self.ae_threshold > 0, f"detection.ae_threshold must be > 0, got {self.ae_threshold}"),
+            (self.num_dets >= 1, f"detection.num_dets must be >= 1, got {self.num_dets}"),
+            (self.max_detections >= 1, f"detection.max_detections must be >= 1, got {self.max_detections}"),
+            (
+                len(self.scales) >= 1 and all(s > 0 for s in self.scales),
+                f"detection.scales must be positive, got {self.scales}",
+            ),
+            (
+                self.test_mode == "pad" or list(self.scales) == [1.0],
+                f"detection.scales {self.scales} need detection.test_mode=pad; 'resize' always resizes to "
+                f"data.input_size",
+            ),
+            (self.soft_nms_sigma > 0, f"detection.soft_nms_sigma must be > 0, got {self.soft_nms_sigma}"),
+            (
+                MIN_SCORE_THRESHOLD <= self.score_threshold < 1,
+                f"detection.score_threshold must be in [{MIN_SCORE_THRESHOLD}, 1) (soft-NMS drops decayed boxes "
+                f"below it), got {self.score_threshold}",
+            ),
+        ]
+        return [message for ok, message in checks if not ok]

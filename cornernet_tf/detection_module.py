@@ -1,0 +1,127 @@
+"""The graph every export serves: a network, its preprocessing and its decoding in one `tf.Module`.
+
+Signatures (method `tensorflow/serving/predict`), after the TF Object Detection API:
+  serving_default: images tf.string [B], encoded JPEG / PNG / GIF / BMP / WebP of any sizes
+  serving_tensor:  images tf.uint8 [B, H, W, 3], RGB
+both returning, with M = detection.max_detections and rows sorted by score:
+  detection_boxes   [B, M, 4] float32, (ymin, xmin, ymax, xmax) / original (height, width)
+  detection_scores  [B, M] float32
+  detection_classes [B, M] float32, 1-based class ids (the API's convention), 0 on empty rows
+  num_detections    [B] float32, rows holding a detection (score >= detection.score_threshold);
+                    the rows after them are zeros.
+Each image is resized (test_mode "resize", to the network's input size) or padded at each test
+scale (the original "pad" transform), normalized, then decoded by `inference.detect_multiscale`
+with the run's `DetectionConfig`: the path evaluation measures. The SavedModel (`export`), the
+portable formats (`portable`) and `Detector.from_weights` all wrap this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from cornernet_tf.data import augment, image_header_tf
+from cornernet_tf.data import image_info as info_lib
+from cornernet_tf.detection_config import DetectionConfig
+from cornernet_tf.inference import Model, detect_multiscale
+
+_IMAGE_SPEC = tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a network input: input_size [height, width] for the "resize" test
+    mode; size_divisor (the network's stride * 2**depth) for "pad"; the normalization mean and
+    std of [0, 1] RGB; the most pixels an encoded image's header may declare before decoding."""
+
+    input_size: tuple[int, int]
+    size_divisor: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    max_image_pixels: int = 40_000_000
+
+
+def object_detection_outputs(dets: dict[str, tf.Tensor], image_info: tf.Tensor) -> dict[str, tf.Tensor]:
+    """`inference.detect` rows (boxes x1, y1, x2, y2 in image px, 0-based classes, valid [B, M])
+    and image_info [B, 6] -> the TF Object Detection API outputs described in the module doc."""
+    x1, y1, x2, y2 = tf.unstack(dets["boxes"], axis=-1)
+    height = image_info[:, None, info_lib.ORIGINAL_HEIGHT]
+    width = image_info[:, None, info_lib.ORIGINAL_WIDTH]
+    valid = dets["valid"]
+    return {
+        "detection_boxes": tf.stack([y1 / height, x1 / width, y2 / height, x2 / width], axis=-1),
+        "detection_scores": dets["scores"],
+        "detection_classes": tf.where(valid, tf.cast(dets["classes"] + 1, tf.float32), 0.0),
+        "num_detections": tf.reduce_sum(tf.cast(valid, tf.float32), axis=1),
+    }
+
+
+class DetectionModule(tf.Module):
+    """The exported object: a CornerNet plus the serving preprocessing and decoding.
+
+    The model's variables are tracked explicitly (`model_variables`, also on the loaded object):
+    Keras 3 keeps list-held layers where TensorFlow's object graph does not look
+    (`evaluate.checkpoint_blind_weights`), which would leave them to the saver's fallback for
+    captured, untracked variables.
+    """
+
+    def __init__(self, model: Model, settings: DetectionConfig, preprocessing: Preprocessing):
+        super().__init__(name="cornernet")
+        self.model = model
+        self.model_variables = list(model.variables)
+        self.settings = settings
+        self.preprocessing = preprocessing
+
+    def transforms(self, image: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """One image [H, W, 3] (uint8, or float in 0..255) -> per test scale of the settings
+        (network input [h, w, 3] in [0, 1], image_info [6]): resized to the network's input size
+        (test_mode "resize"), or the original's padded transform at that scale ("pad")."""
+        if self.settings.test_mode == "resize":
+            return [augment.eval_resize(image, self.preprocessing.input_size)]
+        return [augment.eval_pad(image, self.preprocessing.size_divisor, scale) for scale in self.settings.scales]
+
+    def normalize(self, images: tf.Tensor) -> tf.Tensor:
+        """Network inputs in [0, 1] -> what the network was trained on."""
+        return augment.normalize(images, self.preprocessing.mean, self.preprocessing.std)
+
+    def _detect(self, elements: tf.Tensor, to_image: Callable[[tf.Tensor], tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Transform each of `elements` [B, ...] (after `to_image`: uint8 [H, W, 3]) on its own,
+        per scale zero-pad the inputs at the bottom/right to a common size (only "pad" inputs
+        differ; the image_info stays valid), normalize, detect over all scales."""
+        num_scales = 1 if self.settings.test_mode == "resize" else len(self.settings.scales)
+        info_spec = tf.TensorSpec([info_lib.IMAGE_INFO_SIZE], tf.float32)
+
+        def one(element: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            pairs = self.transforms(to_image(element))
+            return tuple(
+                part for image, info in pairs for part in (tf.RaggedTensor.from_tensor(image, ragged_rank=1), info)
+            )
+
+        # One image at a time: a request's peak is one image at its original size, whatever its batch.
+        parts = tf.map_fn(
+            one, elements, fn_output_signature=(_IMAGE_SPEC, info_spec) * num_scales, parallel_iterations=1
+        )
+        inputs = [(self.normalize(parts[2 * s].to_tensor()), parts[2 * s + 1]) for s in range(num_scales)]
+        image_info = inputs[0][1]
+        return object_detection_outputs(detect_multiscale(self.model, inputs, self.settings), image_info)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve_encoded(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """serving_default: encoded images [B] -> detections. A bad image, or one whose header
+        declares more than `preprocessing.max_image_pixels` pixels, is InvalidArgument before decoding."""
+        pixels = self.preprocessing.max_image_pixels
+        return self._detect(images, lambda data: image_header_tf.decode_bounded(data, pixels))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve_tensor(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """serving_tensor: uint8 RGB images [B, H, W, 3] -> detections."""
+        return self._detect(images, lambda image: image)
+
+    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """The SavedModel's signature map (traces both functions on first use)."""
+        return {
+            "serving_default": self.serve_encoded.get_concrete_function(),
+            "serving_tensor": self.serve_tensor.get_concrete_function(),
+        }

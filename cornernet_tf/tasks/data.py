@@ -1,0 +1,182 @@
+"""The input pipelines of a `Config`, over the plain ones of `cornernet_tf.data.pipeline`.
+
+The config is translated here once, in one place per spec: `split_files` (where a split's
+images are), `train_input` (how training samples and their targets are made) and `eval_input`
+(the test transform). The dataset functions pass those to the pipeline with the config's batch
+size and eval.max_images; their documentation is the pipeline's.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from cornernet_tf.config import Config
+from cornernet_tf.data import pipeline
+from cornernet_tf.data.pipeline import CocoFiles, DatasetInfo, EvalInputSpec, SplitFiles, TFRecordFiles, TrainInputSpec
+from cornernet_tf.targets import TargetSpec
+
+SPLITS = ("train", "val")
+
+
+def split_files(config: Config, split: str = "val") -> SplitFiles:
+    """Where `split` ("train" or "val") of data.dataset is: the shapes dataset's COCO json and
+    folder (generated into data.shapes_dir on first use), data.{split}_annotations and
+    data.{split}_images, or the data.{split}_tfrecords pattern; `~` is expanded."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    data = config.data
+    if data.dataset == "tfrecord":
+        pattern = getattr(data, f"{split}_tfrecords")
+        if not pattern:
+            raise ValueError(f"data.{split}_tfrecords must be set for dataset=tfrecord")
+        return TFRecordFiles(os.path.expanduser(pattern))
+    if data.dataset == "shapes":
+        from cornernet_tf.data import shapes  # the generator (and OpenCV) only for this dataset
+
+        annotations, images = shapes.ensure_dataset(
+            data.shapes_dir, data.shapes_train, data.shapes_val, data.shapes_image_size
+        )[split]
+        return CocoFiles(str(annotations), str(images))
+    annotations, images = getattr(data, f"{split}_annotations"), getattr(data, f"{split}_images")
+    if not (annotations and images):
+        raise ValueError(f"data.{split}_annotations and data.{split}_images must be set for dataset=coco")
+    return CocoFiles(os.path.expanduser(annotations), os.path.expanduser(images))
+
+
+def train_input(config: Config) -> TrainInputSpec:
+    """How the config's training samples are made: data.* augmentation and reading settings,
+    targets for model.num_classes on the model's heatmap size; model.type centernet adds center
+    targets and uses CenterNet's radius formula."""
+    data, model = config.data, config.model
+    centernet = model.type == "centernet"
+    targets = TargetSpec(
+        num_classes=model.num_classes,
+        input_size=tuple(data.input_size),
+        output_size=tuple(model.output_size(data.input_size)),
+        max_objects=data.max_objects,
+        gaussian_iou=data.gaussian_iou,
+        with_centers=centernet,
+        radius_formula="centernet" if centernet else "cornernet",
+    )
+    return TrainInputSpec(
+        targets=targets,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        scale_range=tuple(data.random_scale),
+        random_crop=data.random_crop,
+        flip=data.flip,
+        color_jitter=data.color_jitter,
+        lighting=data.lighting,
+        seed=data.seed,
+        shuffle_buffer=data.shuffle_buffer,
+        num_parallel_calls=data.num_parallel_calls,
+        deterministic=data.deterministic,
+    )
+
+
+def eval_input(config: Config, mode: str | None = None) -> EvalInputSpec:
+    """The config's test transform in `mode` (default detection.test_mode): "resize" to
+    data.input_size, or "pad" to the model's size divisor."""
+    data = config.data
+    return EvalInputSpec(
+        mode=mode or config.detection.test_mode,
+        input_size=tuple(data.input_size),
+        size_divisor=config.model.size_divisor,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        num_parallel_calls=data.num_parallel_calls,
+    )
+
+
+def dataset_info(config: Config, split: str = "val") -> DatasetInfo:
+    """`pipeline.dataset_info` of the split."""
+    return pipeline.dataset_info(split_files(config, split))
+
+
+def eval_image_ids(config: Config, split: str = "val") -> list[int]:
+    """The ids an evaluation of the split scores: all, or the first eval.max_images when > 0."""
+    return pipeline.eval_image_ids(split_files(config, split), config.eval.max_images)
+
+
+def train_dataset(
+    config: Config,
+    batch_size: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    start_step: int = 0,
+    finish_on_device: bool = False,
+    skipped_samples: int = 0,
+) -> tf.data.Dataset:
+    """`pipeline.train_dataset` of the training split.
+
+    Args:
+        config: The run's config (data, model and train settings).
+        batch_size: The global batch; None: train.batch_size.
+        input_context: As `pipeline.train_dataset`: per-replica batches of this pipeline's shard.
+        start_step: Global steps already taken, to resume the stream.
+        finish_on_device: Leave the pixel work and targets to `batch_finisher(config)`.
+        skipped_samples: The samples this pipeline dropped before `start_step`.
+
+    Returns:
+        The endless dataset of `pipeline.train_dataset`.
+
+    Raises:
+        ValueError: The config does not say where the training split is, or as
+            `pipeline.train_dataset`.
+        FileNotFoundError: As `pipeline.train_dataset`.
+    """
+    return pipeline.train_dataset(
+        split_files(config, "train"),
+        train_input(config),
+        batch_size or config.train.batch_size,
+        input_context=input_context,
+        start_step=start_step,
+        finish_on_device=finish_on_device,
+        skipped_samples=skipped_samples,
+    )
+
+
+def batch_finisher(config: Config) -> Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, dict[str, tf.Tensor]]]:
+    """`pipeline.finish_batch` of the config's training input: turns the batches of
+    `train_dataset(config, ..., finish_on_device=True)` into (images, targets)."""
+    return functools.partial(pipeline.finish_batch, train_input(config))
+
+
+def eval_dataset(
+    config: Config,
+    split: str = "val",
+    batch_size: int = 1,
+    scale: float = 1.0,
+    mode: str | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """`pipeline.eval_dataset` of the split in `mode` (default detection.test_mode), over the
+    first eval.max_images images when that is > 0.
+
+    Args:
+        config: The run's config (data, model, detection and eval settings).
+        split: "train" or "val".
+        batch_size: Images per batch.
+        scale: Test scale of the "pad" mode.
+        mode: "resize" or "pad"; None: detection.test_mode.
+        input_context: As `pipeline.eval_dataset`: this pipeline's share of the images.
+
+    Returns:
+        The one-pass dataset of `pipeline.eval_dataset`.
+
+    Raises:
+        ValueError: An unknown split or mode, a split the config does not locate, or a test
+            scale with "resize".
+        FileNotFoundError: As `pipeline.eval_dataset`.
+    """
+    return pipeline.eval_dataset(
+        split_files(config, split),
+        eval_input(config, mode),
+        batch_size=batch_size,
+        scale=scale,
+        max_images=config.eval.max_images,
+        input_context=input_context,
+    )
