@@ -60,9 +60,12 @@ def _time(fn, repeats: int, warmup: int = 2) -> Timing:
 
 
 def tf_cases(shape, implementations, repeats):
+    import cornernet_tf  # noqa: F401 (the package first: its CPU runtime set-up)
+
+    # isort: split
     import tensorflow as tf
 
-    cp = importlib.import_module("cornernet_tf.ops.corner_pool")
+    cp = importlib.import_module("cornernet_tf.ops.corner_pool")  # the module (the package exports the function)
     rng = tf.random.Generator.from_seed(0)
     x = rng.normal(shape)
     b = rng.normal(shape)
@@ -153,9 +156,11 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-scan", action="store_true", help="scan is slow; skip it for quick runs")
     args = parser.parse_args(argv)
 
+    import cornernet_tf  # noqa: F401 (first: the CPU runtime set-up a user of the package gets)
+
+    # isort: split
     import tensorflow as tf
 
-    import cornernet_tf  # noqa: F401 (first: the CPU runtime set-up a user of the package gets)
     from cornernet_tf import runtime
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

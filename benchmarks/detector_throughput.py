@@ -23,6 +23,9 @@ import platform
 import tempfile
 import time
 
+import cornernet_tf  # noqa: F401 (first: the CPU runtime set-up a user of the package gets)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf

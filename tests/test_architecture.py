@@ -142,3 +142,31 @@ def test_layers_import_only_what_the_design_allows(layer):
         for module, _ in _imports(MODULES[name], name):
             for forbidden in FORBIDDEN[layer]:
                 assert not _within(module, forbidden), f"{name} ({layer}) imports {module}"
+
+
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in BENCHMARKS.glob("*.py")))
+def test_benchmarks_set_up_the_cpu_runtime_before_tensorflow(script):
+    """A benchmark measures what a user of the package gets only if `cornernet_tf` is imported
+    before TensorFlow starts (runtime.py chooses the CPU allocator then); import sorting must not
+    move it below `import tensorflow`."""
+    tree = ast.parse((BENCHMARKS / script).read_text())
+    lines = {"tf": [], "package": []}
+    for node in ast.walk(tree):
+        names = (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+        for module in names:
+            root = module.split(".")[0]
+            if root in ("tensorflow", "keras"):
+                lines["tf"].append(node.lineno)
+            elif root == "cornernet_tf":
+                lines["package"].append(node.lineno)
+    if lines["tf"] and lines["package"]:
+        assert min(lines["package"]) < min(lines["tf"]), f"{script} imports TensorFlow before cornernet_tf"
