@@ -176,11 +176,8 @@ def cornernet_loss(
             [B, H, W, C] logits; tl_embedding, br_embedding [B, H, W, 1]; tl_offset, br_offset
             [B, H, W, 2]; optionally ct_heatmap, ct_offset).
         targets: Batched `build_targets` output (tl_indices [B, M], mask [B, M], ...).
-        pull_weight: Weight of the pull loss.
-        push_weight: Weight of the push loss.
-        offset_weight: Weight of the offset loss.
-        num_positives: Heatmap key to its global-batch positive count; None: counted per batch.
-        num_objects: The global-batch object count; None: the sum of targets["mask"].
+        pull_weight, push_weight, offset_weight, num_positives, num_objects: As
+            `cornernet_loss_from_gathered`.
 
     Returns:
         Scalars "total", "focal", "pull", "push", "offset", as `cornernet_loss_from_gathered`.

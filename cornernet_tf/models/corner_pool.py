@@ -169,17 +169,7 @@ class CornerPoolModule(PoolModule):
         self.supports_jit = self.resolved_implementation == "vectorized"
 
     def pool(self, x, p1, p2, training=None):
-        """top(p1) + left(p2) or bottom(p1) + right(p2), by `corner`.
-
-        Args:
-            x: The module input (unused).
-            p1: First branch [B, H, W, pool_dim].
-            p2: Second branch [B, H, W, pool_dim].
-            training: Keras training flag (unused: no layers run here).
-
-        Returns:
-            [B, H, W, pool_dim].
-        """
+        """top(p1) + left(p2) or bottom(p1) + right(p2), by `corner`. See `PoolModule.pool`."""
         return corner_pool_pair(p1, p2, self.corner, self.resolved_implementation)
 
     def get_config(self) -> dict:
@@ -258,15 +248,5 @@ class CenterPoolModule(PoolModule):
     """
 
     def pool(self, x, p1, p2, training=None):
-        """column_max(p1) + row_max(p2) (`center_pool`).
-
-        Args:
-            x: The module input (unused).
-            p1: First branch [B, H, W, pool_dim].
-            p2: Second branch [B, H, W, pool_dim].
-            training: Keras training flag (unused: no layers run here).
-
-        Returns:
-            [B, H, W, pool_dim].
-        """
+        """column_max(p1) + row_max(p2) (`center_pool`). See `PoolModule.pool`."""
         return center_pool(p1, p2)
