@@ -74,13 +74,19 @@ class DetectionModule(tf.Module):
         self.settings = settings
         self.preprocessing = preprocessing
 
+    @property
+    def test_scales(self) -> list[float]:
+        """The scales `transforms` makes inputs at: detection.scales in "pad" mode; "resize"
+        makes the one input at the network's size."""
+        return [1.0] if self.settings.test_mode == "resize" else list(self.settings.scales)
+
     def transforms(self, image: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
         """One image [H, W, 3] (uint8, or float in 0..255) -> per test scale of the settings
         (network input [h, w, 3] in [0, 1], image_info [6]): resized to the network's input size
         (test_mode "resize"), or the original's padded transform at that scale ("pad")."""
         if self.settings.test_mode == "resize":
             return [augment.eval_resize(image, self.preprocessing.input_size)]
-        return [augment.eval_pad(image, self.preprocessing.size_divisor, scale) for scale in self.settings.scales]
+        return [augment.eval_pad(image, self.preprocessing.size_divisor, scale) for scale in self.test_scales]
 
     def normalize(self, images: tf.Tensor) -> tf.Tensor:
         """Network inputs in [0, 1] -> what the network was trained on."""
@@ -90,7 +96,7 @@ class DetectionModule(tf.Module):
         """Transform each of `elements` [B, ...] (after `to_image`: uint8 [H, W, 3]) on its own,
         per scale zero-pad the inputs at the bottom/right to a common size (only "pad" inputs
         differ; the image_info stays valid), normalize, detect over all scales."""
-        num_scales = 1 if self.settings.test_mode == "resize" else len(self.settings.scales)
+        num_scales = len(self.test_scales)
         info_spec = tf.TensorSpec([info_lib.IMAGE_INFO_SIZE], tf.float32)
 
         def one(element: tf.Tensor) -> tuple[tf.Tensor, ...]:

@@ -348,9 +348,7 @@ class Detector:
                 "its detection signatures"
             )
         pixels = load_image(image) if isinstance(image, (str, os.PathLike)) else _checked(np.asarray(image))
-        settings = self._module.settings
-        scales = settings.scales if settings.test_mode == "pad" else [1.0]
-        nearest_one = int(np.argmin([abs(scale - 1.0) for scale in scales]))
+        nearest_one = int(np.argmin([abs(scale - 1.0) for scale in self._module.test_scales]))
         inputs, image_info = self._module.transforms(tf.constant(pixels))[nearest_one]
         return self._module.normalize(inputs)[None], image_info[None]
 

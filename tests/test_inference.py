@@ -125,15 +125,15 @@ def ground_truth_maps(boxes: tf.Tensor, classes: tf.Tensor, config) -> dict:
     """CornerNet outputs [H, W, .] that are the ground truth: heatmap logits of the training
     targets (peaks high), one distinct tag per object at its two corners, the exact offsets."""
     data = config.data
+    height, width = config.model.output_size(data.input_size)
     targets = build_targets(
         boxes,
         classes,
         config.model.num_classes,
         data.input_size,
-        config.model.output_size(data.input_size),
+        (height, width),
         max_objects=data.max_objects,
     )
-    height, width = config.model.output_size(data.input_size)
     count = int(tf.shape(boxes)[0])
     tags = 2.0 * tf.range(1, count + 1, dtype=tf.float32)  # pairs need |tl - br| <= 0.5
     outputs = {}

@@ -196,18 +196,18 @@ def ground_truth_centernet_maps(boxes: tf.Tensor, classes: tf.Tensor, config) ->
     """CenterNet outputs [H, W, .] that are the ground truth: `ground_truth_maps`' corners plus
     the center heatmap logits of the training targets (peaks high) and the exact center offsets."""
     data = config.data
+    height, width = config.model.output_size(data.input_size)
     targets = build_targets(
         boxes,
         classes,
         config.model.num_classes,
         data.input_size,
-        config.model.output_size(data.input_size),
+        (height, width),
         max_objects=data.max_objects,
         gaussian_iou=data.gaussian_iou,
         with_centers=True,
         radius_formula="centernet",
     )
-    height, width = config.model.output_size(data.input_size)
     heat = tf.clip_by_value(targets["ct_heatmap"], 1e-4, 1 - 1e-4)
     cells = targets["ct_indices"][: tf.shape(boxes)[0], None]
     offsets = targets["ct_offset"][: tf.shape(boxes)[0]]

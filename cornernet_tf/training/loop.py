@@ -154,11 +154,10 @@ class Trainer:
         self.model_dir = pathlib.Path(model_dir)
         self.dataset_fn = dataset_fn
         self.finish_batch = finish_batch
-        self.global_batch = settings.global_batch
         replicas = strategy.num_replicas_in_sync
-        if self.global_batch % replicas:
+        if settings.global_batch % replicas:
             raise ValueError(
-                f"train.batch_size {self.global_batch} must be divisible by the {replicas} replicas "
+                f"train.batch_size {settings.global_batch} must be divisible by the {replicas} replicas "
                 f"of the strategy (global batch is split evenly)"
             )
         height, width = settings.input_size
@@ -302,8 +301,8 @@ class Trainer:
         (then raises `StopRequested`); calls `on_eval(step)` every `settings.eval_every` steps
         but the last. Raises `NonFiniteLossError` on a NaN/Inf loss part.
         """
-        train = self.settings
-        total = min(train.steps, max_steps) if max_steps else train.steps
+        settings = self.settings
+        total = min(settings.steps, max_steps) if max_steps else settings.steps
         start = int(self.step.numpy())
         if start >= total:
             return start
@@ -341,9 +340,9 @@ class Trainer:
                 if stop.signum is not None:
                     self.save()
                     raise StopRequested(stop.signum, step)
-                if step % train.checkpoint_every == 0 or step == total:
+                if step % settings.checkpoint_every == 0 or step == total:
                     self.save()
-                if on_eval is not None and train.eval_every and step % train.eval_every == 0 and step != total:
+                if on_eval is not None and settings.eval_every and step % settings.eval_every == 0 and step != total:
                     with progress.paused() if progress is not None else contextlib.nullcontext():
                         on_eval(step)
         return int(self.step.numpy())
