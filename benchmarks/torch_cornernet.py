@@ -253,17 +253,29 @@ def torch_cornernet_loss(
 
 
 def torch_train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, **loss_weights: float
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    autocast_dtype: torch.dtype | None = None,
+    **loss_weights: float,
 ) -> Callable[[torch.Tensor, Maps], float]:
     """step(images_nchw, torch_targets) -> loss: zero_grad, forward (training mode), loss, backward, step.
 
     images_nchw [B, 3, H, W] BGR (our RGB images channel-reversed); torch_targets from `to_torch_targets`;
+    autocast_dtype: e.g. torch.bfloat16 runs the forward under CPU autocast (PyTorch's mixed precision)
+    and the loss on its outputs cast to float32, as Keras' mixed_bfloat16 policy and our heads do;
     loss_weights: pull_weight, push_weight, offset_weight (ours by default)."""
     model.train()
 
+    def forward(images: torch.Tensor) -> list[Maps]:
+        if autocast_dtype is None:
+            return model(images)
+        with torch.autocast("cpu", dtype=autocast_dtype):
+            stacks = model(images)
+        return [{key: value.float() for key, value in stack.items()} for stack in stacks]
+
     def step(images: torch.Tensor, targets: Maps) -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = torch_cornernet_loss(model(images), targets, **loss_weights)
+        loss = torch_cornernet_loss(forward(images), targets, **loss_weights)
         loss.backward()
         optimizer.step()
         return loss.item()

@@ -252,7 +252,8 @@ def train(args: argparse.Namespace) -> int:
         config.save(model_dir / SAVED_CONFIG)
     print(
         f"training {config.name} on {strategy.num_replicas_in_sync} replica(s) ({args.strategy}), "
-        f"global batch {config.train.batch_size}, {'resuming at step ' + str(start) if start else 'from scratch'}, "
+        f"global batch {config.train.batch_size}, computing in {trainer.model.compute_dtype}, "
+        f"{'resuming at step ' + str(start) if start else 'from scratch'}, "
         f"model_dir {model_dir}"
     )
     progress = ProgressLogger(
