@@ -179,17 +179,6 @@ def time_torch(model: str, variant: str, batch_path: pathlib.Path, threads: int)
     return times
 
 
-def _median_ms(fn, repeats: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def _step_convolutions(model: str) -> dict[tuple, int]:
     """{(input shape, filter shape, strides, padding, explicit paddings, needs input gradient): count}
     of every Conv2D in the training forward of the model at the step's batch, read from its graph."""
@@ -231,6 +220,7 @@ def _chained_ms(make, chain: int = 8) -> float:
     """ms of one `make()` inside a graph: (a call running `chain` of them one after the other
     minus a call running one) / (chain - 1), so the call's own cost drops out."""
     import tensorflow as tf
+    from model_forward import median_seconds
 
     def run(count: int):
         outputs = [make()]
@@ -240,7 +230,8 @@ def _chained_ms(make, chain: int = 8) -> float:
         return tf.add_n([tf.reshape(y, [-1])[0] for y in outputs])  # every result consumed
 
     one, many = tf.function(lambda: run(1)), tf.function(lambda: run(chain))
-    return max(0.0, (_median_ms(lambda: many().numpy()) - _median_ms(lambda: one().numpy())) / (chain - 1))
+    seconds = median_seconds(lambda: many().numpy(), 20) - median_seconds(lambda: one().numpy(), 20)
+    return max(0.0, 1000 * seconds / (chain - 1))
 
 
 def conv_floor(model: str) -> dict:

@@ -13,16 +13,22 @@ on import, before its first `import tensorflow`:
 - when TensorFlow was imported first, nothing can change any more: `cpu_allocator()` says which
   allocator the process has, so a script can tell.
 
+`cpu_has_bfloat16_matrix_units()` tells the train command whether to point out
+`train.mixed_precision=mixed_bfloat16`, whose convolutions run on such a CPU's AMX units.
+
 Only the standard library is imported here, since the package imports this module first.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 from collections.abc import MutableMapping
 
 BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
+CPUINFO = "/proc/cpuinfo"
+BFLOAT16_MATRIX_FLAG = "amx_bf16"  # Intel AMX bfloat16 tiles (Xeon Sapphire Rapids and later)
 
 
 def configure(environ: MutableMapping[str, str] = os.environ) -> bool:
@@ -38,3 +44,13 @@ def cpu_allocator(environ: MutableMapping[str, str] = os.environ) -> str:
     """ "bfc" or "default": the CPU allocator TensorFlow uses (or will use) in this process, as
     decided by the variable when TensorFlow started."""
     return "bfc" if environ.get(BFC_VARIABLE, "").strip().lower() in ("true", "1") else "default"
+
+
+def cpu_has_bfloat16_matrix_units(cpuinfo: str | os.PathLike = CPUINFO) -> bool:
+    """Whether the CPU's flags (Linux `/proc/cpuinfo`) list AMX bfloat16 tiles; False where they
+    cannot be read (other systems)."""
+    try:
+        lines = pathlib.Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and BFLOAT16_MATRIX_FLAG in line.split() for line in lines)

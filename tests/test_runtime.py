@@ -43,3 +43,22 @@ def test_configure_on_a_given_environment(monkeypatch):
     environ: dict[str, str] = {}
     assert runtime.configure(environ) and environ == {runtime.BFC_VARIABLE: "true"}
     assert not runtime.configure(environ)  # already chosen
+
+
+@pytest.mark.parametrize(
+    "text, found",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile amx_int8\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n", False),  # bf16 dot products, no tiles
+        ("processor\t: 0\nflags\t\t: fpu amx_bf16_extra\n", False),  # whole flags only
+        ("", False),
+    ],
+)
+def test_bfloat16_matrix_units_are_read_from_the_cpu_flags(tmp_path, text, found):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert runtime.cpu_has_bfloat16_matrix_units(cpuinfo) is found
+
+
+def test_no_cpuinfo_means_no_bfloat16_matrix_units(tmp_path):
+    assert runtime.cpu_has_bfloat16_matrix_units(tmp_path / "missing") is False

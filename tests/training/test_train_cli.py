@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf import train
+from cornernet_tf import runtime, train
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import load_weights
@@ -77,6 +77,9 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_weights(tmp_path,
         runs[precision] = (model_dir, result.stdout)
     assert "computing in float32" in runs["float32"][1]
     assert "computing in bfloat16" in runs["mixed_bfloat16"][1]
+    hint = "--set train.mixed_precision=mixed_bfloat16 trains about"
+    assert (hint in runs["float32"][1]) is runtime.cpu_has_bfloat16_matrix_units()  # only where it applies
+    assert hint not in runs["mixed_bfloat16"][1]
     full, half = (_logged_totals(runs[p][1]) for p in ("float32", "mixed_bfloat16"))
     assert len(full) == len(half) == 25
     # the same first step up to bfloat16's 8-bit mantissa: close, but not the float32 arithmetic
