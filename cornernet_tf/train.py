@@ -259,8 +259,8 @@ def train(args: argparse.Namespace) -> int:
     on_cpus = not any(tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU"))
     if on_cpus and config.train.mixed_precision == "float32" and runtime.cpu_has_bfloat16_matrix_units():
         print(
-            "this CPU has bfloat16 matrix units (AMX): --set train.mixed_precision=mixed_bfloat16 trains about "
-            "1.6x faster on them, in bfloat16 arithmetic (docs/training.md, Mixed precision)"
+            "this CPU has bfloat16 matrix units (AMX): --set train.mixed_precision=mixed_bfloat16 runs the "
+            "convolutions on them, in bfloat16 arithmetic (the built-in job: 1.6x faster; docs/training.md)"
         )
     progress = ProgressLogger(
         config.train.steps,
