@@ -56,7 +56,8 @@ VARIANTS = {
     "tiny": ["torch", "ours", "ours-main", "ours-main-pipeline", "ours-tf-allocator", "ours-main-tf-allocator"],
     "hg104": ["torch", "ours", "ours-tf-allocator"],
 }
-BF16_VARIANTS = ["torch-bf16", "ours-bf16"]
+BF16 = "-bf16"
+BF16_VARIANTS = ["torch" + BF16, "ours" + BF16]
 DEFAULT_ALLOCATOR = "-tf-allocator"
 
 
@@ -65,7 +66,7 @@ def _config(model: str, variant: str = ""):
 
     name, overrides, _, _ = MODELS[model]
     overrides = overrides + ["train.checkpoint_every=1000000000", "train.eval_every=0"]
-    if variant.endswith("-bf16"):
+    if variant.endswith(BF16):
         overrides.append("train.mixed_precision=mixed_bfloat16")
     return load_config(name, overrides)
 
@@ -122,14 +123,13 @@ class _StepClock:
 
 
 def time_ours(model: str, variant: str, batch_path: pathlib.Path) -> list[float]:
-    import keras
     import tensorflow as tf
 
-    from cornernet_tf.tasks.training import build_trainer
+    from cornernet_tf.tasks.training import build_trainer, use_mixed_precision
     from cornernet_tf.training.strategy import make_strategy
 
     config = _config(model, variant)
-    keras.mixed_precision.set_global_policy(config.train.mixed_precision)  # as the train command does
+    use_mixed_precision(config.train)  # as the train command does
     if variant.startswith("ours-main-pipeline"):
         config.train.finish_batches = "pipeline"
     strategy = make_strategy("mirrored")  # the main job's --strategy
@@ -163,7 +163,7 @@ def time_torch(model: str, variant: str, batch_path: pathlib.Path, threads: int)
     step = torch_train_step(
         net,
         torch.optim.Adam(net.parameters(), lr=train.learning_rate),
-        autocast_dtype=torch.bfloat16 if variant.endswith("-bf16") else None,
+        autocast_dtype=torch.bfloat16 if variant.endswith(BF16) else None,
         pull_weight=train.pull_weight,
         push_weight=train.push_weight,
         offset_weight=train.offset_weight,
@@ -324,7 +324,7 @@ def benchmark(model: str, rounds: int, threads: int, workdir: pathlib.Path, bf16
         print(f"  round {round_index + 1}: " + ", ".join(f"{v} {t:.3f}s" for v, t in results.items()), flush=True)
         for variant, seconds in results.items():
             medians[variant].append(seconds)
-            peer = "torch-bf16" if variant.endswith("-bf16") else "torch"  # like against like
+            peer = "torch" + BF16 if variant.endswith(BF16) else "torch"  # like against like
             ratios[variant].append(seconds / results[peer])
         if floor:
             found = _spawn("conv-floor", model, batch, threads)

@@ -225,12 +225,11 @@ def train(args: argparse.Namespace) -> int:
     model_dir = pathlib.Path(args.model_dir or pathlib.Path("runs") / config.name)
     check_saved_config(model_dir, config, args.allow_config_change)
     keras.utils.set_random_seed(config.train.seed)
-    if config.train.mixed_precision != "float32":
-        keras.mixed_precision.set_global_policy(config.train.mixed_precision)
 
     from cornernet_tf.tasks.data import dataset_info
-    from cornernet_tf.tasks.training import build_trainer
+    from cornernet_tf.tasks.training import build_trainer, use_mixed_precision
 
+    use_mixed_precision(config.train)
     info = dataset_info(config, "train")
     print(f"train data: {info.summary}")
     if not config.data.class_names:  # saved with the run, so exports and pictures name the classes

@@ -20,6 +20,13 @@ from cornernet_tf.training.schedule import WarmupSchedule
 from cornernet_tf.training.strategy import finishes_in_step
 
 
+def use_mixed_precision(train: TrainConfig) -> None:
+    """Set Keras' global dtype policy to train.mixed_precision (the train command, before it builds
+    anything); float32 leaves the process's policy as it is."""
+    if train.mixed_precision != "float32":
+        keras.mixed_precision.set_global_policy(train.mixed_precision)
+
+
 def build_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     """Adam (the paper) or AdamW, with the configured schedule and optional global-norm clipping;
     under mixed_float16 wrapped for loss scaling."""
