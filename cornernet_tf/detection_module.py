@@ -120,10 +120,15 @@ class DetectionModule(tf.Module):
         pixels = self.preprocessing.max_image_pixels
         return self._detect(images, lambda data: image_header_tf.decode_bounded(data, pixels))
 
+    def detect_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """RGB images [B, H, W, 3] (uint8, or float in 0..255) -> detections; not compiled, for
+        callers inside their own graph (`serve_tensor`, `ObjectDetector.predict_step`)."""
+        return self._detect(images, lambda image: image)
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_tensor(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """serving_tensor: uint8 RGB images [B, H, W, 3] -> detections."""
-        return self._detect(images, lambda image: image)
+        return self.detect_pixels(images)
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """The SavedModel's signature map (traces both functions on first use)."""

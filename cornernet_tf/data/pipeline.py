@@ -45,6 +45,7 @@ import logging
 import os
 from typing import Literal
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -394,6 +395,30 @@ def finish_batch(spec: TrainInputSpec, batch: dict[str, tf.Tensor]) -> tuple[tf.
     )
     targets[SKIPPED] = batch[SKIPPED]
     return images, targets
+
+
+def keras_batch(
+    spec: TrainInputSpec, batch: dict[str, tf.Tensor], bounding_box_format: str = "xyxy"
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """A `train_dataset(..., finish_on_device=True)` batch as `ObjectDetector.fit` takes it.
+
+    The pixel work of `finish_batch` without the normalization, which the detector applies.
+
+    Returns:
+        (images [B, H, W, 3] float32 in 0..255, {"boxes": [B, M, 4] in `bounding_box_format` of
+        the input, "labels": [B, M] int32, padding rows -1, `SKIPPED`: [B]}).
+    """
+    height, width = spec.targets.input_size
+    images = augment.render_views(batch, (height, width), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) * 255.0
+    real = tf.sequence_mask(batch["num_boxes"], spec.targets.max_objects)
+    boxes = keras.utils.bounding_boxes.convert_format(
+        batch["boxes"], source="xyxy", target=bounding_box_format, height=height, width=width
+    )
+    return images, {
+        "boxes": tf.where(real[..., tf.newaxis], boxes, -1.0),
+        "labels": tf.where(real, batch["classes"], -1),
+        SKIPPED: batch[SKIPPED],
+    }
 
 
 def train_dataset(

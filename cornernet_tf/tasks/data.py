@@ -145,6 +145,36 @@ def batch_finisher(config: Config) -> Callable[[dict[str, tf.Tensor]], tuple[tf.
     return functools.partial(pipeline.finish_batch, train_input(config))
 
 
+def fit_dataset(
+    config: Config,
+    bounding_box_format: str = "xyxy",
+    batch_size: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """The training stream of `train_dataset` (the same images, order and augmentation) as
+    `ObjectDetector.fit` takes it: `pipeline.keras_batch` batches, endless (pass steps_per_epoch).
+
+    Args:
+        config: The run's config (data, model and train settings).
+        bounding_box_format: The format of the boxes yielded.
+        batch_size: The global batch; None: train.batch_size.
+        input_context: As `train_dataset`.
+
+    Returns:
+        Batches of (images [B, H, W, 3] float32 in 0..255, {"boxes", "labels", "skipped"}).
+
+    Raises:
+        ValueError, FileNotFoundError: As `train_dataset`.
+    """
+    spec = train_input(config)
+    views = train_dataset(config, batch_size, input_context=input_context, finish_on_device=True)
+    return views.map(
+        functools.partial(pipeline.keras_batch, spec, bounding_box_format=bounding_box_format),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
 def eval_dataset(
     config: Config,
     split: str = "val",

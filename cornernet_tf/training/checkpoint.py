@@ -22,6 +22,7 @@ from cornernet_tf.config import ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"  # under a training model_dir
 SAVED_CONFIG = "config.yaml"  # the resolved config, beside checkpoints and in exports
+PRESET_WEIGHTS = "model.weights.h5"  # the network's weights in an ObjectDetector preset folder
 
 
 def model_variables(model: keras.Model) -> dict[str, tf.Variable]:
@@ -87,12 +88,15 @@ def restore_model_weights(model: keras.Model, prefix: str | os.PathLike) -> None
 def load_weights(model: keras.Model, path: str | os.PathLike) -> str:
     """Load `path` into the built `model`; returns the file or checkpoint prefix that was read.
 
-    A `.weights.h5` file goes through `model.load_weights`; a directory (model_dir or its
-    checkpoints folder) or a checkpoint prefix of `python -m cornernet_tf.train`,
+    A `.weights.h5` file goes through `model.load_weights`, as the one of a preset folder of
+    `ObjectDetector.save_to_preset`; a directory (model_dir or its checkpoints folder) or a
+    checkpoint prefix of `python -m cornernet_tf.train`,
     ignoring the optimizer and step the trainer saved beside it. Every model variable must be
     found: a checkpoint of another architecture is a ValueError, a missing one FileNotFoundError.
     """
     path = pathlib.Path(path).expanduser()
+    if path.is_dir() and (path / PRESET_WEIGHTS).is_file():  # a preset folder (`presets.save_preset`)
+        path = path / PRESET_WEIGHTS
     if path.is_dir():
         prefix = tf.train.latest_checkpoint(str(path / CHECKPOINT_SUBDIR)) or tf.train.latest_checkpoint(str(path))
         if prefix is None:

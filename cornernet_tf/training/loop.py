@@ -106,6 +106,48 @@ def _positive_counts(targets: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return counts
 
 
+def global_batch_losses(
+    model: Callable[..., Any],
+    images: tf.Tensor,
+    targets: Mapping[str, tf.Tensor],
+    training: bool,
+    pull_weight: float = 0.1,
+    push_weight: float = 0.1,
+    offset_weight: float = 1.0,
+) -> dict[str, tf.Tensor]:
+    """This replica's share of the loss of the global batch: every stack's outputs of `model`
+    (called with `return_all_stacks=True`) against `targets`, normalised by counts all-reduced
+    over the replicas in sync, so the replicas' parts add up to the global batch's loss.
+
+    The one loss computation of the command line's `Trainer` and of `ObjectDetector.fit`.
+
+    Args:
+        model: The network.
+        images: This replica's normalized images [B, H, W, 3].
+        targets: Their `build_batch_targets` dict.
+        training: Run BatchNorm in training mode.
+        pull_weight, push_weight, offset_weight: As `losses.cornernet_loss`.
+
+    Returns:
+        Scalars "total", "focal", "pull", "push", "offset" (`losses.cornernet_loss`).
+    """
+    counts = _positive_counts(targets)
+    context = tf.distribute.get_replica_context()
+    if context is not None:
+        counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+    outputs = model(images, training=training, return_all_stacks=True)
+    outputs = [{key: tf.cast(value, tf.float32) for key, value in stack.items()} for stack in outputs]
+    return cornernet_loss(
+        outputs,
+        targets,
+        pull_weight=pull_weight,
+        push_weight=push_weight,
+        offset_weight=offset_weight,
+        num_positives={key: value for key, value in counts.items() if key != "objects"},
+        num_objects=counts["objects"],
+    )
+
+
 def synchronize_batchnorm(model: keras.Model) -> int:
     """Make every BatchNormalization use statistics of the global batch (all replicas).
 
@@ -192,20 +234,15 @@ class Trainer:
 
     def compute_losses(self, images: tf.Tensor, targets: Mapping[str, tf.Tensor], training: bool) -> dict:
         """Forward all stacks and return the loss parts for this replica's batch."""
-        context = tf.distribute.get_replica_context()
-        counts = _positive_counts(targets)
-        if context is not None:
-            counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
-        outputs = self.model(images, training=training, return_all_stacks=True)
-        outputs = [{key: tf.cast(value, tf.float32) for key, value in stack.items()} for stack in outputs]
-        return cornernet_loss(
-            outputs,
+        settings = self.settings
+        return global_batch_losses(
+            self.model,
+            images,
             targets,
-            pull_weight=self.settings.pull_weight,
-            push_weight=self.settings.push_weight,
-            offset_weight=self.settings.offset_weight,
-            num_positives={key: value for key, value in counts.items() if key != "objects"},
-            num_objects=counts["objects"],
+            training,
+            pull_weight=settings.pull_weight,
+            push_weight=settings.push_weight,
+            offset_weight=settings.offset_weight,
         )
 
     def train_step(self, images: tf.Tensor, targets: Mapping[str, tf.Tensor]) -> dict:
