@@ -10,14 +10,22 @@ __version__ = "0.1.0"
 _runtime.configure()
 _cli.start_quietly()
 
-__all__ = ["Detector", "ImageDetections"]
+__all__ = ["Detector", "ImageDetections", "ObjectDetector", "TrainingAugmentation", "CocoEvaluation"]
+# public name -> the module that defines it
+_HOMES = {
+    "Detector": "detector",
+    "ImageDetections": "detector",
+    "ObjectDetector": "object_detector",
+    "TrainingAugmentation": "data.keras_augment",
+    "CocoEvaluation": "callbacks",
+}
 
 
 def __getattr__(name: str):
-    """`cornernet_tf.Detector` and `ImageDetections`, imported on first use so that importing the
-    package stays free of TensorFlow (and the quiet start keeps working)."""
-    if name in __all__:
-        from cornernet_tf import detector
+    """The public classes, imported on first use so that importing the package stays free of
+    TensorFlow (and the quiet start keeps working)."""
+    if name in _HOMES:
+        import importlib
 
-        return getattr(detector, name)
+        return getattr(importlib.import_module(f"cornernet_tf.{_HOMES[name]}"), name)
     raise AttributeError(f"module 'cornernet_tf' has no attribute {name!r}")

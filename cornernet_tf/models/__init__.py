@@ -24,6 +24,24 @@ from cornernet_tf.models.squeeze import (
 MODEL_TYPES = {"cornernet": CornerNet, "centernet": CenterNet, "squeeze": CornerNetSqueeze}
 
 
+def __getattr__(name: str):
+    """`build_model`, which lived here before it moved to the task layer: deprecated, kept for a
+    release (import it from cornernet_tf.tasks.model)."""
+    if name == "build_model":
+        import warnings
+
+        from cornernet_tf.tasks.model import build_model  # the deprecated alias, the one exception
+
+        warnings.warn(
+            "cornernet_tf.models.build_model moved to cornernet_tf.tasks.model.build_model; the old name "
+            "goes away in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return build_model
+    raise AttributeError(f"module 'cornernet_tf.models' has no attribute {name!r}")
+
+
 __all__ = [
     "CENTERNET_OUTPUT_KEYS",
     "MODEL_TYPES",
