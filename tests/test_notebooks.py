@@ -65,7 +65,12 @@ def outputs(notebook: nbformat.NotebookNode) -> tuple[str, int]:
 
 def test_notebooks_are_committed_without_outputs():
     names = sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb"))
-    assert names == ["01_quickstart.ipynb", "02_inference_and_export.ipynb", "03_custom_dataset.ipynb"]
+    assert names == [
+        "01_quickstart.ipynb",
+        "02_inference_and_export.ipynb",
+        "03_custom_dataset.ipynb",
+        "04_keras_api.ipynb",
+    ]
     for name in names:
         notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
         nbformat.validate(notebook)
@@ -128,3 +133,22 @@ def test_custom_dataset(tmp_path, monkeypatch):
     assert len(list((run / "pictures").glob("*.png"))) == 4
     for metric in ("AP50", "AR100"):
         assert metric in text
+
+
+def test_keras_api(tmp_path, monkeypatch):
+    notebook = execute("04_keras_api.ipynb", tmp_path, monkeypatch)
+    text, pictures = outputs(notebook)
+    assert pictures >= 2, "expected the History plot and the detections as pictures"
+    assert "focal:" in text and "dropped_boxes:" in text  # fit's logs name the loss parts
+    assert "COCO val_AP" in text and "final val AP" in text
+    assert "reopened preset predicts the same: True" in text
+    assert ".keras round trip predicts the same: True" in text
+    preset = tmp_path / "shapes_detector_smoke"
+    assert sorted(p.name for p in preset.iterdir()) == [
+        "class_names.txt",
+        "config.json",
+        "config.yaml",
+        "metadata.json",
+        "model.weights.h5",
+    ]
+    assert (tmp_path / "exports_smoke" / "shapes" / "1" / "saved_model.pb").is_file()

@@ -1,0 +1,66 @@
+"""The names users import, as README.md, docs/ and the notebooks show them, stay importable.
+
+A name that moves keeps working from its old home for a release, with a DeprecationWarning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import re
+import warnings
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+IMPORT = re.compile(r"^\s*from (cornernet_tf[\w.]*) import \(?([\w ,\n]+?)\)?\s*(?:#.*)?$", re.M)
+
+
+def _texts() -> dict[str, str]:
+    texts = {path.name: path.read_text() for path in [REPO_ROOT / "README.md", *sorted(REPO_ROOT.glob("docs/*.md"))]}
+    for notebook in sorted(REPO_ROOT.glob("notebooks/*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        texts[notebook.name] = "\n".join("".join(cell["source"]) for cell in cells)
+    return texts
+
+
+def public_imports() -> list[tuple[str, str, str]]:
+    """(document, module, name) of every `from cornernet_tf... import name` the docs show."""
+    found = set()
+    for document, text in _texts().items():
+        for module, names in IMPORT.findall(text):
+            for name in re.split(r"[,\s]+", names.strip()):
+                if name and name != "as":
+                    found.add((document, module, name))
+    return sorted(found)
+
+
+PUBLIC = public_imports()
+
+
+def test_the_docs_show_the_main_names():
+    shown = {(module, name) for _, module, name in PUBLIC}
+    for pair in [("cornernet_tf", "Detector"), ("cornernet_tf", "ObjectDetector"), ("cornernet_tf", "CocoEvaluation")]:
+        assert pair in shown, pair
+
+
+@pytest.mark.parametrize("document,module,name", PUBLIC, ids=[f"{d}:{m}.{n}" for d, m, n in PUBLIC])
+def test_every_name_the_docs_show_imports(document, module, name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        imported = importlib.import_module(module)
+        assert hasattr(imported, name) or importlib.import_module(f"{module}.{name}"), f"{document}: {module}.{name}"
+
+
+def test_build_model_from_its_old_home_still_works_and_warns():
+    from cornernet_tf.config import load_config
+    from cornernet_tf.tasks import model
+
+    with pytest.warns(DeprecationWarning, match="moved to cornernet_tf.tasks.model.build_model"):
+        from cornernet_tf.models import build_model
+    assert build_model is model.build_model
+    network = build_model(load_config("shapes_tiny").model)
+    assert network.num_classes == 3
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        importlib.import_module("cornernet_tf.models").no_such_name
