@@ -118,8 +118,8 @@ class CocoEvaluation(keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"{self.prefix}{name}": value for name, value in self.last_metrics.items()})
         if self.verbose:
-            metrics = self.last_metrics
-            print(f"epoch {epoch + 1}: COCO {self.prefix}AP {metrics['AP']:.4f}, {self.prefix}AP50 {metrics['AP50']:.4f}")
+            ap, ap50 = self.last_metrics["AP"], self.last_metrics["AP50"]
+            print(f"epoch {epoch + 1}: COCO {self.prefix}AP {ap:.4f}, {self.prefix}AP50 {ap50:.4f}")
 
 
 def _to_xyxy(boxes: np.ndarray, box_format: str, height: int, width: int) -> np.ndarray:
@@ -152,4 +152,3 @@ def _annotations(image_id: int, boxes_xyxy: np.ndarray, labels: Iterable) -> lis
         for (x1, y1, x2, y2), label in zip(boxes_xyxy, labels)
         if x2 > x1 and y2 > y1
     ]
-

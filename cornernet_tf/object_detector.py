@@ -134,7 +134,8 @@ class ObjectDetector(keras.Model):
             raise ValueError(f"loss_weights: unknown {unknown}; valid keys are {list(LOSS_WEIGHTS)}")
         self.loss_weights = {name: float(getattr(self.config.train, name)) for name in LOSS_WEIGHTS}
         self.loss_weights.update({name: float(value) for name, value in (loss_weights or {}).items()})
-        self.target_spec = task_data.train_input(self.config).targets
+        self.train_spec = task_data.train_input(self.config)
+        self.target_spec = self.train_spec.targets
         self.input_size = tuple(self.config.data.input_size)
         self.class_names = class_names(self.config)
         self._detector_metrics = [keras.metrics.Mean(name=name) for name in LOSS_PARTS]
@@ -173,18 +174,7 @@ class ObjectDetector(keras.Model):
         """The config's training augmentation (data.random_scale, random_crop, flip, color_jitter,
         lighting) for (image, y) samples in this detector's box format; see
         `data.keras_augment.TrainingAugmentation`."""
-        data = self.config.data
-        return TrainingAugmentation(
-            input_size=self.input_size,
-            bounding_box_format=self.bounding_box_format,
-            scale_range=tuple(data.random_scale),
-            random_crop=data.random_crop,
-            flip=data.flip,
-            color_jitter=data.color_jitter,
-            lighting=data.lighting,
-            max_boxes=data.max_objects,
-            seed=seed,
-        )
+        return TrainingAugmentation.from_spec(self.train_spec, self.bounding_box_format, seed)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -308,6 +298,8 @@ class ObjectDetector(keras.Model):
         """Keras' fit; arrays (and lists per image, ragged tensors) are densified and checked
         first, each problem a ValueError naming the sample (`ground_truth.check_batch`)."""
         x, y = self.checked_batch(x, y)
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras would warn
         if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             validation_data = self.checked_batch(*validation_data)
         return super().fit(x, y, validation_data=validation_data, **kwargs)

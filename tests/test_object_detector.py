@@ -105,13 +105,13 @@ def test_loss_equals_the_command_line_trainers_on_the_same_batch(model_type, tmp
     detector = ObjectDetector(config, bounding_box_format="xywh")
     detector.compile()
     images, y = batch()
-    trainer = build_trainer(
-        config, tf.distribute.OneDeviceStrategy("/cpu:0"), tmp_path, dataset_fn=lambda *args: None
-    )
+    trainer = build_trainer(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tmp_path, dataset_fn=lambda *args: None)
     trainer.model.set_weights(detector.network.get_weights())
     boxes, labels, counts = numpy_clip(y["boxes"], y["labels"])
     targets = build_batch_targets(boxes, labels, counts, **dataclasses.asdict(train_input(config).targets))
-    normalized = augment.normalize(tf.constant(images / 255.0, tf.float32), tuple(config.data.mean), tuple(config.data.std))
+    normalized = augment.normalize(
+        tf.constant(images / 255.0, tf.float32), tuple(config.data.mean), tuple(config.data.std)
+    )
     expected = {key: float(value) for key, value in trainer.test_step(tf.cast(normalized, tf.float32), targets).items()}
 
     xywh = keras.utils.bounding_boxes.convert_format(y["boxes"], "xyxy", "xywh").numpy()
@@ -474,3 +474,27 @@ def test_a_preset_folder_is_written_whole(trained, tmp_path, monkeypatch):
     assert is_preset(target) and (target / PRESET_WEIGHTS).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preset"]  # no temporary folder left
     assert json.loads((target / PRESET_CONFIG).read_text())["class_name"] == "ObjectDetector"
+
+
+def test_keras_box_aware_layers_feed_fit():
+    """The documented combination: Keras 3's Resizing with bounding_box_format brings images of
+    another size, with their boxes, to the network's input."""
+    detector = ObjectDetector(tiny_config(), bounding_box_format="xyxy")
+    detector.compile()
+    images, y = batch()
+    large = np.kron(images, np.ones((1, 3, 3, 1), np.uint8))[:, :96, :96]  # 96 x 96: scale 1.5
+    scaled = {"boxes": np.where(y["labels"][..., None] >= 0, y["boxes"] * 1.5, -1.0), "labels": y["labels"]}
+    resize = keras.layers.Resizing(64, 64, bounding_box_format="xyxy")
+
+    def to_input(image, target):
+        out = resize({"images": tf.cast(image, tf.float32), "bounding_boxes": target})
+        return out["images"], out["bounding_boxes"]
+
+    dataset = tf.data.Dataset.from_tensor_slices((large, scaled)).batch(4).map(to_input)
+    resized, target = next(iter(dataset))
+    real = y["labels"] >= 0
+    # Keras clips to the image edge (64), the detector then to the last pixel (63), as training does
+    np.testing.assert_allclose(target["boxes"].numpy()[real], np.minimum(y["boxes"][real], 64), atol=1e-4)
+    assert resized.shape == (4, 64, 64, 3)
+    history = detector.fit(dataset, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

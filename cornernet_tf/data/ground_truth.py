@@ -120,7 +120,8 @@ def check_batch(
             where = f"sample {index}, box {row}"
             if not float(label).is_integer() or label < 0:
                 raise ValueError(
-                    f"{where}: label {float(label):g} is not a class index (integers 0..{num_classes - 1}; -1 marks padding)"
+                    f"{where}: label {float(label):g} is not a class index "
+                    f"(integers 0..{num_classes - 1}; -1 marks padding)"
                 )
             if label >= num_classes:
                 raise ValueError(f"{where}: label {int(label)} is not below num_classes {num_classes}")

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from cornernet_tf.data import augment
 from cornernet_tf.data.ground_truth import PADDING
+from cornernet_tf.data.pipeline import TrainInputSpec
 
 _RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean and std that leave pixels as they are
 
@@ -48,6 +49,22 @@ class TrainingAugmentation:
     lighting: bool = True
     max_boxes: int = 128
     seed: int = 0
+
+    @classmethod
+    def from_spec(cls, spec: TrainInputSpec, bounding_box_format: str = "xyxy", seed: int = 0) -> TrainingAugmentation:
+        """The augmentation of a training input spec (`tasks.data.train_input(config)`): its input
+        size, draws and most boxes per sample."""
+        return cls(
+            input_size=tuple(spec.targets.input_size),
+            bounding_box_format=bounding_box_format,
+            scale_range=tuple(spec.scale_range),
+            random_crop=spec.random_crop,
+            flip=spec.flip,
+            color_jitter=spec.color_jitter,
+            lighting=spec.lighting,
+            max_boxes=spec.targets.max_objects,
+            seed=seed,
+        )
 
     def __call__(
         self, image: tf.Tensor, y: dict[str, tf.Tensor], seed: tf.Tensor
