@@ -211,3 +211,21 @@ def test_a_jpeg_is_turned_by_its_exif_orientation(from_export, tmp_path):
 def test_a_device_scope_gives_the_same_detections(from_export):
     on_cpu = Detector(from_export.signature, from_export.class_names, device="cpu").predict(IMAGES[0])
     np.testing.assert_array_equal(on_cpu[0].boxes, from_export.predict(IMAGES[0])[0].boxes)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_served_bytes_give_the_boxes_of_the_path_in_every_orientation(
+    from_export, saved_model, tmp_path, orientation
+):
+    """serving_default turns a photo by its EXIF orientation inside the graph, as Detector on a
+    path (and training, evaluate) does: same boxes, normalized to the displayed image."""
+    data = with_exif_orientation(tf.io.encode_jpeg(pixels(48, 72, 6), quality=100).numpy(), orientation)
+    path = tmp_path / f"photo_{orientation}.jpg"
+    path.write_bytes(data)
+    (found,) = from_export.predict(path)
+    height, width = found.image_size
+    assert (height, width) == ((72, 48) if orientation >= 5 else (48, 72)) and len(found) >= 5
+    (served,) = signature_detections(
+        saved_model.signatures["serving_default"](images=tf.constant([data])), height, width
+    )
+    assert_same(found, served)

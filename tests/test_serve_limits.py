@@ -6,6 +6,7 @@ request freeing its slot and its thread."""
 from __future__ import annotations
 
 import io
+import struct
 import threading
 
 import cv2
@@ -87,6 +88,61 @@ def test_header_size_is_what_the_decoder_decodes(kind):
 def test_unreadable_headers_have_no_size(data):
     assert tuple(image_size(data).numpy()) == (image_header_tf.UNKNOWN, image_header_tf.UNKNOWN)
     assert limits.image_size(data) is None
+
+
+header_tf = tf.function(image_header_tf.image_header, input_signature=[tf.TensorSpec([], tf.string)])
+
+
+def _exif_cases() -> dict[str, bytes]:
+    """JPEGs whose EXIF orientation the in-graph reader must find as the Python reader does."""
+    from tests.data.conftest import with_exif_orientation
+
+    jpeg = tf.io.encode_jpeg(_pixels(23, 61)).numpy()
+    cases = {f"{order}{value}": with_exif_orientation(jpeg, value, order) for order in "<>" for value in range(1, 9)}
+    # the orientation behind other IFD0 entries, in ascending tag order
+    ifd = struct.pack("<H", 3) + b"".join(
+        struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in ((0x010F, 0), (0x0110, 0), (0x0112, 6))
+    )
+    payload = b"Exif\0\0" + b"II" + struct.pack("<HI", 42, 8) + ifd + struct.pack("<I", 0)
+    cases["third_entry"] = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+    cases["xmp_then_exif"] = jpeg[:2] + b"\xff\xe1\x00\x06http" + cases["<8"][2:]
+    cases["out_of_range_value"] = with_exif_orientation(jpeg, 9)
+    cases["long_instead_of_short"] = cases["<6"].replace(struct.pack("<HH", 0x0112, 3), struct.pack("<HH", 0x0112, 4))
+    # two entries announced, the segment ends after the first: the orientation behind it is not read
+    ifd = struct.pack("<H", 2) + struct.pack("<HHIHH", 0x010F, 3, 1, 0, 0)
+    payload = b"Exif\0\0" + b"II" + struct.pack("<HI", 42, 8) + ifd
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    cases["entry_past_the_segment"] = (
+        jpeg[:2] + segment + b"\xff\xe1\x00\x0e" + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + jpeg[2:]
+    )
+    cases["no_exif"] = ENCODED["jpeg_exif"]
+    return cases
+
+
+EXIF_CASES = _exif_cases()
+
+
+@pytest.mark.parametrize("name", sorted(EXIF_CASES))
+def test_in_graph_orientation_is_the_python_readers(name):
+    data = EXIF_CASES[name]
+    size, orientation = header_tf(data)
+    expected = image_header.header_of_bytes(data)
+    assert int(orientation) == expected.orientation
+    assert tuple(size.numpy()) == (expected.height, expected.width)
+
+
+def test_decode_bounded_turns_a_photo_as_training_does(tmp_path):
+    from cornernet_tf.detector import load_image
+
+    decode = tf.function(
+        lambda data: image_header_tf.decode_bounded(data, 10_000_000), input_signature=[tf.TensorSpec([], tf.string)]
+    )
+    for name in ("<1", "<3", "<6", ">8", "third_entry", "no_exif"):
+        path = tmp_path / f"{name.strip('<>')}.jpg"
+        path.write_bytes(EXIF_CASES[name])
+        np.testing.assert_array_equal(decode(EXIF_CASES[name]).numpy(), load_image(path), err_msg=name)
+    for kind in ("png", "gif", "webp_lossy"):
+        assert int(header_tf(ENCODED[kind])[1]) == 1
 
 
 def test_decode_bounded_refuses_a_bomb_before_decoding():

@@ -25,7 +25,7 @@ _TRANSPOSING = (5, 6, 7, 8)
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
 SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
-_EXIF_ORIENTATION_TAG = 0x0112
+EXIF_ORIENTATION_TAG = 0x0112
 
 
 class UnreadableImageError(OSError):
@@ -78,7 +78,7 @@ def _exif_orientation(payload: bytes) -> int:
         if start + 12 > len(tiff):
             break
         tag, kind, _count = struct.unpack(order + "HHI", tiff[start : start + 8])
-        if tag == _EXIF_ORIENTATION_TAG and kind == 3:  # SHORT
+        if tag == EXIF_ORIENTATION_TAG and kind == 3:  # SHORT
             (value,) = struct.unpack(order + "H", tiff[start + 8 : start + 10])
             return value if 1 <= value <= 8 else 1
     return 1
