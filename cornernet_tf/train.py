@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from cornernet_tf import cli, runtime
 from cornernet_tf.config import Config, ConfigError, TrainConfig, load_config
-from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG
+from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG, CheckpointWriteError
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import STRATEGIES, make_strategy
@@ -239,6 +239,8 @@ def train(args: argparse.Namespace) -> int:
     strategy = make_strategy(args.strategy)
     trainer = build_trainer(config, strategy, model_dir)
     start = trainer.restore(require=args.resume)
+    for damaged in trainer.damaged:
+        print(f"warning: checkpoint {damaged} cannot be read; set aside as damaged-*, resuming from the one before")
     if args.init_weights and start:
         print(f"resuming at step {start}: --init_weights {args.init_weights} is not used")
     elif args.init_weights:
@@ -282,7 +284,7 @@ def train(args: argparse.Namespace) -> int:
     except StopRequested as stop:
         progress.message(str(stop))
         return 128 + stop.signum
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, CheckpointWriteError) as err:
         progress.message(f"error: {err}")
         return 1
     finally:

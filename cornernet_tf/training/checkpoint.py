@@ -78,6 +78,47 @@ def training_checkpoint(
     return tf.train.Checkpoint(**parts)
 
 
+DAMAGED_PREFIX = "damaged-"  # a checkpoint that could not be read, set aside under this prefix
+# what reading a damaged checkpoint raises: truncated index or missing shard (OpError), data file
+# shorter than its index says (IndexError from the reader)
+READ_ERRORS = (tf.errors.OpError, IndexError)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, lost permission); the message says which
+    earlier checkpoint is intact."""
+
+
+def checkpoints_newest_first(directory: str | os.PathLike) -> list[str]:
+    """The checkpoint prefixes the state file of `directory` lists, newest first."""
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    return [str(pathlib.Path(directory) / pathlib.Path(path).name) for path in reversed(paths)]
+
+
+def set_aside(prefix: str) -> list[pathlib.Path]:
+    """Rename the files of checkpoint `prefix` (index, data shards) to `damaged-<name>`, beside
+    them, where no checkpoint listing sees them; nothing is deleted. Returns the new paths."""
+    prefix_path = pathlib.Path(prefix)
+    moved = []
+    for path in sorted(prefix_path.parent.glob(f"{prefix_path.name}.*")):
+        target = path.with_name(DAMAGED_PREFIX + path.name)
+        os.replace(path, target)
+        moved.append(target)
+    return moved
+
+
+def write_checkpoint_state(directory: str | os.PathLike, newest_first: list[str]) -> None:
+    """Point the state file of `directory` at these checkpoints (the first is the latest)."""
+    if newest_first:
+        names = [pathlib.Path(prefix).name for prefix in newest_first]
+        tf.compat.v1.train.update_checkpoint_state(str(directory), names[0], all_model_checkpoint_paths=names[::-1])
+    else:
+        (pathlib.Path(directory) / "checkpoint").unlink(missing_ok=True)
+
+
 def restore_model_weights(model: keras.Model, prefix: str | os.PathLike) -> None:
     """Load only the model weights of a training checkpoint; every model weight must be found."""
     status = training_checkpoint(model).restore(str(prefix))

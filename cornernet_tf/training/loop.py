@@ -32,7 +32,15 @@ import tensorflow as tf
 
 from cornernet_tf.losses import cornernet_loss, positive_mask
 from cornernet_tf.targets import SKIPPED
-from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, training_checkpoint
+from cornernet_tf.training.checkpoint import (
+    CHECKPOINT_SUBDIR,
+    READ_ERRORS,
+    CheckpointWriteError,
+    checkpoints_newest_first,
+    set_aside,
+    training_checkpoint,
+    write_checkpoint_state,
+)
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import is_chief, num_input_pipelines, worker_id
 
@@ -228,6 +236,7 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(directory), max_to_keep=settings.keep_checkpoints
         )
+        self.damaged: list[str] = []  # checkpoints `restore` found unreadable: 'prefix (reason)'
         self._distributed_step = self._make_distributed_step()
 
     # ---- Keras-like step functions (one replica) ----
@@ -295,18 +304,68 @@ class Trainer:
     # ---- checkpoints ----
 
     def restore(self, require: bool = False) -> int:
-        """Restore the latest checkpoint of model_dir, if any; returns the step reached."""
-        latest = tf.train.latest_checkpoint(str(self.model_dir / CHECKPOINT_SUBDIR))
-        if latest is None:
+        """Restore the newest readable checkpoint of model_dir, if any; returns the step reached.
+
+        A checkpoint that cannot be read (a truncated index or data file, a missing shard: what
+        a crash or a full disk during a save leaves) is set aside as `damaged-ckpt-N.*` by the
+        chief, named in `self.damaged`, and the next older one is tried. A checkpoint of another
+        architecture is not damage: that raises as before.
+
+        Raises:
+            FileNotFoundError: `require` and there is no checkpoint; or every checkpoint is damaged.
+        """
+        directory = self.model_dir / CHECKPOINT_SUBDIR
+        candidates = checkpoints_newest_first(directory)
+        if not candidates:
             if require:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.model_dir / CHECKPOINT_SUBDIR}")
+                raise FileNotFoundError(f"--resume: no checkpoint in {directory}")
             return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return int(self.step.numpy())
+        self.damaged = []
+        for index, prefix in enumerate(candidates):
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            except READ_ERRORS as err:
+                self.damaged.append(f"{prefix} ({' '.join(str(err).split())[:160]})")
+                if self.chief:
+                    set_aside(prefix)
+                continue
+            if self.damaged and self.chief:
+                write_checkpoint_state(directory, candidates[index:])
+                self.manager = tf.train.CheckpointManager(
+                    self.checkpoint, str(directory), max_to_keep=self.settings.keep_checkpoints
+                )
+            return int(self.step.numpy())
+        if self.chief:
+            write_checkpoint_state(directory, [])
+        raise FileNotFoundError(
+            f"no readable checkpoint in {directory}: {'; '.join(self.damaged)}; they were set aside as "
+            f"damaged-*; start a new run, or restore a backup of the folder"
+        )
 
     def save(self) -> str | None:
-        """Save a checkpoint of the current step (every worker must call it under multi-worker)."""
-        path = self.manager.save(checkpoint_number=int(self.step.numpy()))
+        """Save a checkpoint of the current step (every worker must call it under multi-worker).
+
+        Raises:
+            CheckpointWriteError: The checkpoint could not be written (full disk, permissions);
+                its partial files are removed and the earlier checkpoints are intact.
+        """
+        step = int(self.step.numpy())
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as err:
+            directory = pathlib.Path(self.manager.directory)
+            for partial in directory.glob(f"ckpt-{step}_temp*"):
+                shutil.rmtree(partial, ignore_errors=True)
+            previous = self.manager.latest_checkpoint
+            reason = " ".join(str(getattr(err, "message", err)).split()).split("; ")[-1][:200]
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of step {step} in {directory} ({reason}); "
+                + (
+                    f"{previous} is intact: free space and run the same command to resume from it"
+                    if previous
+                    else "no earlier checkpoint exists"
+                )
+            ) from None
         if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
             return None
