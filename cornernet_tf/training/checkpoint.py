@@ -110,13 +110,30 @@ def set_aside(prefix: str) -> list[pathlib.Path]:
     return moved
 
 
-def write_checkpoint_state(directory: str | os.PathLike, newest_first: list[str]) -> None:
-    """Point the state file of `directory` at these checkpoints (the first is the latest)."""
-    if newest_first:
-        names = [pathlib.Path(prefix).name for prefix in newest_first]
-        tf.compat.v1.train.update_checkpoint_state(str(directory), names[0], all_model_checkpoint_paths=names[::-1])
-    else:
+def forget_checkpoints(directory: str | os.PathLike, prefixes: list[str]) -> None:
+    """Drop `prefixes` from the state file of `directory`, keeping the others with their
+    timestamps (a CheckpointManager forgets checkpoints listed without one); with none left, the
+    state file goes."""
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is None:
+        return
+    names = {pathlib.Path(prefix).name for prefix in prefixes}
+    stamps = list(state.all_model_checkpoint_timestamps) or [None] * len(state.all_model_checkpoint_paths)
+    kept = [
+        (path, stamp)
+        for path, stamp in zip(state.all_model_checkpoint_paths, stamps)
+        if pathlib.Path(path).name not in names
+    ]
+    if not kept:
         (pathlib.Path(directory) / "checkpoint").unlink(missing_ok=True)
+        return
+    tf.compat.v1.train.update_checkpoint_state(
+        str(directory),
+        kept[-1][0],
+        all_model_checkpoint_paths=[path for path, _ in kept],
+        all_model_checkpoint_timestamps=None if kept[0][1] is None else [stamp for _, stamp in kept],
+        last_preserved_timestamp=state.last_preserved_timestamp,
+    )
 
 
 def restore_model_weights(model: keras.Model, prefix: str | os.PathLike) -> None:

@@ -37,9 +37,9 @@ from cornernet_tf.training.checkpoint import (
     READ_ERRORS,
     CheckpointWriteError,
     checkpoints_newest_first,
+    forget_checkpoints,
     set_aside,
     training_checkpoint,
-    write_checkpoint_state,
 )
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import is_chief, num_input_pipelines, worker_id
@@ -330,13 +330,13 @@ class Trainer:
                     set_aside(prefix)
                 continue
             if self.damaged and self.chief:
-                write_checkpoint_state(directory, candidates[index:])
+                forget_checkpoints(directory, candidates[:index])
                 self.manager = tf.train.CheckpointManager(
                     self.checkpoint, str(directory), max_to_keep=self.settings.keep_checkpoints
                 )
             return int(self.step.numpy())
         if self.chief:
-            write_checkpoint_state(directory, [])
+            forget_checkpoints(directory, candidates)
         raise FileNotFoundError(
             f"no readable checkpoint in {directory}: {'; '.join(self.damaged)}; they were set aside as "
             f"damaged-*; start a new run, or restore a backup of the folder"
