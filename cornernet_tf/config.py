@@ -144,13 +144,8 @@ class DataConfig:
         _check(all(s > 0 for s in self.std), f"data.std must be positive, got {self.std}")
         _check(self.shapes_train >= 1 and self.shapes_val >= 1, "data.shapes_train/shapes_val must be >= 1")
         _check(self.shapes_image_size >= 32, f"data.shapes_image_size must be >= 32, got {self.shapes_image_size}")
-        if self.dataset == "coco":
-            _check(
-                bool(self.train_annotations and self.train_images),
-                "data.dataset=coco needs data.train_annotations and data.train_images",
-            )
-        if self.dataset == "tfrecord":
-            _check(bool(self.train_tfrecords), "data.dataset=tfrecord needs data.train_tfrecords")
+        # Where each split is, is checked when the split is read (`tasks.data.split_files`): an
+        # evaluation needs only the validation split, training only the training one.
 
 
 @dataclasses.dataclass

@@ -202,3 +202,19 @@ def test_legacy_keys_that_contradict_the_config_are_errors(section, key, value, 
     with pytest.raises(ConfigError) as info:
         config_from_dict(values)
     assert message in str(info.value)
+
+
+def test_a_split_is_required_only_where_it_is_read(tmp_path):
+    """`evaluate` of a TFRecord or COCO config needs the validation split only; training names
+    the missing training keys when it reads that split."""
+    from cornernet_tf.data.pipeline import TFRecordFiles
+    from cornernet_tf.tasks.data import split_files
+
+    records = load_config("shapes_tiny", ["data.dataset=tfrecord", f"data.val_tfrecords={tmp_path}/val-*.tfrecord"])
+    assert split_files(records, "val") == TFRecordFiles(f"{tmp_path}/val-*.tfrecord")
+    with pytest.raises(ValueError, match="data.train_tfrecords must be set"):
+        split_files(records, "train")
+    coco = load_config("shapes_tiny", ["data.dataset=coco", "data.val_annotations=a.json", "data.val_images=img"])
+    assert split_files(coco, "val").annotations == "a.json"
+    with pytest.raises(ValueError, match="data.train_annotations and data.train_images must be set"):
+        split_files(coco, "train")

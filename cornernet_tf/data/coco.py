@@ -251,6 +251,5 @@ def load_coco(annotations: str | os.PathLike, images_dir: str | os.PathLike, che
         orientation=orientation,
         problems=problems,
     )
-    unusual = any(counts[k] for k in ("unknown_category_boxes", "degenerate_boxes", "outside_boxes"))
-    log.log(logging.WARNING if unusual else logging.INFO, "%s", source.summary())
+    log.info("%s", source.summary())  # the commands print it (train, tfrecord): once, not twice
     return source

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -32,6 +33,8 @@ import tensorflow as tf
 from cornernet_tf import cli
 from cornernet_tf.data import coco
 from cornernet_tf.files import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: image/orientation, and image_ids + skipped in the sidecar
 _SHARD_RE = re.compile(r"^(?P<name>.+)-\d{5}-of-\d{5}\.tfrecord$")
@@ -154,12 +157,18 @@ def summary(pattern: str, meta: dict) -> str:
     )
 
 
+# the first two bytes of the formats `tf.io.decode_image` reads
+_IMAGE_KINDS = {b"\xff\xd8": "JPEG", b"\x89P": "PNG", b"GI": "GIF", b"BM": "BMP", b"RI": "WebP"}
+
+
 def _decode_failure(encoded: bytes, expected_size: tuple[int, int], orientation: int) -> str:
     """Why these bytes cannot train ("" when they decode to the expected stored size)."""
     try:
         shape = tuple(tf.io.decode_image(encoded, channels=3, expand_animations=False).shape[:2])
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
-        return f"undecodable ({err.message.splitlines()[0][:120]})"
+        kind = _IMAGE_KINDS.get(encoded[:2], "image")
+        log.info("undecodable %s data: %s", kind, err.message)  # TensorFlow's words, for whoever digs
+        return f"undecodable (truncated or corrupt {kind} data)"
     stored = expected_size[::-1] if orientation in (5, 6, 7, 8) else expected_size
     if shape != tuple(stored):
         return f"size mismatch (decodes to {shape[1]}x{shape[0]}, expected {stored[1]}x{stored[0]})"
@@ -201,7 +210,7 @@ def write_tfrecords(
     tf.io.gfile.makedirs(out_dir)
     paths = shard_paths(out_dir, name, num_shards)
     started, done = time.time(), 0
-    skipped, written = list(source.problems), []
+    skipped, written, num_boxes = list(source.problems), [], 0
     counts = dict(source.counts)
     for shard, (path, rows) in enumerate(zip(paths, np.array_split(usable, num_shards))):
         written.append(0)
@@ -230,6 +239,7 @@ def write_tfrecords(
                     )
                 )
                 written[-1] += 1
+                num_boxes += len(source.boxes[row])
         done += len(rows)
         rate = done / max(time.time() - started, 1e-9)
         progress(f"tfrecord: {name} shard {shard + 1}/{num_shards}, {done}/{len(usable)} images ({rate:.0f} img/s)")
@@ -242,7 +252,7 @@ def write_tfrecords(
         "category_ids": source.category_ids,
         "annotations": os.path.abspath(source.annotations),
         "num_examples": sum(written),
-        "num_boxes": source.num_boxes,
+        "num_boxes": num_boxes,
         "shard_sizes": {os.path.basename(p): count for p, count in zip(paths, written)},
         "counts": counts,
         "image_ids": source.image_ids.tolist(),

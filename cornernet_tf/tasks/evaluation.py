@@ -58,7 +58,9 @@ def _detector(model: Model, settings: DetectionConfig, num_scales: int):
 
 
 class _Progress:
-    """Prints `images done / total, images/s` at most every PROGRESS_EVERY_S seconds, and at the end."""
+    """Prints `images detected / total, images/s` at most every PROGRESS_EVERY_S seconds, and at
+    the end; images that could not be decoded are in the total but never detected (the account
+    printed after it names them)."""
 
     def __init__(self, label: str, total: int) -> None:
         self.label, self.total = label, total
@@ -69,7 +71,7 @@ class _Progress:
         if final or now - self.last >= PROGRESS_EVERY_S:
             self.last = now
             rate = done / max(now - self.start, 1e-9)
-            print(f"{self.label}: {done}/{self.total} images, {rate:.1f} images/s", flush=True)
+            print(f"{self.label}: {done}/{self.total} images detected, {rate:.1f} images/s", flush=True)
 
 
 def evaluate_model(
