@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
+from cornernet_tf.write_errors import WRITE_ERRORS, reason
+
 TEMP_PREFIX = ".tmp-"  # not a number: TF Serving and `serve` skip it
 
 
@@ -45,7 +47,12 @@ def write_version(
         raise FileExistsError(refusal)
     temp = pathlib.Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=export_dir))
     try:
-        write(temp)
+        try:
+            write(temp)
+        except WRITE_ERRORS as err:
+            raise OSError(
+                f"could not write version {version} of {export_dir} ({reason(err)}); nothing was written"
+            ) from None
         temp.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server running as another user
         try:
             os.rename(temp, target)  # fails if another export created a non-empty one meanwhile

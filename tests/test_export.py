@@ -5,7 +5,10 @@ Keras model + `inference.detect` path; what an export serves is what evaluation 
 
 from __future__ import annotations
 
+import os
 import pathlib
+import resource
+import signal
 import subprocess
 import sys
 
@@ -477,3 +480,28 @@ def test_squeeze_exports_and_pads_to_its_stride_8_divisor(tmp_path):
     outputs = tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.constant([JPEG, PNG]))
     want = keras_outputs(squeeze, [decoded(JPEG), decoded(PNG)], lambda image: augment.eval_pad(image, 64))
     assert_same_detections({k: v.numpy() for k, v in outputs.items()}, want)
+
+
+def test_a_full_disk_leaves_no_version_behind(weights, tmp_path):
+    """A write failing mid-export (a file-size limit stands in for a full disk): one error line,
+    exit status 2, nothing in the export folder, not even the temporary version."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    base = tmp_path / "exports"
+    argv = ["--config", "shapes_tiny", "--weights", str(weights), "--export_dir", str(base), *_set_args(OVERRIDES)]
+    done = subprocess.run(
+        [sys.executable, "-m", "cornernet_tf.export", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "could not write version 1 of" in errors[0] and "nothing was written" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert list(base.iterdir()) == []

@@ -19,6 +19,7 @@ CLI:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +33,8 @@ import tensorflow as tf
 
 from cornernet_tf import cli
 from cornernet_tf.data import coco
-from cornernet_tf.files import atomic_path, atomic_write_text
+from cornernet_tf.files import atomic_path
+from cornernet_tf.write_errors import WRITE_ERRORS, reason
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,39 @@ def _decode_failure(encoded: bytes, expected_size: tuple[int, int], orientation:
     return ""
 
 
+def _write_shard(
+    writer: tf.io.TFRecordWriter, source: coco.CocoSource, rows: np.ndarray, skipped: list[str], counts: dict
+) -> tuple[int, int]:
+    """Write the images of `rows` that decode to their json size; the others are named in
+    `skipped` and counted in `counts`. Returns (examples, boxes) written."""
+    examples = boxes = 0
+    for row in rows:
+        file_name = os.path.basename(source.image_paths[row])
+        with tf.io.gfile.GFile(source.image_paths[row], "rb") as f:
+            encoded = f.read()
+        failure = _decode_failure(encoded, tuple(source.image_sizes[row]), int(source.orientation[row]))
+        if failure:
+            skipped.append(f"{file_name}: {failure}")
+            counts["undecodable_images" if failure.startswith("undecodable") else "size_mismatch_images"] += 1
+            continue
+        height, width = source.image_sizes[row]
+        writer.write(
+            serialize_example(
+                encoded,
+                source.image_ids[row],
+                height,
+                width,
+                file_name,
+                source.boxes[row],
+                source.classes[row],
+                int(source.orientation[row]),
+            )
+        )
+        examples += 1
+        boxes += len(source.boxes[row])
+    return examples, boxes
+
+
 def write_tfrecords(
     source: coco.CocoSource,
     out_dir: str,
@@ -212,53 +247,43 @@ def write_tfrecords(
     started, done = time.time(), 0
     skipped, written, num_boxes = list(source.problems), [], 0
     counts = dict(source.counts)
-    for shard, (path, rows) in enumerate(zip(paths, np.array_split(usable, num_shards))):
-        written.append(0)
-        with atomic_path(path) as temp, tf.io.TFRecordWriter(str(temp)) as writer:
-            for row in rows:
-                file_name = os.path.basename(source.image_paths[row])
-                with tf.io.gfile.GFile(source.image_paths[row], "rb") as f:
-                    encoded = f.read()
-                failure = _decode_failure(encoded, tuple(source.image_sizes[row]), int(source.orientation[row]))
-                if failure:
-                    skipped.append(f"{file_name}: {failure}")
-                    key = "undecodable_images" if failure.startswith("undecodable") else "size_mismatch_images"
-                    counts[key] += 1
-                    continue
-                height, width = source.image_sizes[row]
-                writer.write(
-                    serialize_example(
-                        encoded,
-                        source.image_ids[row],
-                        height,
-                        width,
-                        file_name,
-                        source.boxes[row],
-                        source.classes[row],
-                        int(source.orientation[row]),
-                    )
+    try:
+        # Shards and sidecar are written under temporary names and renamed into place once all are
+        # written, the sidecar last (an ExitStack exits in reverse); a failed write (a full disk)
+        # removes them all and leaves the folder as it was.
+        with contextlib.ExitStack() as stack:
+            sidecar_temp = stack.enter_context(atomic_path(os.path.join(out_dir, f"{name}.json")))
+            for shard, (path, rows) in enumerate(zip(paths, np.array_split(usable, num_shards))):
+                with tf.io.TFRecordWriter(str(stack.enter_context(atomic_path(path)))) as writer:
+                    examples, boxes = _write_shard(writer, source, rows, skipped, counts)
+                written.append(examples)
+                num_boxes += boxes
+                done += len(rows)
+                rate = done / max(time.time() - started, 1e-9)
+                progress(
+                    f"tfrecord: {name} shard {shard + 1}/{num_shards}, {done}/{len(usable)} images ({rate:.0f} img/s)"
                 )
-                written[-1] += 1
-                num_boxes += len(source.boxes[row])
-        done += len(rows)
-        rate = done / max(time.time() - started, 1e-9)
-        progress(f"tfrecord: {name} shard {shard + 1}/{num_shards}, {done}/{len(usable)} images ({rate:.0f} img/s)")
+            sidecar = {
+                "format_version": FORMAT_VERSION,
+                "class_names": source.class_names,
+                "category_ids": source.category_ids,
+                "annotations": os.path.abspath(source.annotations),
+                "num_examples": sum(written),
+                "num_boxes": num_boxes,
+                "shard_sizes": {os.path.basename(p): count for p, count in zip(paths, written)},
+                "counts": counts,
+                "image_ids": source.image_ids.tolist(),
+                "skipped": skipped,
+            }
+            sidecar_temp.write_text(json.dumps(sidecar, indent=1))
+    except WRITE_ERRORS as err:
+        raise OSError(
+            f"could not write the {name} TFRecords in {out_dir} ({reason(err)}); nothing was written, the "
+            f"folder is as it was"
+        ) from None
     stale = set(tf.io.gfile.glob(os.path.join(out_dir, f"{name}-?????-of-?????.tfrecord"))) - set(paths)
     for path in stale:
         tf.io.gfile.remove(path)
-    sidecar = {
-        "format_version": FORMAT_VERSION,
-        "class_names": source.class_names,
-        "category_ids": source.category_ids,
-        "annotations": os.path.abspath(source.annotations),
-        "num_examples": sum(written),
-        "num_boxes": num_boxes,
-        "shard_sizes": {os.path.basename(p): count for p, count in zip(paths, written)},
-        "counts": counts,
-        "image_ids": source.image_ids.tolist(),
-        "skipped": skipped,
-    }
-    atomic_write_text(os.path.join(out_dir, f"{name}.json"), json.dumps(sidecar, indent=1))
     if skipped:
         progress(
             f"tfrecord: {name}: {len(skipped)} of {len(source)} images left out: "

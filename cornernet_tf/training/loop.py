@@ -43,6 +43,7 @@ from cornernet_tf.training.checkpoint import (
 )
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import is_chief, num_input_pipelines, worker_id
+from cornernet_tf.write_errors import WRITE_ERRORS, reason
 
 DatasetFn = Callable[[tf.distribute.InputContext, int, int], tf.data.Dataset]
 BatchFinisher = Callable[[Any], tuple[tf.Tensor, Mapping[str, tf.Tensor]]]
@@ -352,14 +353,13 @@ class Trainer:
         step = int(self.step.numpy())
         try:
             path = self.manager.save(checkpoint_number=step)
-        except (tf.errors.OpError, OSError) as err:
+        except WRITE_ERRORS as err:
             directory = pathlib.Path(self.manager.directory)
             for partial in directory.glob(f"ckpt-{step}_temp*"):
                 shutil.rmtree(partial, ignore_errors=True)
             previous = self.manager.latest_checkpoint
-            reason = " ".join(str(getattr(err, "message", err)).split()).split("; ")[-1][:200]
             raise CheckpointWriteError(
-                f"could not write the checkpoint of step {step} in {directory} ({reason}); "
+                f"could not write the checkpoint of step {step} in {directory} ({reason(err)}); "
                 + (
                     f"{previous} is intact: free space and run the same command to resume from it"
                     if previous

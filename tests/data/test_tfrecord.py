@@ -2,6 +2,10 @@
 
 import json
 import os
+import resource
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -127,3 +131,37 @@ def test_orientation_round_trips_and_old_records_default_to_none(source, tmp_pat
     features = tf.train.Example.FromString(record)
     del features.features.feature["image/orientation"]  # as format 1 wrote them
     assert int(tfrecord.parse_example(tf.constant(features.SerializeToString()))["orientation"]) == 1
+
+
+def test_a_full_disk_leaves_the_folder_as_it_was(coco_writer, encode_image, tmp_path):
+    """TFRecords written again into a folder, with a write failing in the second shard (a
+    file-size limit stands in for a full disk): one error line, and every file as before; into an
+    empty folder: nothing at all."""
+    rng = np.random.default_rng(2)
+    images = [(f"{i}.png", encode_image(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)), 48, 64) for i in range(6)]
+    path, images_dir = coco_writer(images, [(i, 1, [2, 2, 20, 20], 0) for i in range(1, 7)], [(1, "x")])
+    command = [sys.executable, "-m", "cornernet_tf.data.tfrecord", "--coco", str(path), "--images", str(images_dir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    first = subprocess.run([*command, "--out", str(tmp_path / "out"), "--shards", "3"], capture_output=True, env=env)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    shard = max(len(data) for name, data in before.items() if name.endswith(".tfrecord"))
+
+    def limit() -> None:  # the first shard fits, the second does not
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (shard + 10, shard + 10))
+
+    for out, shards in ((tmp_path / "out", "2"), (tmp_path / "fresh", "2")):
+        again = subprocess.run(
+            [*command, "--out", str(out), "--shards", shards],
+            capture_output=True,
+            text=True,
+            env=env,
+            preexec_fn=limit,
+            timeout=300,
+        )
+        assert again.returncode == 2, again.stderr
+        errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "could not write the" in errors[0] and "nothing was written" in errors[0]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert list((tmp_path / "fresh").iterdir()) == []
