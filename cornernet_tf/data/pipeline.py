@@ -99,7 +99,7 @@ class TrainInputSpec:
     seed: int = 0
     shuffle_buffer: int = 1000
     num_parallel_calls: int = -1
-    deterministic: bool = False
+    deterministic: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
