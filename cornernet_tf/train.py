@@ -28,7 +28,7 @@ from cornernet_tf.config import Config, ConfigError, TrainConfig, load_config
 from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG, CheckpointWriteError
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
 from cornernet_tf.training.progress import ProgressLogger
-from cornernet_tf.training.strategy import STRATEGIES, make_strategy
+from cornernet_tf.training.strategy import PEER_LOST_ERRORS, STRATEGIES, lost_workers, make_strategy
 
 # Config fields a resumed run may change: they touch neither the weights, nor the optimizer and
 # its learning rates, nor the training input stream (a function of the sample index, data.seed
@@ -214,6 +214,17 @@ def evaluation_steps(train: TrainConfig, final: bool) -> list[int]:
     return periodic + ([train.steps] if final else [])
 
 
+def worker_lost_message(error: tf.errors.OpError, step: int, checkpoints: str) -> str:
+    """The one line a surviving worker prints when another one died: who, where, what to do."""
+    lost = lost_workers(error) or ["another worker"]
+    latest = tf.train.latest_checkpoint(checkpoints)
+    resume = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"
+    return (
+        f"{', '.join(lost)} stopped responding (it crashed, was killed or lost the network) at step {step}; "
+        f"{resume}: restart every worker with the same command to resume from it"
+    )
+
+
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     return train(parse_args(argv))
@@ -286,6 +297,11 @@ def train(args: argparse.Namespace) -> int:
         return 128 + stop.signum
     except (NonFiniteLossError, CheckpointWriteError) as err:
         progress.message(f"error: {err}")
+        return 1
+    except PEER_LOST_ERRORS as err:
+        if args.strategy != "multi_worker":
+            raise
+        progress.message(f"error: {worker_lost_message(err, int(trainer.step.numpy()), trainer.manager.directory)}")
         return 1
     finally:
         progress.close()

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# What a step's collective ops raise on the survivors when a worker of the cluster dies: TensorFlow's
+# coordination service stops hearing its heartbeats (after about 10 s) and aborts the collectives.
+PEER_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError)
+_TASK = re.compile(r"/job:[\w-]+/replica:\d+/task:\d+")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -84,3 +89,11 @@ def finishes_in_step(strategy: tf.distribute.Strategy, finish_batches: str = "au
             )
         return False
     return finish_batches != "pipeline"
+
+
+def lost_workers(error: tf.errors.OpError) -> list[str]:
+    """The tasks a `PEER_LOST_ERRORS` error names as gone ("/job:worker/replica:0/task:1"), in
+    the order named; empty when it names none."""
+    message = error.message or ""
+    named = message.split("unhealthy", 1)[-1] if "unhealthy" in message else message
+    return list(dict.fromkeys(_TASK.findall(named)))

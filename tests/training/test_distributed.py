@@ -144,3 +144,93 @@ def test_two_multi_worker_processes_train_in_step(tmp_path, shapes_dir):
     assert len(losses[0]) == 3 and losses[0] == losses[1]
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-3.*"))
     assert not list((tmp_path / ".workers").glob("*/ckpt-*"))
+
+
+def _start_workers(model_dir, shapes_dir: str, steps: int, extra: list[str]) -> list[subprocess.Popen]:
+    """Two `--strategy multi_worker` train processes on localhost ports."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    sets = [arg for item in tiny_overrides(shapes_dir, steps=steps) + extra for arg in ("--set", item)]
+    processes = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONUNBUFFERED="1",
+            TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        )
+        args = ["-m", "cornernet_tf.train", "--strategy", "multi_worker", "--model_dir", str(model_dir), "--no_eval"]
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, *args, *sets],
+                cwd=REPO_ROOT,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
+    return processes
+
+
+def _finish(processes: list[subprocess.Popen], timeout: float = 300) -> list[tuple[str, str]]:
+    try:
+        return [process.communicate(timeout=timeout) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+
+
+def _checkpoint(model_dir, step: int) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(model_dir / "checkpoints" / f"ckpt-{step}"))
+    return {name: np.asarray(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()}
+
+
+def test_a_killed_worker_stops_its_peer_with_one_line_and_a_restart_resumes_exactly(tmp_path, shapes_dir):
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    assert (
+        run_module(
+            ["-m", "cornernet_tf.data.shapes", "--out", shapes_dir, "--train", "24", "--val", "4", "--size", "64"]
+        ).returncode
+        == 0
+    )
+    extra = ["train.checkpoint_every=4", "train.lr_schedule=constant", "train.log_every=100"]
+    run = tmp_path / "killed"
+    processes = _start_workers(run, shapes_dir, steps=2000, extra=extra)
+    try:
+        deadline = time.monotonic() + 240
+        while (
+            not (state := tf.train.get_checkpoint_state(str(run / "checkpoints")))
+            or len(state.all_model_checkpoint_paths) < 2
+        ):
+            assert processes[0].poll() is None and time.monotonic() < deadline, "no second checkpoint"
+            time.sleep(0.1)
+        processes[1].kill()
+        killed_at = time.monotonic()
+        out, err = processes[0].communicate(timeout=120)
+        waited = time.monotonic() - killed_at
+    finally:
+        _finish(processes)
+    assert processes[0].returncode == 1, err[-3000:]
+    errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "/job:worker/replica:0/task:1 stopped responding" in errors[0], out + err
+    assert "restart every worker with the same command" in errors[0] and "Traceback" not in err
+    assert waited < 30, f"the surviving worker took {waited:.1f} s to stop (documented: about 10 s)"
+
+    saved = int(tf.train.latest_checkpoint(str(run / "checkpoints")).rsplit("-", 1)[1])
+    final = saved + 3
+    restarted = _finish(_start_workers(run, shapes_dir, steps=final, extra=extra))
+    assert all(f"resuming at step {saved}" in out for out, _ in restarted), restarted[0][1][-2000:]
+    straight = tmp_path / "straight"
+    outputs = _finish(_start_workers(straight, shapes_dir, steps=final, extra=extra))
+    assert all("finished at step" in out for out, _ in outputs), outputs[0][1][-2000:]
+    ours, reference = _checkpoint(run, final), _checkpoint(straight, final)
+    different = [name for name in reference if not np.array_equal(ours[name], reference[name])]
+    assert sorted(ours) == sorted(reference) and not different, different[:5]
