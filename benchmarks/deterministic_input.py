@@ -19,10 +19,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 WARMUP = 20
 
 
@@ -32,6 +32,7 @@ def worker(config_name: str, deterministic: bool, steps: int) -> dict:
 
     # isort: split
     import keras
+    from step_clock import StepClock
 
     from cornernet_tf.config import load_config
     from cornernet_tf.tasks.training import build_trainer
@@ -42,18 +43,12 @@ def worker(config_name: str, deterministic: bool, steps: int) -> dict:
         [f"data.deterministic={str(deterministic).lower()}", "train.checkpoint_every=1000000000", "train.eval_every=0"],
     )
     keras.utils.set_random_seed(config.train.seed)
-    stamps: list[float] = []
-
-    class Clock:  # the progress interface the loop reports each step to
-        def update(self, *args, **kwargs) -> None:
-            stamps.append(time.perf_counter())
-
-        def message(self, text: str) -> None:
-            print(text, file=sys.stderr)
+    clock = StepClock()
 
     with tempfile.TemporaryDirectory() as directory:
         trainer = build_trainer(config, make_strategy("mirrored"), directory)  # the main job's --strategy
-        trainer.fit(Clock(), max_steps=WARMUP + steps)
+        trainer.fit(clock, max_steps=WARMUP + steps)
+    stamps = clock.times
     step = statistics.median(b - a for a, b in zip(stamps[WARMUP - 1 :], stamps[WARMUP:]))
     elapsed = stamps[-1] - stamps[WARMUP - 1]
     return {"images_per_s": steps * config.train.batch_size / elapsed, "median_step_s": step}

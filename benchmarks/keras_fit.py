@@ -26,10 +26,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 WARMUP = 20
 
 
@@ -47,27 +47,22 @@ def worker(variant: str, config_name: str, steps: int, evaluate: bool) -> dict:
     # isort: split
     import keras
     import tensorflow as tf
+    from step_clock import StepClock
 
     from cornernet_tf.config import load_config
     from cornernet_tf.tasks.evaluation import evaluate_model
 
     config = load_config(config_name, [f"train.steps={steps}", "train.eval_every=0", f"train.checkpoint_every={steps}"])
     keras.utils.set_random_seed(config.train.seed)  # as the train command
-    stamps: list[float] = []
+    clock = StepClock()
+    stamps = clock.times
     if variant == "cli":
         from cornernet_tf.tasks.training import build_trainer
 
-        class Clock:  # the progress interface the loop reports each step to
-            def update(self, *args, **kwargs) -> None:
-                stamps.append(time.perf_counter())
-
-            def message(self, text: str) -> None:
-                print(text, file=sys.stderr)
-
         with tempfile.TemporaryDirectory() as directory:
             trainer = build_trainer(config, tf.distribute.get_strategy(), directory)
-            stamps.append(time.perf_counter())
-            trainer.fit(progress=Clock())
+            clock.start()
+            trainer.fit(progress=clock)
             network = trainer.model
     else:
         from cornernet_tf import ObjectDetector
@@ -75,11 +70,11 @@ def worker(variant: str, config_name: str, steps: int, evaluate: bool) -> dict:
 
         class ClockCallback(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None) -> None:
-                stamps.append(time.perf_counter())
+                clock.update()
 
         detector = ObjectDetector(config)
         detector.compile()
-        stamps.append(time.perf_counter())
+        clock.start()
         detector.fit(fit_dataset(config), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[ClockCallback()])
         network = detector.network
     durations = [b - a for a, b in zip(stamps, stamps[1:])]

@@ -109,21 +109,9 @@ def _load_batch(path: pathlib.Path) -> tuple:
         return data["images"], {key[2:]: data[key] for key in data.files if key.startswith("t/")}
 
 
-class _StepClock:
-    """Stands in for the progress bar: the loop calls `update` once per finished step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def update(self, *args, **kwargs) -> None:
-        self.times.append(time.perf_counter())
-
-    def message(self, text: str) -> None:
-        print(text, file=sys.stderr)
-
-
 def time_ours(model: str, variant: str, batch_path: pathlib.Path) -> list[float]:
     import tensorflow as tf
+    from step_clock import StepClock
 
     from cornernet_tf.tasks.training import build_trainer, use_mixed_precision
     from cornernet_tf.training.strategy import make_strategy
@@ -143,7 +131,7 @@ def time_ours(model: str, variant: str, batch_path: pathlib.Path) -> list[float]
             config, strategy, model_dir, dataset_fn=lambda *_: tf.data.Dataset.from_tensors(batch).repeat()
         )
     _, _, warmup, steps = MODELS[model]
-    clock = _StepClock()
+    clock = StepClock()
     trainer.fit(clock, max_steps=warmup + steps + 1)
     return [b - a for a, b in zip(clock.times[warmup:], clock.times[warmup + 1 :])]
 

@@ -93,50 +93,16 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _write_shapes(shapes_dir: str) -> None:
+    """Generate the dataset once, so that the workers do not race to create it."""
+    command = ["-m", "cornernet_tf.data.shapes", "--out", shapes_dir, "--train", "24", "--val", "4", "--size", "64"]
+    assert run_module(command).returncode == 0
+
+
 def test_two_multi_worker_processes_train_in_step(tmp_path, shapes_dir):
-    # Generate the dataset once, so the workers do not race to create it.
-    assert (
-        run_module(
-            ["-m", "cornernet_tf.data.shapes", "--out", shapes_dir, "--train", "24", "--val", "4", "--size", "64"]
-        ).returncode
-        == 0
-    )
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    sets = [arg for item in tiny_overrides(shapes_dir, steps=3) for arg in ("--set", item)]
-    processes = []
-    try:
-        for index in range(2):
-            env = dict(
-                os.environ,
-                TF_CPP_MIN_LOG_LEVEL="2",
-                PYTHONUNBUFFERED="1",
-                TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
-            )
-            args = [
-                "-m",
-                "cornernet_tf.train",
-                "--strategy",
-                "multi_worker",
-                "--model_dir",
-                str(tmp_path),
-                "--no_eval",
-                *sets,
-            ]
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, *args],
-                    cwd=REPO_ROOT,
-                    env=env,
-                    text=True,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                )
-            )
-        outputs = [p.communicate(timeout=300) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
+    _write_shapes(shapes_dir)
+    processes = _start_workers(tmp_path, shapes_dir, steps=3, extra=[])
+    outputs = _finish(processes)
     for p, (out, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
         assert "on 2 replica(s) (multi_worker)" in out
@@ -195,12 +161,7 @@ def test_a_killed_worker_stops_its_peer_with_one_line_and_a_restart_resumes_exac
     import numpy as np
     import tensorflow as tf
 
-    assert (
-        run_module(
-            ["-m", "cornernet_tf.data.shapes", "--out", shapes_dir, "--train", "24", "--val", "4", "--size", "64"]
-        ).returncode
-        == 0
-    )
+    _write_shapes(shapes_dir)
     extra = ["train.checkpoint_every=4", "train.lr_schedule=constant", "train.log_every=100"]
     run = tmp_path / "killed"
     processes = _start_workers(run, shapes_dir, steps=2000, extra=extra)
