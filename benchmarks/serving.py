@@ -5,11 +5,18 @@
     python benchmarks/serving.py --url http://127.0.0.1:8501/v1/models/cornernet \
         --model_base_path exports/cornernet                        # e.g. the tensorflow/serving image
     python benchmarks/serving.py --model_base_path exports/cornernet --model_name cornernet --compare
+    python benchmarks/serving.py --soak 300 --clients 8                 # mixed hostile traffic, memory
 
 `--compare` runs, in the same run and on the same model and requests, REST, gRPC (the official
 `tensorflow-serving-api` stub, the image as a DT_STRING tensor) and gRPC with server-side
 batching (`--enable_batching`), one fresh server each, and prints each mode's throughput ratio
 to REST.
+
+`--soak SECONDS` runs that long a mix of good requests, malformed bodies, bad base64, decompression
+bombs, oversized bodies and slow clients from N threads, copies a version 2 into the model base
+path halfway (a hot swap), samples the server's RSS every second, and prints the account per kind,
+every answer other than the expected one (none allowed), the p99 of good requests and the memory
+growth per 1,000 requests (`soak`).
 
 N client threads (keep-alive connections) send a bounded number of `:predict` requests, each a
 batch of b64 JPEGs, and the script prints throughput, p50/p99 latency and the error count (which
@@ -279,6 +286,127 @@ def compare(args: argparse.Namespace, base: pathlib.Path, images: list[bytes], b
     return 1 if failed else 0
 
 
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS of /proc/<pid>/status)."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _slow_post(url: str, body: bytes, pieces: int = 8, pause_s: float = 0.15) -> int:
+    """POST `body` in `pieces` with pauses between them, as a client on a slow link; the status."""
+    parts = urllib.parse.urlsplit(url)
+    with contextlib.closing(socket.create_connection((parts.hostname, parts.port), timeout=CLIENT_TIMEOUT_S)) as sock:
+        head = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        step = -(-len(body) // pieces)
+        for start in range(0, len(body), step):
+            sock.sendall(body[start : start + step])
+            time.sleep(pause_s)
+        answer = sock.makefile("rb").readline().split()
+    return int(answer[1]) if len(answer) > 1 else 0
+
+
+def soak(args: argparse.Namespace, base: pathlib.Path, images: list[bytes], body: bytes) -> int:
+    """`--soak SECONDS` of mixed traffic with a hot swap halfway; prints the account and memory.
+
+    Kinds of request (clients draw one at random each time, seeded): good (must all be 200),
+    malformed JSON, bad base64, a PNG decompression bomb, a body over --max_request_bytes, a
+    slow client sending a good body in pieces (must be 200). Halfway, version 2 is copied into
+    the model base path and must be served. The server's RSS is sampled every second; growth per
+    1,000 requests is measured between the end of the first tenth and the end.
+    """
+    import random
+    import shutil
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.serving_helpers import png_bomb
+
+    limit = 8 * 2**20
+    bomb = json.dumps({"instances": [{"b64": base64.b64encode(png_bomb(20000, 20000)).decode()}]}).encode()
+    kinds = {
+        "good": (0.55, lambda: request(url + ":predict", "POST", body)[0], {200}),
+        "malformed_json": (0.1, lambda: request(url + ":predict", "POST", b"{not json")[0], {400}),
+        "bad_b64": (0.1, lambda: request(url + ":predict", "POST", b'{"instances": [{"b64": "%%%"}]}')[0], {400}),
+        "bomb": (0.1, lambda: request(url + ":predict", "POST", bomb)[0], {400}),
+        "oversized": (0.05, lambda: request(url + ":predict", "POST", b" " * (limit + 1))[0], {413}),
+        "slow_good": (0.1, lambda: _slow_post(url + ":predict", body), {200}),
+    }
+    extra = ["--max_request_bytes", str(limit), "--max_in_flight_requests", str(args.clients)]
+    process, url, _ = start_server(base, args.model_name, extra)
+    counts = {kind: 0 for kind in kinds}
+    wrong: dict[str, int] = {}
+    good_latencies: list[float] = []
+    rss: list[tuple[float, int, int]] = []  # (seconds, requests so far, bytes)
+    lock = threading.Lock()
+    start = time.monotonic()
+    stop = start + args.soak
+    swapped = threading.Event()
+
+    def client(seed: int) -> None:
+        pick = random.Random(seed)
+        names, weights = list(kinds), [weight for weight, _, _ in kinds.values()]
+        while time.monotonic() < stop:
+            kind = pick.choices(names, weights)[0]
+            _, send, expected = kinds[kind]
+            began = time.perf_counter()
+            try:
+                status = send()
+            except (OSError, http.client.HTTPException) as err:
+                status = type(err).__name__
+            with lock:
+                counts[kind] += 1
+                if status not in expected:
+                    wrong[f"{kind}: {status}"] = wrong.get(f"{kind}: {status}", 0) + 1
+                elif kind == "good":
+                    good_latencies.append(time.perf_counter() - began)
+
+    try:
+        for _ in range(3):
+            request(url + ":predict", "POST", body)
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            now = time.monotonic() - start
+            with lock:
+                done = sum(counts.values())
+            rss.append((now, done, _rss_bytes(process.pid)))
+            if now >= args.soak / 2 and not swapped.is_set():
+                shutil.copytree(base / "1", base / ".2.tmp")
+                os.rename(base / ".2.tmp", base / "2")
+                swapped.set()
+            time.sleep(1.0)
+        status, answer = request(url, "GET")
+        versions = [v["version"] for v in json.loads(answer)["model_version_status"] if v["state"] == "AVAILABLE"]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    total = sum(counts.values())
+
+    def growth_from(fraction: float) -> float:
+        """KiB of server RSS per 1,000 requests from `fraction` of the soak to its end."""
+        first = next(sample for sample in rss if sample[0] >= args.soak * fraction)
+        return (rss[-1][2] - first[2]) / max(rss[-1][1] - first[1], 1) * 1000 / 2**10
+
+    p99 = float(np.percentile(good_latencies, 99) * 1000) if good_latencies else float("nan")
+    account = ", ".join(f"{kind} {count}" for kind, count in counts.items())
+    print(f"soak {args.soak:.0f} s, {args.clients} clients, {total} requests: {account}")
+    print(f"answers other than expected: {wrong or 'none'}; versions available at the end: {versions}")
+    print(
+        f"good p99 {p99:.0f} ms; server RSS {rss[0][2] / 2**20:.0f} MiB at the start, max "
+        f"{max(sample[2] for sample in rss) / 2**20:.0f} MiB, end {rss[-1][2] / 2**20:.0f} MiB; growth per 1,000 "
+        f"requests: {growth_from(0.1):+.1f} KiB from the first tenth (the swap's second model included), "
+        f"{growth_from(0.6):+.1f} KiB after the swap"
+    )
+    failed_good = sum(v for k, v in wrong.items() if k.startswith(("good", "slow_good")))
+    return 1 if wrong or "2" not in [str(v) for v in versions] or failed_good else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_base_path", type=pathlib.Path, help="default: export the stand-in model")
@@ -292,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest_api_num_threads", type=int, help="passed to serve")
     parser.add_argument("--compare", action="store_true", help="REST vs gRPC vs gRPC with batching")
     parser.add_argument("--batch_timeout_micros", type=int, default=5000, help="--compare's batching window")
+    parser.add_argument("--soak", type=float, help="seconds of mixed good and hostile traffic with a hot swap")
     args = parser.parse_args(argv)
 
     images = make_batch(args.batch, args.image_size)
@@ -309,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             write_stand_in(base)
         if args.compare:
             return compare(args, base, images, body)
+        if args.soak:
+            return soak(args, base, images, body)
         threads = ["--rest_api_num_threads", str(args.rest_api_num_threads)] if args.rest_api_num_threads else []
         process, url, _ = (None, args.url, None) if args.url else start_server(base, args.model_name, threads)
         try:
