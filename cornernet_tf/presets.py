@@ -119,8 +119,8 @@ def load_preset(
         ValueError: Weights that do not fit their config, a `.weights.h5` without `config`
             (`ConfigError`), or `num_classes` below 1.
     """
-    source_config, weights = _source(preset, config)
-    kwargs.setdefault("bounding_box_format", _saved_box_format(preset))
+    source_config, weights, box_format = _source(preset, config)
+    kwargs.setdefault("bounding_box_format", box_format)
     if not load_weights:
         weights = None
     target_config = source_config
@@ -140,13 +140,15 @@ def load_preset(
     return cls(target_config, network=network, **kwargs)
 
 
-def _source(preset: str | os.PathLike, config: Config | str | os.PathLike | None) -> tuple[Config, str | None]:
-    """(the config, the weights path or None) of what `load_preset` was given."""
+def _source(preset: str | os.PathLike, config: Config | str | os.PathLike | None) -> tuple[Config, str | None, str]:
+    """(the config, the weights path or None, the bounding_box_format a preset was saved with,
+    else "xyxy") of what `load_preset` was given."""
     given = None if config is None else config if isinstance(config, Config) else load_config(config)
     path = pathlib.Path(preset).expanduser()
     if is_preset(path):
-        saved = json.loads((path / PRESET_CONFIG).read_text())
-        return given or config_from_dict(saved["config"]["config"]), str(path / PRESET_WEIGHTS)
+        saved = json.loads((path / PRESET_CONFIG).read_text())["config"]
+        box_format = saved.get("bounding_box_format", "xyxy")
+        return given or config_from_dict(saved["config"]), str(path / PRESET_WEIGHTS), box_format
     weights_like = path.is_dir() or path.name.endswith(".weights.h5") or tf.io.gfile.exists(f"{path}.index")
     if not weights_like:
         if path.suffix in (".h5", ".keras"):
@@ -154,7 +156,7 @@ def _source(preset: str | os.PathLike, config: Config | str | os.PathLike | None
                 f"{str(preset)!r}: a {path.suffix} file is not a preset; open a .keras file with "
                 f"keras.models.load_model and weights with a name ending in .weights.h5"
             )
-        return given or load_config(preset), None
+        return given or load_config(preset), None, "xyxy"
     if given is None:
         saved = find_saved_config(path)
         if saved is None:
@@ -163,15 +165,7 @@ def _source(preset: str | os.PathLike, config: Config | str | os.PathLike | None
                 f"weights were trained or converted with, or a bundled name such as cornernet_hg104_coco)"
             )
         given = load_config(saved)
-    return given, str(path)
-
-
-def _saved_box_format(preset: str | os.PathLike) -> str:
-    """The bounding_box_format a preset was saved with; "xyxy" for every other source."""
-    path = pathlib.Path(preset).expanduser()
-    if is_preset(path):
-        return json.loads((path / PRESET_CONFIG).read_text())["config"].get("bounding_box_format", "xyxy")
-    return "xyxy"
+    return given, str(path), "xyxy"
 
 
 def copy_matching_weights(source: keras.Model, target: keras.Model) -> list[str]:
