@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import pathlib
@@ -73,23 +74,33 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class StopRequested(Exception):
-    """SIGTERM or Ctrl-C arrived; a checkpoint was saved before raising."""
+    """SIGTERM or Ctrl-C arrived; a checkpoint was saved before raising. `by_cluster`: under
+    multi-worker, SIGTERM reached some worker of the cluster and every worker saved and stopped."""
 
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved")
+    def __init__(self, signum: int, step: int, by_cluster: bool = False):
+        name = signal.Signals(signum).name
+        if by_cluster:
+            message = (
+                f"stopped at step {step}: a worker of the cluster received {name}, and every worker saved the "
+                f"checkpoint of step {step}; restart every worker with the same command to resume from it"
+            )
+        else:
+            message = f"stopped by {name} at step {step}; checkpoint saved"
+        super().__init__(message)
         self.signum = signum
         self.step = step
 
 
 class _SignalFlag:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+    """Turns `signals` (default SIGTERM and SIGINT) into a flag the loop checks between steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
         self.signum: int | None = None
+        self._signals = tuple(signals)
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _SignalFlag:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in self._signals:
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -102,6 +113,55 @@ class _SignalFlag:
     def __exit__(self, *exc: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class _ClusterSaved(Exception):
+    """Raised by the preemption handler's exit function once this worker saved its checkpoint."""
+
+
+@contextlib.contextmanager
+def _cluster_preemption(strategy: tf.distribute.Strategy, save: Callable[[], Any], scratch: pathlib.Path):
+    """Under multi-worker, SIGTERM to any one worker makes every worker save the checkpoint of the
+    same step and stop: TensorFlow's `PreemptionCheckpointHandler` hears the signal, agrees on the
+    step through the coordination service, calls `save` (the Trainer's own, so checkpoints keep
+    their step numbers and write-error handling) there on every worker, then raises
+    `_ClusterSaved`. Yields the handler (None off multi-worker, where `_SignalFlag` handles SIGTERM).
+
+    The handler restores "the latest checkpoint" when it is made; `Trainer.restore` has done that
+    already (setting damaged checkpoints aside), so the handler gets a manager of an empty scratch
+    folder, which also keeps its run counter at 0 on every worker alike.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield None
+        return
+
+    def stop() -> None:
+        raise _ClusterSaved
+
+    previous = signal.getsignal(signal.SIGTERM)
+    quiet = _WithoutMessage("PreemptionCheckpointHandler.total_run_calls")  # its own deprecated call
+    tf.get_logger().addFilter(quiet)
+    handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver,
+        tf.train.CheckpointManager(tf.train.Checkpoint(), str(scratch), max_to_keep=1),
+        termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=stop, save_fn=save),
+    )
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        tf.get_logger().removeFilter(quiet)
+
+
+class _WithoutMessage(logging.Filter):
+    """Drops log records whose message holds `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _positive_counts(targets: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -394,7 +454,8 @@ class Trainer:
         """Train from the current step to `settings.steps` (or `max_steps`); returns the final step.
 
         Saves every `settings.checkpoint_every` steps, at the end, and when SIGTERM/Ctrl-C arrives
-        (then raises `StopRequested`); calls `on_eval(step)` every `settings.eval_every` steps
+        (then raises `StopRequested`; under multi-worker, SIGTERM to any worker stops them all at
+        one step, each saving); calls `on_eval(step)` every `settings.eval_every` steps
         but the last. Raises `NonFiniteLossError` on a NaN/Inf loss part.
         """
         settings = self.settings
@@ -408,7 +469,11 @@ class Trainer:
         )
         iterator = iter(dataset)
         reported = int(skipped.sum())
-        with _SignalFlag() as stop:
+        scratch = self.model_dir / ".workers" / "preemption"
+        with (
+            _cluster_preemption(self.strategy, self.save, scratch) as preemption,
+            _SignalFlag((signal.SIGINT,) if preemption is not None else (signal.SIGTERM, signal.SIGINT)) as stop,
+        ):
             for _ in range(start, total):
                 losses, bad_pixels = self._distributed_step(iterator)
                 losses = {key: float(value) for key, value in losses.items()}
@@ -433,6 +498,11 @@ class Trainer:
                         )
                     progress.update(step, losses, self.learning_rate(), skipped_samples=total_skipped)
                 reported = total_skipped
+                if preemption is not None:
+                    try:
+                        preemption.save_checkpoint_if_preempted()
+                    except _ClusterSaved:
+                        raise StopRequested(signal.SIGTERM, step, by_cluster=True) from None
                 if stop.signum is not None:
                     self.save()
                     raise StopRequested(stop.signum, step)

@@ -195,3 +195,40 @@ def test_a_killed_worker_stops_its_peer_with_one_line_and_a_restart_resumes_exac
     ours, reference = _checkpoint(run, final), _checkpoint(straight, final)
     different = [name for name in reference if not np.array_equal(ours[name], reference[name])]
     assert sorted(ours) == sorted(reference) and not different, different[:5]
+
+
+def test_sigterm_to_one_worker_makes_every_worker_save_the_same_step_and_stop(tmp_path, shapes_dir):
+    import signal
+    import time
+
+    import tensorflow as tf
+
+    _write_shapes(shapes_dir)
+    extra = ["train.checkpoint_every=1000", "train.lr_schedule=constant", "train.log_every=1"]
+    run = tmp_path / "preempted"
+    processes = _start_workers(run, shapes_dir, steps=2000, extra=extra)
+    try:
+        deadline = time.monotonic() + 240
+        progress = processes[1].stdout
+        while not re.search(r"step [3-9]/2000", line := progress.readline()):
+            assert line and time.monotonic() < deadline, "worker 1 did not start training"
+        processes[1].send_signal(signal.SIGTERM)  # the non-chief: the chief must save too
+        outputs = _finish(processes, timeout=120)
+    finally:
+        _finish(processes)
+    stopped = []
+    for index, (process, (out, err)) in enumerate(zip(processes, outputs)):
+        assert process.returncode == 128 + signal.SIGTERM, f"worker {index}: {err[-3000:]}"
+        lines = [line for line in out.splitlines() if line.startswith("stopped at step")]
+        assert len(lines) == 1 and "a worker of the cluster received SIGTERM" in lines[0], out[-2000:]
+        assert "restart every worker with the same command" in lines[0] and "Traceback" not in err
+        stopped.append(int(lines[0].split()[3].rstrip(":")))
+    assert stopped[0] == stopped[1] >= 3, stopped
+    saved = tf.train.latest_checkpoint(str(run / "checkpoints"))
+    assert saved is not None and saved.endswith(f"ckpt-{stopped[0]}"), saved
+    assert not list((run / ".workers").glob("**/ckpt-*")), "a worker left its scratch checkpoint"
+
+    final = stopped[0] + 2
+    restarted = _finish(_start_workers(run, shapes_dir, steps=final, extra=extra))
+    for out, err in restarted:
+        assert f"resuming at step {stopped[0]}" in out and f"finished at step {final}" in out, err[-2000:]
