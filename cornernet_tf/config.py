@@ -215,6 +215,7 @@ class ExportConfig:
 
     corner_pool: Literal["vectorized", "scan", "op"] = "vectorized"
     max_image_pixels: int = 40_000_000
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def validate(self) -> None:
         _check(self.max_image_pixels >= 1, f"export.max_image_pixels must be >= 1, got {self.max_image_pixels}")

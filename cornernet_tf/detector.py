@@ -33,8 +33,8 @@ from cornernet_tf.coco_metrics import detections_to_coco
 from cornernet_tf.config import Config, config_from_dict, load_config
 from cornernet_tf.data import image_header
 from cornernet_tf.ops.corner_pool import compiled_available
-from cornernet_tf.tasks.export import CLASS_NAMES_ASSET, class_names, detection_module
-from cornernet_tf.tasks.model import build_model
+from cornernet_tf.portable.export_info import FILE_NAME as PORTABLE_INFO
+from cornernet_tf.tasks.export import CLASS_NAMES_ASSET, class_names, detection_module, export_network
 from cornernet_tf.training.checkpoint import config_for_weights, load_weights
 from cornernet_tf.visualize import draw_detections
 
@@ -232,9 +232,18 @@ class Detector:
 
     @classmethod
     def from_export(cls, path: str | os.PathLike, **options) -> Detector:
-        """A detector on a SavedModel of `python -m cornernet_tf.export`: a version folder, or a
-        model base path (its highest complete version). Options as `Detector`'s."""
+        """A detector on an export of `python -m cornernet_tf.export`: a version folder, or a
+        model base path (its highest complete version). A SavedModel runs its `serving_tensor`; a
+        TFLite or ONNX export runs in its own runtime (an extra), each image resized to the
+        export's fixed size first, the boxes mapped back to the image. Options as `Detector`'s."""
         version = find_export(path)
+        if (version / PORTABLE_INFO).is_file():
+            from cornernet_tf.portable import fixed_size_runner  # imported here: the formats are extras
+
+            run, info = fixed_size_runner(version)
+            signature = _fixed_size_signature(run, info["input"]["shape"])
+            description = f"{info['format']} export {version} ({info['quantization']})"
+            return cls(signature, info.get("class_names", []), description=description, **options)
         loaded = tf.saved_model.load(str(version))
         if SIGNATURE not in loaded.signatures:
             raise ValueError(
@@ -298,7 +307,7 @@ class Detector:
                 "(pip install -e .) or use export.corner_pool=vectorized"
             )
         with device_scope(options.get("device")):
-            model = build_model(config.model, corner_pool=config.export.corner_pool)
+            model = export_network(config)
             loaded_from = load_weights(model, weights)
             module = detection_module(model, config)
         detector = cls(module.serve_tensor, class_names(config), description=f"weights {loaded_from}", **options)
@@ -318,7 +327,7 @@ class Detector:
         """One signature call on uint8 [B, H, W, 3] -> per image its detections in image pixels."""
         with device_scope(self.device):
             outputs = self.signature(images=tf.constant(batch))
-        found = {key: value.numpy() for key, value in outputs.items()}
+        found = {key: np.asarray(value) for key, value in outputs.items()}
         height, width = batch.shape[1:3]
         results = []
         for row in range(len(batch)):
@@ -353,24 +362,50 @@ class Detector:
         return self._module.normalize(inputs)[None], image_info[None]
 
 
+def _fixed_size_signature(
+    run: Callable[[np.ndarray], dict[str, np.ndarray]], shape: Sequence[int | str]
+) -> Callable[..., dict[str, np.ndarray]]:
+    """A `serving_tensor`-like function of a portable export's runner: images of any one size are
+    resized to its [H, W] (boxes are fractions of the image, so they hold for the original) and
+    run in batches of its size (a short last one padded, its extra rows dropped)."""
+    import cv2  # imported here: only portable exports resize on the host
+
+    batch, height, width = shape[0], int(shape[1]), int(shape[2])
+
+    def signature(images: tf.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        pixels = np.asarray(images, np.uint8)
+        if pixels.shape[1:3] != (height, width):
+            pixels = np.stack([cv2.resize(p, (width, height), interpolation=cv2.INTER_AREA) for p in pixels])
+        step = batch if isinstance(batch, int) else len(pixels)
+        parts = []
+        for start in range(0, len(pixels), step):
+            chunk = pixels[start : start + step]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
+            parts.append({key: value[: len(chunk)] for key, value in run(padded).items()})
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    return signature
+
+
+def _is_export(folder: pathlib.Path) -> bool:
+    return (folder / "saved_model.pb").is_file() or (folder / PORTABLE_INFO).is_file()
+
+
 def find_export(path: str | os.PathLike) -> pathlib.Path:
-    """The SavedModel folder of `path`: itself when it holds saved_model.pb, else its highest
-    numeric version folder that does (a TF Serving model base path)."""
+    """The export folder of `path`: itself when it holds saved_model.pb (or a portable export's
+    export_info.json), else its highest numeric version folder that does (a TF Serving model base
+    path)."""
     path = pathlib.Path(path).expanduser()
-    if (path / "saved_model.pb").is_file():
+    if _is_export(path):
         return path
     versions = (
-        sorted(
-            (int(p.name), p)
-            for p in path.glob("*")
-            if p.name.isascii() and p.name.isdigit() and (p / "saved_model.pb").is_file()
-        )
+        sorted((int(p.name), p) for p in path.glob("*") if p.name.isascii() and p.name.isdigit() and _is_export(p))
         if path.is_dir()
         else []
     )
     if not versions:
         raise FileNotFoundError(
-            f"export {str(path)!r}: no saved_model.pb in it or in a numeric version folder under it; "
-            f"pass a folder written by python -m cornernet_tf.export"
+            f"export {str(path)!r}: no saved_model.pb or {PORTABLE_INFO} in it or in a numeric version folder "
+            f"under it; pass a folder written by python -m cornernet_tf.export"
         )
     return versions[-1][1]

@@ -2,9 +2,11 @@
 
 CLI: `python -m cornernet_tf.export [--config C] (--weights W | --random_weights)
 --export_dir exports/cornernet [--version N] [--set key=value ...] [--flip/--no-flip]
-[--score_threshold X] [--max_detections N] [--corner_pool vectorized|scan|op] [--verbose]
+[--score_threshold X] [--max_detections N] [--corner_pool vectorized|scan|op]
+[--precision float32|bfloat16] [--verbose]
 [--format saved_model|tflite|onnx [--quantize none|fp16|int8] [--batch_size N|dynamic]
-[--image_size H W]]` (tflite / onnx: `cornernet_tf.portable`).
+[--image_size H W] [--representative_images DIR|val [--calibration_images N]]]`
+(tflite / onnx: `cornernet_tf.portable`; ONNX int8 is calibrated on the representative images).
 W is what `python -m cornernet_tf.evaluate` accepts: a `.weights.h5`, a training model_dir (its
 latest checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix; as there,
 without --config the run's `config.yaml` beside W or above it is used, and --random_weights
@@ -23,15 +25,20 @@ export.corner_pool: "vectorized" (default) and "scan" are plain TF ops a stock T
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 import keras
+import numpy as np
+import tensorflow as tf
 
-from cornernet_tf import cli
+from cornernet_tf import cli, runtime
 from cornernet_tf.config import Config, ConfigError, load_config
+from cornernet_tf.data import image_header
+from cornernet_tf.detector import load_image
 from cornernet_tf.ops.corner_pool import compiled_available
-from cornernet_tf.tasks.export import export_model, export_portable
-from cornernet_tf.tasks.model import build_model
+from cornernet_tf.predict import IMAGE_EXTENSIONS
+from cornernet_tf.tasks.export import export_model, export_network, export_portable
 from cornernet_tf.training.checkpoint import SAVED_CONFIG, config_for_weights, load_weights
 
 
@@ -42,8 +49,69 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         "detection.score_threshold": args.score_threshold,
         "detection.max_detections": args.max_detections,
         "export.corner_pool": args.corner_pool,
+        "export.precision": args.precision,
     }
     return [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
+MIN_CALIBRATION_IMAGES = 8  # fewer cannot give activation ranges worth an export
+
+
+def calibration_folder(source: str, config: Config) -> pathlib.Path:
+    """--representative_images: a folder, or "val" for the images folder of the config's val split."""
+    if source == "val":
+        from cornernet_tf.tasks.data import split_files
+
+        files = split_files(config, "val")
+        if not hasattr(files, "images"):
+            raise ValueError("--representative_images val: the val split is TFRecords; give a folder of images instead")
+        return pathlib.Path(files.images)
+    folder = pathlib.Path(source).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--representative_images {source}: no such folder (give a folder of images, or val)")
+    return folder
+
+
+def representative_images(
+    folder: pathlib.Path, image_size: tuple[int, int], count: int
+) -> tuple[np.ndarray, list[str]]:
+    """Up to `count` images of `folder` (searched recursively, a fixed pseudo-random choice),
+    EXIF-oriented and resized to `image_size` (H, W), as uint8 [N, H, W, 3]; and the files that
+    could not be read ("path: reason"), which are skipped.
+
+    Raises:
+        ValueError: Fewer than min(count, MIN_CALIBRATION_IMAGES) images are usable.
+    """
+    import cv2  # imported here: only calibration resizes on the host
+
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))]
+    height, width = image_size
+    images, unusable = [], []
+    for path in files:
+        if len(images) == count:
+            break
+        try:
+            pixels = load_image(path)
+        except (image_header.UnreadableImageError, image_header.UndecodableImageError) as err:
+            unusable.append(str(err))
+            continue
+        images.append(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA))
+    needed = min(count, MIN_CALIBRATION_IMAGES)
+    if len(images) < needed:
+        raise ValueError(
+            f"--representative_images {folder}: {len(images)} usable image(s) of {len(files)} "
+            f"({', '.join(IMAGE_EXTENSIONS)}; {len(unusable)} unreadable), calibration needs at least {needed}"
+        )
+    return np.stack(images), unusable
+
+
+def _print_progress(done: int, total: int) -> None:
+    """One line per calibration batch on a terminal (rewritten in place), else at the end."""
+    if sys.stdout.isatty():
+        print(f"\rcalibrating: {done}/{total} images", end="" if done < total else "\n", flush=True)
+    elif done == total:
+        print(f"calibrated on {total} images")
 
 
 def _batch_size(text: str) -> int | None:
@@ -61,9 +129,15 @@ def _check_format_flags(args: argparse.Namespace, config: Config) -> None:
         if args.quantize != "none" or args.image_size is not None or args.batch_size != 1:
             raise ValueError("--quantize, --image_size and --batch_size are for --format tflite / onnx")
         return
+    if config.export.precision != "float32":
+        raise ValueError(
+            f"--precision {config.export.precision} is for --format saved_model; a {args.format} export is "
+            f"made smaller and faster with --quantize"
+        )
     from cornernet_tf.portable import check_request  # imported here: the portable formats are extras
 
-    check_request(args.format, args.quantize, args.batch_size, config.export.corner_pool)
+    calibrated = args.representative_images is not None
+    check_request(args.format, args.quantize, args.batch_size, config.export.corner_pool, calibrated=calibrated)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +161,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("vectorized", "scan", "op"),
         default=None,
         help="default export.corner_pool (vectorized: runs on a stock TF Serving)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="default export.precision; bfloat16: the network computes in bfloat16 (decoding in float32), "
+        "for GPUs, TPUs and CPUs with bfloat16 units (AVX512-BF16, AMX)",
     )
     portable = parser.add_argument_group("portable formats (docs/export_and_serving.md)")
     portable.add_argument(
@@ -117,6 +198,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar=("HEIGHT", "WIDTH"),
         help="fixed size of the tflite / onnx input images (default data.input_size)",
     )
+    portable.add_argument(
+        "--representative_images",
+        default=None,
+        metavar="DIR|val",
+        help="onnx --quantize int8: calibrate on the images of DIR (or of the config's val split)",
+    )
+    portable.add_argument(
+        "--calibration_images",
+        type=int,
+        default=100,
+        metavar="N",
+        help="how many representative images to calibrate on (default 100)",
+    )
     cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -140,14 +234,32 @@ def main(argv: list[str] | None = None) -> int:
             "(pip install -e .) or export with --corner_pool vectorized"
         )
     keras.utils.set_random_seed(config.train.seed)
-    model = build_model(config.model, corner_pool=corner_pool)
+    model = export_network(config)
     if args.random_weights:
         print("WARNING: --random_weights: exporting an UNTRAINED model; its detections are noise", file=sys.stderr)
     else:
         print(f"loaded weights {load_weights(model, args.weights)}")
     if args.format != "saved_model":
+        calibration = None
+        if args.representative_images is not None:
+            folder = calibration_folder(args.representative_images, config)
+            image_size = tuple(args.image_size or config.data.input_size)
+            calibration, unusable = representative_images(folder, image_size, args.calibration_images)
+            print(
+                f"calibration: {len(calibration)} images of {folder}"
+                + (f"; {len(unusable)} unreadable, skipped: {'; '.join(unusable[:5])}" if unusable else "")
+            )
         target = export_portable(
-            model, config, args.export_dir, args.format, args.quantize, args.batch_size, args.image_size, args.version
+            model,
+            config,
+            args.export_dir,
+            args.format,
+            args.quantize,
+            args.batch_size,
+            args.image_size,
+            args.version,
+            representative_images=calibration,
+            on_progress=_print_progress,
         )
         print(
             f"exported {config.name} to {target}: {args.format}, quantization {args.quantize}, batch "
@@ -155,7 +267,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     target = export_model(model, config, args.export_dir, args.version)
-    print(f"exported {config.name} to {target}: signatures serving_default, serving_tensor; corner pool {corner_pool}")
+    print(
+        f"exported {config.name} to {target}: signatures serving_default, serving_tensor; corner pool {corner_pool}, "
+        f"computing in {config.export.precision}"
+    )
+    if config.export.precision == "bfloat16" and not any(tf.config.list_logical_devices(k) for k in ("GPU", "TPU")):
+        if runtime.cpu_bfloat16_units() is None:
+            print(
+                "warning: this CPU has no bfloat16 units (AVX512-BF16 or AMX): here bfloat16 is emulated and slower "
+                "than float32; serve this export on a CPU with them, a GPU or a TPU",
+                file=sys.stderr,
+            )
     if corner_pool == "op":
         print(
             "the export uses the compiled corner-pool op: loaders must call cornernet_tf.ops.compiled.load_library() "

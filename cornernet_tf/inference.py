@@ -61,6 +61,12 @@ def _to_image(
     return decode.detections_to_image(dets, image_info, stride, reject_margin)
 
 
+def network_batch(images: tf.Tensor, settings: DetectionConfig) -> tf.Tensor:
+    """What the network runs on for one scale: images [B, H, W, 3], with `settings.flip` followed
+    by their mirror images ([2B, H, W, 3])."""
+    return images if not settings.flip else tf.concat([images, tf.reverse(images, [2])], axis=0)
+
+
 def decode_to_image(
     model: Model, images: tf.Tensor, image_info: tf.Tensor, settings: DetectionConfig
 ) -> decode.Detections:
@@ -81,8 +87,7 @@ def decode_to_image(
         scale's centers dict [B, k] (2k with flip), centers in image px, not clipped.
     """
     images = tf.convert_to_tensor(images, tf.float32)
-    batch = images if not settings.flip else tf.concat([images, tf.reverse(images, [2])], axis=0)
-    outputs = model(batch, training=False)
+    outputs = model(network_batch(images, settings), training=False)
     dets = decode.decode_corners(
         outputs,
         k=settings.k,

@@ -6,10 +6,10 @@ CLI: `python -m cornernet_tf.predict SOURCE [SOURCE ...] (--export DIR | --weigh
 
 A SOURCE is an image file, a folder (searched recursively for IMAGE_EXTENSIONS and
 VIDEO_EXTENSIONS), a glob (quote it: "photos/**/*.jpg") or a video file, read with OpenCV frame
-by frame. --export is a SavedModel of `python -m cornernet_tf.export` (a version folder or the
-model base path); --weights what `python -m cornernet_tf.evaluate` takes, with the run's
-config.yaml unless --config is given. Both go through `cornernet_tf.Detector`, so they give the
-same boxes for the same model.
+by frame. --export is an export of `python -m cornernet_tf.export` (a version folder or the
+model base path): a SavedModel, or a TFLite / ONNX one run in its own runtime; --weights what
+`python -m cornernet_tf.evaluate` takes, with the run's config.yaml unless --config is given.
+Both go through `cornernet_tf.Detector`, so they give the same boxes for the same model.
 
 Per input file, under --out at its path relative to the SOURCE (a folder SOURCE adds its own
 name, a glob is relative to its first folder without wildcards):
@@ -340,7 +340,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cornernet_tf.predict", description=__doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image, folder, glob or video")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--export", help="SavedModel of python -m cornernet_tf.export (version folder or base path)")
+    model.add_argument(
+        "--export",
+        help="export of python -m cornernet_tf.export: SavedModel, TFLite or ONNX (version folder or base path)",
+    )
     model.add_argument("--weights", help=".weights.h5 file, model_dir, checkpoints folder or checkpoint prefix")
     parser.add_argument(
         "--config",

@@ -29,6 +29,7 @@ from collections.abc import MutableMapping
 BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
 CPUINFO = "/proc/cpuinfo"
 BFLOAT16_MATRIX_FLAG = "amx_bf16"  # Intel AMX bfloat16 tiles (Xeon Sapphire Rapids and later)
+BFLOAT16_VECTOR_FLAG = "avx512_bf16"  # bfloat16 dot products in AVX-512 (AMD Zen 4, Intel Cooper Lake and later)
 
 
 def configure(environ: MutableMapping[str, str] = os.environ) -> bool:
@@ -46,11 +47,24 @@ def cpu_allocator(environ: MutableMapping[str, str] = os.environ) -> str:
     return "bfc" if environ.get(BFC_VARIABLE, "").strip().lower() in ("true", "1") else "default"
 
 
-def cpu_has_bfloat16_matrix_units(cpuinfo: str | os.PathLike = CPUINFO) -> bool:
-    """Whether the CPU's flags (Linux `/proc/cpuinfo`) list AMX bfloat16 tiles; False where they
-    cannot be read (other systems)."""
+def _cpu_flags(cpuinfo: str | os.PathLike) -> set[str]:
+    """The CPU's flags (Linux `/proc/cpuinfo`); empty where they cannot be read (other systems)."""
     try:
         lines = pathlib.Path(cpuinfo).read_text().splitlines()
     except OSError:
-        return False
-    return any(line.startswith("flags") and BFLOAT16_MATRIX_FLAG in line.split() for line in lines)
+        return set()
+    return {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+
+
+def cpu_has_bfloat16_matrix_units(cpuinfo: str | os.PathLike = CPUINFO) -> bool:
+    """Whether the CPU's flags list AMX bfloat16 tiles; False where they cannot be read."""
+    return BFLOAT16_MATRIX_FLAG in _cpu_flags(cpuinfo)
+
+
+def cpu_bfloat16_units(cpuinfo: str | os.PathLike = CPUINFO) -> str | None:
+    """The CPU's bfloat16 arithmetic, by its flags: "amx" (matrix tiles), "avx512_bf16" (vector dot
+    products), or None where bfloat16 would be emulated (or the flags cannot be read)."""
+    flags = _cpu_flags(cpuinfo)
+    if BFLOAT16_MATRIX_FLAG in flags:
+        return "amx"
+    return BFLOAT16_VECTOR_FLAG if BFLOAT16_VECTOR_FLAG in flags else None

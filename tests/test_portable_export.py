@@ -157,7 +157,7 @@ def test_export_info_describes_each_export(exports):
     "flags, message",
     [
         (["--format", "tflite", "--corner_pool", "op"], "the compiled corner-pool op only runs in TensorFlow"),
-        (["--format", "onnx", "--quantize", "int8"], "the ONNX export is float32"),
+        (["--format", "onnx", "--quantize", "fp16"], "ONNX takes none or int8"),
         (["--format", "tflite", "--batch_size", "dynamic"], "TFLite needs a fixed batch size"),
         (["--quantize", "fp16"], "are for --format tflite / onnx"),
     ],

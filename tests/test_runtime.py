@@ -62,3 +62,19 @@ def test_bfloat16_matrix_units_are_read_from_the_cpu_flags(tmp_path, text, found
 
 def test_no_cpuinfo_means_no_bfloat16_matrix_units(tmp_path):
     assert runtime.cpu_has_bfloat16_matrix_units(tmp_path / "missing") is False
+
+
+@pytest.mark.parametrize(
+    "text, units",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n", "amx"),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", "avx512_bf16"),  # AMD Zen 4
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", None),
+        ("processor\t: 0\nflags\t\t: fpu avx512_bf16_extra\n", None),  # whole flags only
+    ],
+)
+def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path, text, units):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert runtime.cpu_bfloat16_units(cpuinfo) == units
+    assert runtime.cpu_bfloat16_units(tmp_path / "missing") is None

@@ -4,13 +4,18 @@
 export_info.json) with the SavedModel export's atomic, versioned write. The graph is the
 `serving_tensor` signature at a fixed image size (`graph.PortableDetector`): uint8 RGB in,
 preprocessing, network, decoding and soft-NMS inside, TF Object Detection API outputs out.
-Only the pure-TF corner pools convert; the compiled op is refused.
+Only the pure-TF corner pools convert; the compiled op is refused. int8 with representative
+images is calibrated, full-integer in the network (`tflite.convert_calibrated`, `onnx.quantize`);
+TFLite int8 without them is dynamic range.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Callable
+
+import numpy as np
 
 from cornernet_tf.detection_module import DetectionModule
 from cornernet_tf.model_versions import write_version
@@ -21,21 +26,26 @@ FORMATS = ("tflite", "onnx")
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 
 
-def check_request(fmt: str, quantize: str, batch_size: int | None, corner_pool: str | None = None) -> None:
+def check_request(
+    fmt: str, quantize: str, batch_size: int | None, corner_pool: str | None = None, calibrated: bool = False
+) -> None:
     """Refuse what a format cannot hold, before any model is built.
 
     Args:
         fmt: "tflite" or "onnx".
-        quantize: "none", "fp16" or "int8" (TFLite only).
+        quantize: "none", "fp16" (TFLite only) or "int8" (ONNX: calibrated only; TFLite: calibrated
+            when `calibrated`, else dynamic range).
         batch_size: Fixed batch size (>= 1), or None for a dynamic one (ONNX only).
         corner_pool: The export's corner-pool implementation; "op" is refused.
+        calibrated: Representative images are given (for int8).
 
     Returns:
         None; a request the format can hold passes silently.
 
     Raises:
-        ValueError: An unknown format, the compiled corner-pool op, quantization with ONNX, a
-            dynamic batch with TFLite, or a batch size below 1.
+        ValueError: An unknown format, the compiled corner-pool op, fp16 with ONNX, ONNX int8
+            without representative images (or images without int8), a dynamic batch with TFLite,
+            or a batch size below 1.
     """
     if fmt not in FORMATS:
         raise ValueError(f"portable format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -44,8 +54,15 @@ def check_request(fmt: str, quantize: str, batch_size: int | None, corner_pool: 
             f"--format {fmt}: the compiled corner-pool op only runs in TensorFlow; export with "
             "--corner_pool vectorized (same weights, plain TF ops)"
         )
-    if fmt == "onnx" and quantize != "none":
-        raise ValueError(f"--quantize {quantize} is for --format tflite; the ONNX export is float32")
+    if fmt == "onnx" and quantize not in ("none", "int8"):
+        raise ValueError(f"--quantize {quantize} is for --format tflite; ONNX takes none or int8")
+    if fmt == "onnx" and quantize == "int8" and not calibrated:
+        raise ValueError(
+            "--format onnx --quantize int8 is calibrated: give --representative_images (a folder of images "
+            "like the ones to detect, or val for the run's validation split)"
+        )
+    if calibrated and quantize != "int8":
+        raise ValueError(f"--representative_images calibrates --quantize int8, not --quantize {quantize}")
     if fmt == "tflite" and batch_size is None:
         raise ValueError("--batch_size dynamic is for --format onnx; TFLite needs a fixed batch size")
     if batch_size is not None and batch_size < 1:
@@ -61,6 +78,8 @@ def export_portable(
     image_size: tuple[int, int] = (511, 511),
     version: int | None = None,
     description: dict | None = None,
+    representative_images: np.ndarray | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> pathlib.Path:
     """Convert `module` (its network on a pure-TF corner pool) and write a new version of `export_dir`.
 
@@ -68,11 +87,13 @@ def export_portable(
         module: The detection module to convert.
         export_dir: The versioned export folder.
         fmt: "tflite" or "onnx".
-        quantize: "none", "fp16" or "int8" (TFLite only).
+        quantize: "none", "fp16" (TFLite only) or "int8" (see `check_request`).
         batch_size: Fixed batch size; None: dynamic (ONNX only).
         image_size: The fixed input [H, W].
         version: Version number to write; None: the highest existing + 1.
         description: Keys for export_info.json (class names, model).
+        representative_images: uint8 [N, H, W, 3] at `image_size` that int8 calibrates on.
+        on_progress: Called with (images run, N) while calibrating.
 
     Returns:
         The version folder.
@@ -82,22 +103,50 @@ def export_portable(
             compiled corner-pool op, or a version below 1.
         FileExistsError: The version already exists.
     """
-    check_request(fmt, quantize, batch_size)  # the graph refuses the compiled corner pool itself
+    calibrated = representative_images is not None
+    check_request(fmt, quantize, batch_size, calibrated=calibrated)  # the graph refuses the compiled op itself
     detector = PortableDetector(module, batch_size, image_size)
-    extra = {}
+    extra: dict = {}
+    files: dict[str, bytes] = {}
     if fmt == "tflite":
         from cornernet_tf.portable import tflite  # imported here: each format's packages are an extra
 
-        content = tflite.convert(detector, quantize)
+        if calibrated:
+            content, decoding = tflite.convert_calibrated(detector, representative_images, on_progress)
+            files[tflite.DECODING_FILE] = decoding
+            extra["decoding_file"] = tflite.DECODING_FILE
+        else:
+            content = tflite.convert(detector, quantize)
     else:
         from cornernet_tf.portable import onnx
 
         content = onnx.convert(detector)
         extra["opset"] = onnx.OPSET
-    info = export_info.export_info(detector, fmt, MODEL_FILES[fmt], quantize, {**(description or {}), **extra})
+        if quantize == "int8":
+            content = onnx.quantize(content, representative_images, batch_size, on_progress)
+    if calibrated:
+        extra["calibration"] = {"images": len(representative_images)}
+    info = export_info.export_info(
+        detector, fmt, MODEL_FILES[fmt], quantize, {**(description or {}), **extra}, calibrated=calibrated
+    )
+
+    files[MODEL_FILES[fmt]] = content
 
     def write(directory: pathlib.Path) -> None:
-        (directory / MODEL_FILES[fmt]).write_bytes(content)
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
         export_info.write(directory, info)
 
     return write_version(export_dir, write, version)
+
+
+def fixed_size_runner(version: str | os.PathLike) -> tuple[Callable[[np.ndarray], dict[str, np.ndarray]], dict]:
+    """The runner of a portable export's version folder in its own runtime (the LiteRT
+    interpreter, onnxruntime), and its export_info.json: uint8 [B, H, W, 3] at the export's batch
+    (any, for a dynamic ONNX one) and image size -> the four outputs by name."""
+    info = export_info.read(version)
+    if info["format"] == "tflite":
+        from cornernet_tf.portable import tflite as runtime
+    else:
+        from cornernet_tf.portable import onnx as runtime
+    return runtime.runner(pathlib.Path(version) / info["model_file"]), info

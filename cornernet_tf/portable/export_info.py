@@ -15,6 +15,13 @@ QUANTIZATION_DETAILS = {
     "fp16": "float16 weights, float32 compute",
     "int8": "int8 weights (dynamic range): activations quantized at run time where a kernel supports it",
 }
+CALIBRATED_DETAILS = {  # int8 with representative images: what is integer, per format
+    "tflite": "int8 network in model_file (int8 kernels, int8 weights and activations at ranges calibrated on "
+    "representative images; uint8 images in, float maps out); decoding and soft-NMS float32 in decoding_file",
+    "onnx": "int8 convolutions (static QDQ: per-channel int8 weights, uint8 activations at ranges calibrated on "
+    "representative images); the rest of the network (corner pools, ReLUs, additions), preprocessing, decoding "
+    "and soft-NMS float32",
+}
 _PACKAGES = {"tflite": ("tensorflow", "keras", "ai-edge-litert"), "onnx": ("tensorflow", "keras", "tf2onnx", "onnx")}
 
 
@@ -26,7 +33,12 @@ def _version(package: str) -> str | None:
 
 
 def export_info(
-    detector: PortableDetector, fmt: str, model_file: str, quantize: str, extra: dict | None = None
+    detector: PortableDetector,
+    fmt: str,
+    model_file: str,
+    quantize: str,
+    extra: dict | None = None,
+    calibrated: bool = False,
 ) -> dict:
     """The description of one export (see docs/export_and_serving.md).
 
@@ -37,6 +49,7 @@ def export_info(
         model_file: The model's file name in the version folder.
         quantize: "none", "fp16" or "int8".
         extra: Keys to add (the class names, the model) or to extend "model" with.
+        calibrated: int8 was calibrated (the network is integer), not dynamic range.
 
     Returns:
         The export_info.json content: format, input, preprocessing, outputs, class names, model
@@ -50,7 +63,7 @@ def export_info(
         "format": fmt,
         "model_file": model_file,
         "quantization": quantize,
-        "quantization_detail": QUANTIZATION_DETAILS[quantize],
+        "quantization_detail": CALIBRATED_DETAILS[fmt] if calibrated else QUANTIZATION_DETAILS[quantize],
         "input": {
             "name": INPUT_NAME,
             "dtype": "uint8",

@@ -6,14 +6,20 @@ At a fixed [H, W] every image gets the same transform, so the batch is transform
 the B images are laid side by side as the channels of one [H, W, 3B] image, which the resize /
 pad transform (channel-independent) treats exactly as it treats each image alone. Decoding
 (`inference.detect`) and the TF Object Detection API outputs are the export's own.
+
+The same graph also comes in two halves, for an integer network beside float decoding: `network`
+(images -> the network's maps of every test input, in `map_names` order) and `decoding` (those
+maps -> the outputs); `decoding` replays the maps to `detect_multiscale` in place of the network.
 """
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from cornernet_tf.detection_module import DetectionModule, object_detection_outputs
-from cornernet_tf.inference import detect_multiscale
+from cornernet_tf.inference import detect_multiscale, network_batch
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -31,7 +37,8 @@ class PortableDetector(tf.Module):
         spec = tf.TensorSpec([batch_size, *self.image_size, 3], tf.uint8, name=INPUT_NAME)
         self.serve = tf.function(self._serve, input_signature=[spec])
 
-    def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _inputs(self, images: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """(normalized images, image_info) of each test input (scale) of uint8 `images`."""
         height, width = self.image_size
         batch = tf.shape(images)[0]
         channels = -1 if self.batch_size is None else 3 * self.batch_size  # static where it can be
@@ -43,12 +50,64 @@ class PortableDetector(tf.Module):
             shape = tf.shape(pixels)
             pixels = tf.transpose(tf.reshape(pixels, [shape[0], shape[1], -1, 3]), [2, 0, 1, 3])
             inputs.append((self.detection.normalize(pixels), tf.tile(info[None], [batch, 1])))
+        return inputs
+
+    def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        inputs = self._inputs(images)
         dets = detect_multiscale(self.detection.model, inputs, self.detection.settings)
         return object_detection_outputs(dets, inputs[0][1])
 
+    # ---- the two halves ----
+
+    @functools.cached_property
+    def _network_half(self) -> tuple[tf.types.experimental.ConcreteFunction, list[str]]:
+        names: list[str] = []
+
+        def network(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            settings, maps = self.detection.settings, []
+            names.clear()
+            for index, (pixels, _) in enumerate(self._inputs(images)):
+                outputs = self.detection.model(network_batch(pixels, settings), training=False)
+                names.extend(f"{index}/{key}" for key in sorted(outputs))
+                maps.extend(outputs[key] for key in sorted(outputs))
+            return tuple(maps)
+
+        spec = tf.TensorSpec([self.batch_size, *self.image_size, 3], tf.uint8, name=INPUT_NAME)
+        return self._checked(tf.function(network).get_concrete_function(spec)), names
+
+    def network_function(self) -> tf.types.experimental.ConcreteFunction:
+        """uint8 images -> the network's maps of every test input, a tuple in `map_names` order."""
+        return self._network_half[0]
+
+    def map_names(self) -> list[str]:
+        """`<test input index>/<map name>` of each map `network_function` returns, in order."""
+        return list(self._network_half[1])
+
+    def decoding_function(self) -> tf.types.experimental.ConcreteFunction:
+        """The network half's maps (inputs `map_0`, `map_1`, ... in `map_names` order) -> the outputs."""
+        shapes = [tensor.shape for tensor in self.network_function().structured_outputs]
+        names = self.map_names()
+
+        def decoding(*maps: tf.Tensor) -> dict[str, tf.Tensor]:
+            inputs = self._inputs(tf.zeros([self.batch_size, *self.image_size, 3], tf.uint8))
+            grouped: list[dict[str, tf.Tensor]] = [{} for _ in inputs]
+            for name, tensor in zip(names, maps):
+                index, key = name.split("/", 1)
+                grouped[int(index)][key] = tensor
+            replay = iter(grouped)  # each test input's maps, in the order detect_multiscale runs them
+            dets = detect_multiscale(lambda batch, training=False: next(replay), inputs, self.detection.settings)
+            return object_detection_outputs(dets, inputs[0][1])
+
+        specs = [tf.TensorSpec(shape, tf.float32, name=f"map_{i}") for i, shape in enumerate(shapes)]
+        return tf.function(decoding).get_concrete_function(*specs)
+
     def concrete_function(self) -> tf.types.experimental.ConcreteFunction:
         """The traced function; refuses a graph holding the compiled corner-pool op."""
-        function = self.serve.get_concrete_function()
+        return self._checked(self.serve.get_concrete_function())
+
+    @staticmethod
+    def _checked(function: tf.types.experimental.ConcreteFunction) -> tf.types.experimental.ConcreteFunction:
+        """`function`, refused when its graph holds the compiled corner-pool op."""
         op_types = {op.type for op in function.graph.get_operations()}
         op_types |= {node.op for fn in function.graph.as_graph_def().library.function for node in fn.node_def}
         found = sorted(op_types.intersection(COMPILED_OP_TYPES))

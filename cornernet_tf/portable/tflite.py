@@ -1,4 +1,4 @@
-"""TFLite conversion of a `PortableDetector` (float32, float16 weights or int8) and the LiteRT runner.
+"""TFLite conversion of a `PortableDetector` (float32, float16 weights, int8) and the LiteRT runner.
 
 The converter freezes the traced function itself (`experimental_lower_to_saved_model` off): its
 SavedModel route keeps Keras 3 variables as resource variables that the interpreter finds
@@ -8,15 +8,22 @@ the function's in `OUTPUT_NAMES` order (tensor names Identity, Identity_1, ...),
 (decoding and soft-NMS included); a dynamic batch is not possible (soft-NMS's TensorArray needs
 a static element shape), so the batch is fixed.
 
-int8 is dynamic-range quantization, not full-integer: calibrating with a representative
-dataset crashes TF 2.21's calibrator (a segmentation fault while it runs the graph) as soon as
-soft-NMS's WHILE loop is in the graph; the network with corner decoding calibrates.
+int8 without representative images is dynamic-range quantization (int8 weights; activations
+quantized at run time where a kernel supports it). With them it is full-integer: TF 2.21's
+calibrator crashes (a segmentation fault) on soft-NMS's WHILE loop, so the graph is converted in
+its two halves (`PortableDetector.network_function` / `decoding_function`): the network,
+calibrated, with int8 kernels (uint8 images in, float maps out) in `model.tflite`, and the
+decoding with soft-NMS in float32 in `decoding.tflite`; `runner` runs one after the other.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import pathlib
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +31,8 @@ import tensorflow as tf
 from cornernet_tf.portable.graph import OUTPUT_NAMES, PortableDetector
 
 QUANTIZATIONS = ("none", "fp16", "int8")
+DECODING_FILE = "decoding.tflite"  # a full-integer export's float decoding, beside model.tflite
+_MAP_NUMBER = re.compile(r"map_(\d+)")  # the decoding's input names
 
 
 def convert(detector: PortableDetector, quantize: str = "none") -> bytes:
@@ -44,24 +53,86 @@ def convert(detector: PortableDetector, quantize: str = "none") -> bytes:
     return converter.convert()
 
 
-def runner(model: str | os.PathLike | bytes) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """A LiteRT interpreter of a .tflite file (or its bytes), allocated once, as a function of
-    uint8 images [B, H, W, 3] returning the outputs by name."""
+def convert_calibrated(
+    detector: PortableDetector, images: np.ndarray, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[bytes, bytes]:
+    """(the network in int8, calibrated on uint8 `images` [N, H, W, 3]; the decoding in float32)
+    as .tflite flatbuffers; see the module doc. Ops without an int8 kernel stay float.
+
+    Raises:
+        ValueError: `images` fill no batch of the detector's.
+    """
+    batch = detector.batch_size
+    starts = range(0, len(images) - batch + 1, batch)
+    if not starts:
+        raise ValueError(f"{len(images)} calibration image(s) do not fill one batch of {batch}")
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for start in starts:
+            yield [np.ascontiguousarray(images[start : start + batch], np.uint8)]
+            if on_progress is not None:
+                on_progress(start + batch, len(starts) * batch)
+
+    network = _converter(detector.network_function(), detector)
+    network.optimizations = [tf.lite.Optimize.DEFAULT]
+    network.representative_dataset = representative
+    network.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    with warnings.catch_warnings():  # the uint8 image input needs no statistics: it is cast, then quantized
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        integer = network.convert()
+    return integer, _converter(detector.decoding_function(), detector).convert()
+
+
+def _converter(function: tf.types.experimental.ConcreteFunction, detector: PortableDetector) -> tf.lite.TFLiteConverter:
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], detector)
+    converter.experimental_lower_to_saved_model = False
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _interpreter(model: str | os.PathLike | bytes) -> Any:
     from ai_edge_litert.interpreter import Interpreter  # imported here: the tflite extra
 
     interpreter = Interpreter(model_content=model) if isinstance(model, bytes) else Interpreter(model_path=str(model))
     interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    outputs = interpreter.get_output_details()
+    return interpreter
+
+
+def _outputs(interpreter: Any) -> list[np.ndarray]:
+    return [interpreter.get_tensor(detail["index"]) for detail in interpreter.get_output_details()]
+
+
+def runner(
+    model: str | os.PathLike | bytes, decoding: str | os.PathLike | bytes | None = None
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """LiteRT interpreters of a .tflite file (or its bytes), allocated once, as a function of uint8
+    images [B, H, W, 3] returning the outputs by name. A full-integer export's two files: `model`
+    (the network) and `decoding`, which a `model` path finds beside it (DECODING_FILE) when None."""
+    if decoding is None and not isinstance(model, bytes):
+        beside = pathlib.Path(model).with_name(DECODING_FILE)
+        decoding = beside if beside.is_file() else None
+    first = _interpreter(model)
+    index = first.get_input_details()[0]["index"]
+    second = _interpreter(decoding) if decoding is not None else None
+    if second is not None:  # its inputs map_0, map_1, ...: the network's outputs in order
+        numbered = {int(_MAP_NUMBER.search(d["name"]).group(1)): d["index"] for d in second.get_input_details()}
+        map_indices = [numbered[n] for n in sorted(numbered)]
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        interpreter.set_tensor(index, np.asarray(images, np.uint8))
-        interpreter.invoke()
-        return {name: interpreter.get_tensor(detail["index"]) for name, detail in zip(OUTPUT_NAMES, outputs)}
+        first.set_tensor(index, np.asarray(images, np.uint8))
+        first.invoke()
+        outputs = _outputs(first)
+        if second is not None:
+            for map_index, tensor in zip(map_indices, outputs):
+                second.set_tensor(map_index, tensor)
+            second.invoke()
+            outputs = _outputs(second)
+        return dict(zip(OUTPUT_NAMES, outputs))
 
     return run
 
 
 def run(model: str | os.PathLike | bytes, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Outputs of a .tflite file (or its bytes) on uint8 images [B, H, W, 3], by name."""
+    """Outputs of a .tflite file (or its bytes; a full-integer export: the folder's model.tflite,
+    its decoding.tflite beside it) on uint8 images [B, H, W, 3], by name."""
     return runner(model)(images)

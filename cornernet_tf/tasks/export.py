@@ -7,18 +7,46 @@ serves what was measured. `export_model` writes a SavedModel version (TF Serving
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+from collections.abc import Callable, Iterator
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.config import Config
 from cornernet_tf.detection_module import DetectionModule, Preprocessing
 from cornernet_tf.inference import Model
 from cornernet_tf.model_versions import write_version
+from cornernet_tf.models import CornerNet
+from cornernet_tf.tasks.model import build_model
 
 CLASS_NAMES_ASSET = "class_names.txt"  # line i names class id i
 CONFIG_ASSET = "config.yaml"  # the resolved config
+# export.precision -> the Keras dtype policy the network is built with: bfloat16 keeps float32
+# weights and casts them per call (the checkpoint's weights load unchanged, and BatchNorm's
+# statistics and the outputs stay float32: decoding and soft-NMS compute in float32)
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `name` while layers are made (a model's sublayers take
+    the global policy, not their parent's), then restored."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def export_network(config: Config) -> CornerNet:
+    """The config's network as an export computes it: export.corner_pool, in export.precision."""
+    with _dtype_policy(PRECISION_POLICIES[config.export.precision]):
+        return build_model(config.model, corner_pool=config.export.corner_pool)
 
 
 def preprocessing(config: Config) -> Preprocessing:
@@ -85,6 +113,8 @@ def export_portable(
     batch_size: int | None = 1,
     image_size: tuple[int, int] | None = None,
     version: int | None = None,
+    representative_images: np.ndarray | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> pathlib.Path:
     """`model` as a TFLite or ONNX version of `export_dir` (`portable.export_portable`), at
     `image_size` (default data.input_size); returns the version folder.
@@ -98,6 +128,8 @@ def export_portable(
         batch_size: Fixed batch size; None: dynamic (ONNX only).
         image_size: The fixed input (H, W); None: data.input_size.
         version: Version number to write; None: the highest existing + 1.
+        representative_images: uint8 [N, H, W, 3] at the image size, for calibrated int8.
+        on_progress: Called with (images run, N) while calibrating.
 
     Returns:
         The version folder.
@@ -122,4 +154,6 @@ def export_portable(
         image_size=tuple(image_size or config.data.input_size),
         version=version,
         description=described,
+        representative_images=representative_images,
+        on_progress=on_progress,
     )
