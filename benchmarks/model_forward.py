@@ -1,6 +1,7 @@
 """CPU forward time of CornerNet models and of the corner-pool implementations, as ratios.
 
     python benchmarks/model_forward.py [--repeats 3] [--threads 0]
+    python benchmarks/model_forward.py --bfloat16 [--rounds 2]   # Hourglass-104 in three arithmetics
 
 Prints the median wall time of a graph-mode (tf.function) forward pass of Hourglass-104
 (configs/cornernet_hg104_coco.yaml) and of CornerNet-Squeeze (configs/squeeze_coco.yaml) at
@@ -8,6 +9,12 @@ Prints the median wall time of a graph-mode (tf.function) forward pass of Hourgl
 the top-left corner-pool pair top(a) + left(b) on [1, 128, 128, 128] for each implementation,
 relative to the vectorized path. Hourglass-104 and Squeeze are timed in the same run because
 their ratio (the CornerNet-Lite claim) is only meaningful between same-load measurements.
+
+`--bfloat16` instead times Hourglass-104's forward at 511 x 511 three ways, interleaved round by
+round: float32; built as the `--precision bfloat16` export builds it (Keras' mixed_bfloat16
+policy: float32 weights, bfloat16 convolutions); and float32 rewritten by TensorFlow's oneDNN
+auto-mixed-precision pass (`auto_mixed_precision_onednn_bfloat16`, a setting of the loading
+process), each as a ratio to float32 of the same round.
 
 FLOPs are counted from the graph, not analytically: the sum over the ops of the forward's
 concrete-function graph (static input shape) of TensorFlow's registered "flops" statistics,
@@ -101,9 +108,39 @@ def corner_pool_seconds(repeats: int) -> dict[str, float]:
     return {name: median_seconds(lambda fn=fn: fn(a, b).numpy(), repeats) for name, fn in paths.items()}
 
 
+def bfloat16_forwards(rounds: int, repeats: int) -> None:
+    """Hourglass-104 forward in float32, mixed_bfloat16 and the oneDNN bfloat16 rewrite, interleaved."""
+    from cornernet_tf.tasks.export import export_network
+
+    config = load_config("cornernet_hg104_coco")
+    config = dataclasses.replace(config, export=dataclasses.replace(config.export, corner_pool="vectorized"))
+    images = tf.random.stateless_uniform((1, 511, 511, 3), seed=(0, 0))
+    float_model = export_network(config)
+    bf16_export = dataclasses.replace(config.export, precision="bfloat16")
+    bf16_model = export_network(dataclasses.replace(config, export=bf16_export))
+    bf16_model.set_weights(float_model.get_weights())
+
+    def timed(model: object, rewrite: bool) -> float:
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": rewrite})
+        forward = tf.function(lambda x: model(x, training=False))  # traced anew: the rewrite applies or not
+        return median_seconds(lambda: [v.numpy() for v in forward(images).values()], repeats)
+
+    for round_number in range(1, rounds + 1):
+        times = {
+            "float32": timed(float_model, False),
+            "mixed_bfloat16 (the bfloat16 export)": timed(bf16_model, False),
+            "float32 + oneDNN bfloat16 rewrite": timed(float_model, True),
+        }
+        for name, seconds in times.items():
+            print(f"round {round_number}: {name:<38} {seconds:7.3f} s   x{seconds / times['float32']:.2f} of float32")
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bfloat16", action="store_true", help="time Hourglass-104 in float32 and bfloat16 only")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --bfloat16")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = TensorFlow's default)")
     args = parser.parse_args()
     if args.threads:
@@ -113,6 +150,9 @@ def main() -> None:
         f"intra-op threads {args.threads or 'default'}, median of {args.repeats}"
     )
 
+    if args.bfloat16:
+        bfloat16_forwards(args.rounds, args.repeats)
+        return
     pools = corner_pool_seconds(args.repeats)
     print("corner pool top_left pair on [1, 128, 128, 128] float32:")
     for name, seconds in pools.items():

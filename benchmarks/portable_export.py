@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hourglass_images", type=int, default=8, help="random 511 x 511 images timed")
     parser.add_argument("--hourglass_calibration", type=int, default=8, help="random images int8 calibrates on")
     parser.add_argument("--hourglass_batch8", action="store_true", help="also export and time batch 8")
-    parser.add_argument("--hourglass_variants", default="all", help="comma-separated variant names, or all")
+    parser.add_argument("--hourglass_variants", default="all", help="variant names separated by ';', or all")
     return parser.parse_args(argv)
 
 
@@ -238,6 +238,16 @@ def print_table(results: dict) -> None:
         )
 
 
+def release_memory() -> None:
+    """Drop the Keras models built so far (each export builds its own) and collect."""
+    import gc
+
+    import keras
+
+    keras.utils.clear_session()
+    gc.collect()
+
+
 def hourglass(work: pathlib.Path, args: argparse.Namespace) -> int:
     """Hourglass-104 (random weights) at 511 x 511: every variant's latency per image at batch 1
     (and 8 with --hourglass_batch8), same run."""
@@ -251,7 +261,7 @@ def hourglass(work: pathlib.Path, args: argparse.Namespace) -> int:
     results = {}
     batches = (1, 8) if args.hourglass_batch8 else (1,)
     for variant in VARIANTS:
-        if variant[0] not in args.hourglass_variants.split(",") and args.hourglass_variants != "all":
+        if args.hourglass_variants != "all" and variant[0] not in args.hourglass_variants.split(";"):
             continue
         row = {"format": variant[1]}
         for batch in batches:
@@ -259,6 +269,8 @@ def hourglass(work: pathlib.Path, args: argparse.Namespace) -> int:
             run, row["bytes"] = export_runner(config, None, work / "hg104", variant, batch, calibration, size)
             row[f"export_s_batch{batch}"] = time.perf_counter() - start
             row[f"ms_batch{batch}"] = latency_ms(run, images, batch)
+            del run
+            release_memory()  # an Hourglass-104 model and its runtime hold gigabytes
         row.setdefault("ms_batch8", float("nan"))
         results[variant[0]] = row
         print(variant[0], row, flush=True)

@@ -136,6 +136,13 @@ def test_bfloat16_saved_model_matches_float(run, float_outputs, tmp_path, capsys
     ), "the convolutions do not compute in bfloat16"
     got = _saved_model(version)(run["images"])
     assert assert_matches_float(got, float_outputs) >= PROBE_IMAGES
+    from cornernet_tf.detector import Detector
+
+    in_process = Detector.from_weights(run["model_dir"], overrides=["export.precision=bfloat16"])
+    assert in_process.model.compute_dtype == "bfloat16"
+    for image, found in enumerate(in_process.predict(list(run["images"][:4]))):
+        count = int(got["num_detections"][image])
+        np.testing.assert_allclose(found.scores, got["detection_scores"][image][:count], atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ OPSET = 17
 # and quantizing the ReLUs and additions between the convolutions too measured slower (5.2 against
 # 3.0 ms per image): onnxruntime then keeps more QuantizeLinear / DequantizeLinear pairs unfused.
 QUANTIZED_OPS = ["Conv"]
+CALIBRATION_BATCHES_HELD = 4
 
 
 def _where(ctx, node, name, args) -> None:
@@ -109,6 +110,9 @@ def quantize(
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             op_types_to_quantize=QUANTIZED_OPS,
+            # merge the ranges every few batches: a large network's activations of all the
+            # calibration images at once would not fit in memory (same ranges as merging at the end)
+            extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_BATCHES_HELD},
         )
         if on_progress is not None:
             on_progress(len(batches) * step, len(batches) * step)
