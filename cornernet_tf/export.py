@@ -6,7 +6,8 @@ CLI: `python -m cornernet_tf.export [--config C] (--weights W | --random_weights
 [--precision float32|bfloat16] [--verbose]
 [--format saved_model|tflite|onnx [--quantize none|fp16|int8] [--batch_size N|dynamic]
 [--image_size H W] [--representative_images DIR|val [--calibration_images N]]]`
-(tflite / onnx: `cornernet_tf.portable`; ONNX int8 is calibrated on the representative images).
+(tflite / onnx: `cornernet_tf.portable`; int8 with --representative_images is a calibrated integer
+network, TFLite int8 without them dynamic range).
 W is what `python -m cornernet_tf.evaluate` accepts: a `.weights.h5`, a training model_dir (its
 latest checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix; as there,
 without --config the run's `config.yaml` beside W or above it is used, and --random_weights
@@ -60,10 +61,11 @@ MIN_CALIBRATION_IMAGES = 8  # fewer cannot give activation ranges worth an expor
 def calibration_folder(source: str, config: Config) -> pathlib.Path:
     """--representative_images: a folder, or "val" for the images folder of the config's val split."""
     if source == "val":
+        from cornernet_tf.data.pipeline import CocoFiles
         from cornernet_tf.tasks.data import split_files
 
         files = split_files(config, "val")
-        if not hasattr(files, "images"):
+        if not isinstance(files, CocoFiles):
             raise ValueError("--representative_images val: the val split is TFRecords; give a folder of images instead")
         return pathlib.Path(files.images)
     folder = pathlib.Path(source).expanduser()
@@ -126,8 +128,11 @@ def _batch_size(text: str) -> int | None:
 def _check_format_flags(args: argparse.Namespace, config: Config) -> None:
     """Refuse portable-only flags on a SavedModel and what a portable format cannot hold."""
     if args.format == "saved_model":
-        if args.quantize != "none" or args.image_size is not None or args.batch_size != 1:
-            raise ValueError("--quantize, --image_size and --batch_size are for --format tflite / onnx")
+        portable_only = (args.quantize != "none", args.image_size is not None, args.batch_size != 1)
+        if any(portable_only) or args.representative_images is not None:
+            raise ValueError(
+                "--quantize, --image_size, --batch_size and --representative_images are for --format tflite / onnx"
+            )
         return
     if config.export.precision != "float32":
         raise ValueError(

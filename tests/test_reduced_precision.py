@@ -294,6 +294,7 @@ def test_unreadable_calibration_images_are_named_and_skipped(run, tmp_path, caps
         (["--format", "onnx", "--quantize", "int8"], "give --representative_images"),
         (["--format", "onnx", "--representative_images", "val"], "calibrates --quantize int8, not --quantize none"),
         (["--format", "tflite", "--precision", "bfloat16"], "--precision bfloat16 is for --format saved_model"),
+        (["--representative_images", "val"], "--representative_images are for --format tflite / onnx"),
         (["--format", "onnx", "--quantize", "int8", "--representative_images", "/no/such/folder"], "no such folder"),
     ],
 )

@@ -43,9 +43,7 @@ def convert(detector: PortableDetector, quantize: str = "none") -> bytes:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if detector.batch_size is None:
         raise ValueError("TFLite needs a fixed batch size (soft-NMS's loop state has a static shape)")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([detector.concrete_function()], detector)
-    converter.experimental_lower_to_saved_model = False
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter = _converter(detector.concrete_function(), detector)
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "fp16":
@@ -84,6 +82,7 @@ def convert_calibrated(
 
 
 def _converter(function: tf.types.experimental.ConcreteFunction, detector: PortableDetector) -> tf.lite.TFLiteConverter:
+    """A converter of `function` by the frozen route (see the module doc), TFLite builtins only."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], detector)
     converter.experimental_lower_to_saved_model = False
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -25,6 +25,7 @@ import os
 import pathlib
 import shutil
 import signal
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -92,15 +93,15 @@ class StopRequested(Exception):
 
 
 class _SignalFlag:
-    """Turns `signals` (default SIGTERM and SIGINT) into a flag the loop checks between steps."""
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
 
-    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    def __init__(self) -> None:
         self.signum: int | None = None
-        self._signals = tuple(signals)
+        self.received_at = 0.0  # time.monotonic() of the signal
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _SignalFlag:
-        for signum in self._signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -109,6 +110,10 @@ class _SignalFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
+        self.received_at = time.monotonic()
+
+    def sigterm(self) -> bool:
+        return self.signum == signal.SIGTERM
 
     def __exit__(self, *exc: Any) -> None:
         for signum, handler in self._previous.items():
@@ -119,13 +124,21 @@ class _ClusterSaved(Exception):
     """Raised by the preemption handler's exit function once this worker saved its checkpoint."""
 
 
+# how long a worker that received SIGTERM waits for the cluster to agree on a step to save at
+# (normally the next step: the handler polls the flag every second) before it saves alone
+CLUSTER_STOP_PATIENCE_S = 20.0
+
+
 @contextlib.contextmanager
-def _cluster_preemption(strategy: tf.distribute.Strategy, save: Callable[[], Any], scratch: pathlib.Path):
+def _cluster_preemption(
+    strategy: tf.distribute.Strategy, save: Callable[[], Any], scratch: pathlib.Path, sigterm: Callable[[], bool]
+) -> Iterator[Any]:
     """Under multi-worker, SIGTERM to any one worker makes every worker save the checkpoint of the
-    same step and stop: TensorFlow's `PreemptionCheckpointHandler` hears the signal, agrees on the
-    step through the coordination service, calls `save` (the Trainer's own, so checkpoints keep
-    their step numbers and write-error handling) there on every worker, then raises
-    `_ClusterSaved`. Yields the handler (None off multi-worker, where `_SignalFlag` handles SIGTERM).
+    same step and stop: TensorFlow's `PreemptionCheckpointHandler` polls `sigterm` (our signal
+    flag, so the handler never replaces the signal handler), agrees on the step through the
+    coordination service, calls `save` (the Trainer's own, so checkpoints keep their step numbers
+    and write-error handling) there on every worker, then raises `_ClusterSaved`. Yields the
+    handler (None off multi-worker).
 
     The handler restores "the latest checkpoint" when it is made; `Trainer.restore` has done that
     already (setting damaged checkpoints aside), so the handler gets a manager of an empty scratch
@@ -138,18 +151,17 @@ def _cluster_preemption(strategy: tf.distribute.Strategy, save: Callable[[], Any
     def stop() -> None:
         raise _ClusterSaved
 
-    previous = signal.getsignal(signal.SIGTERM)
     quiet = _WithoutMessage("PreemptionCheckpointHandler.total_run_calls")  # its own deprecated call
     tf.get_logger().addFilter(quiet)
-    handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-        strategy.cluster_resolver,
-        tf.train.CheckpointManager(tf.train.Checkpoint(), str(scratch), max_to_keep=1),
-        termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=stop, save_fn=save),
-    )
     try:
-        yield handler
+        yield tf.distribute.experimental.PreemptionCheckpointHandler(
+            strategy.cluster_resolver,
+            tf.train.CheckpointManager(tf.train.Checkpoint(), str(scratch), max_to_keep=1),
+            termination_config=tf.distribute.experimental.TerminationConfig(
+                termination_watcher_fn=sigterm, exit_fn=stop, save_fn=save
+            ),
+        )
     finally:
-        signal.signal(signal.SIGTERM, previous)
         tf.get_logger().removeFilter(quiet)
 
 
@@ -471,8 +483,8 @@ class Trainer:
         reported = int(skipped.sum())
         scratch = self.model_dir / ".workers" / "preemption"
         with (
-            _cluster_preemption(self.strategy, self.save, scratch) as preemption,
-            _SignalFlag((signal.SIGINT,) if preemption is not None else (signal.SIGTERM, signal.SIGINT)) as stop,
+            _SignalFlag() as stop,
+            _cluster_preemption(self.strategy, self.save, scratch, stop.sigterm) as preemption,
         ):
             for _ in range(start, total):
                 losses, bad_pixels = self._distributed_step(iterator)
@@ -503,7 +515,12 @@ class Trainer:
                         preemption.save_checkpoint_if_preempted()
                     except _ClusterSaved:
                         raise StopRequested(signal.SIGTERM, step, by_cluster=True) from None
-                if stop.signum is not None:
+                cluster_may_stop = (
+                    preemption is not None
+                    and stop.sigterm()
+                    and time.monotonic() - stop.received_at < CLUSTER_STOP_PATIENCE_S
+                )
+                if stop.signum is not None and not cluster_may_stop:  # Ctrl-C, or no cluster-wide stop came
                     self.save()
                     raise StopRequested(stop.signum, step)
                 if step % settings.checkpoint_every == 0 or step == total:
