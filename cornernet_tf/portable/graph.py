@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.detection_module import DetectionModule, object_detection_outputs
@@ -24,6 +25,22 @@ from cornernet_tf.inference import detect_multiscale, network_batch
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 COMPILED_OP_TYPES = ("FusedCornerPool", "CornerPool")  # the op library's TF-only kernels
+
+
+def calibration_batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """uint8 calibration images [N, H, W, 3] as consecutive contiguous batches of `batch_size`
+    (an export's fixed batch), the remainder dropped.
+
+    Raises:
+        ValueError: The images fill no batch.
+    """
+    batches = [
+        np.ascontiguousarray(images[start : start + batch_size], np.uint8)
+        for start in range(0, len(images) - batch_size + 1, batch_size)
+    ]
+    if not batches:
+        raise ValueError(f"{len(images)} calibration image(s) do not fill one batch of {batch_size}")
+    return batches
 
 
 class PortableDetector(tf.Module):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cornernet_tf.portable.graph import INPUT_NAME, PortableDetector
+from cornernet_tf.portable.graph import INPUT_NAME, PortableDetector, calibration_batches
 
 OPSET = 17
 # int8 network: its convolutions (their inputs, weights and biases). The corner pools' shifted maxima
@@ -85,14 +85,12 @@ def quantize(
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static  # the onnx extra
 
-    step = batch_size or 1
-    batches = [images[start : start + step] for start in range(0, len(images) - step + 1, step)]
-    if not batches:
-        raise ValueError(f"{len(images)} calibration image(s) do not fill one batch of {step}")
+    batches = calibration_batches(images, batch_size or 1)
+    total = sum(len(batch) for batch in batches)
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
-            self.done = 0
+            self.done = 0  # images of the batches handed out before (the calibrator has run them)
             self.pending = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -100,9 +98,9 @@ def quantize(
             if batch is None:
                 return None
             if on_progress is not None and self.done:
-                on_progress(self.done, len(batches) * step)
+                on_progress(self.done, total)
             self.done += len(batch)
-            return {INPUT_NAME: np.ascontiguousarray(batch, np.uint8)}
+            return {INPUT_NAME: batch}
 
     with tempfile.TemporaryDirectory(prefix="cornernet_onnx_int8_") as scratch:
         source, target = pathlib.Path(scratch, "float.onnx"), pathlib.Path(scratch, "int8.onnx")
@@ -116,7 +114,7 @@ def quantize(
             op_types_to_quantize=QUANTIZED_OPS,
         )
         if on_progress is not None:
-            on_progress(len(batches) * step, len(batches) * step)
+            on_progress(total, total)
         return target.read_bytes()
 
 

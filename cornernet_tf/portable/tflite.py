@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf.portable.graph import OUTPUT_NAMES, PortableDetector
+from cornernet_tf.portable.graph import OUTPUT_NAMES, PortableDetector, calibration_batches
 
 QUANTIZATIONS = ("none", "fp16", "int8")
 DECODING_FILE = "decoding.tflite"  # a full-integer export's float decoding, beside model.tflite
@@ -60,16 +60,14 @@ def convert_calibrated(
     Raises:
         ValueError: `images` fill no batch of the detector's.
     """
-    batch = detector.batch_size
-    starts = range(0, len(images) - batch + 1, batch)
-    if not starts:
-        raise ValueError(f"{len(images)} calibration image(s) do not fill one batch of {batch}")
+    batches = calibration_batches(images, detector.batch_size)
+    total = len(batches) * detector.batch_size
 
     def representative() -> Iterator[list[np.ndarray]]:
-        for start in starts:
-            yield [np.ascontiguousarray(images[start : start + batch], np.uint8)]
+        for count, batch in enumerate(batches, 1):
+            yield [batch]
             if on_progress is not None:
-                on_progress(start + batch, len(starts) * batch)
+                on_progress(count * len(batch), total)
 
     network = _converter(detector.network_function(), detector)
     network.optimizations = [tf.lite.Optimize.DEFAULT]
