@@ -41,9 +41,10 @@ def _check(condition: bool, message: str) -> None:
 @dataclasses.dataclass
 class ModelConfig:
     """Network architecture. Defaults are the official Hourglass-104 CornerNet; type "squeeze" is
-    CornerNet-Squeeze (CornerNet-Lite: stride-8 stem, fire-module hourglasses, 1x1 heads)."""
+    CornerNet-Squeeze (CornerNet-Lite: stride-8 stem, fire-module hourglasses, 1x1 heads), type
+    "saccade" CornerNet-Saccade (CornerNet-Lite: attention heads on every hourglass level)."""
 
-    type: Literal["cornernet", "centernet", "squeeze"] = "cornernet"
+    type: Literal["cornernet", "centernet", "squeeze", "saccade"] = "cornernet"
     num_classes: int = 80
     depth: int = 5  # `n` of the original: number of downsamplings in one hourglass
     nstack: int = 2
@@ -54,6 +55,7 @@ class ModelConfig:
     pool_dim: int = 128
     corner_pool: Literal["auto", "op", "vectorized", "scan"] = "auto"
     heatmap_bias: float = -2.19
+    att_dim: int = 256  # saccade: hidden width of the attention heads
 
     def validate(self) -> None:
         _check(self.num_classes >= 1, f"model.num_classes must be >= 1, got {self.num_classes}")
@@ -76,6 +78,7 @@ class ModelConfig:
             values = getattr(self, name)
             _check(all(v >= 1 for v in values), f"model.{name} must be positive, got {values}")
         _check(self.cnv_dim >= 1 and self.pool_dim >= 1, "model.cnv_dim and pool_dim must be >= 1")
+        _check(self.att_dim >= 1, f"model.att_dim must be >= 1, got {self.att_dim}")
         if self.type == "squeeze":
             odd = [d for d in self.dims if d % 2]
             _check(not odd, f"model.dims must be even for type squeeze (fire modules halve them), got {odd}")

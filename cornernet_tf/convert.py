@@ -1,5 +1,5 @@
-"""Official CornerNet / CenterNet / CornerNet-Squeeze (PyTorch) weights -> our Keras models, and
-the command line around it.
+"""Official CornerNet / CenterNet / CornerNet-Squeeze / CornerNet-Saccade (PyTorch) weights -> our
+Keras models, and the command line around it.
 
 The official state_dict keys are mapped onto our layers by walking the model: every layer
 mirrors the original's module names (see `cornernet_tf.models`). Conv kernels go from OIHW to
@@ -7,7 +7,7 @@ HWIO, depthwise kernels (C, 1, kH, kW) to (kH, kW, C, 1), transposed-conv kernel
 kW) to (kH, kW, out, in). The original reads BGR images while ours reads RGB, so the stem conv's
 input channels are reversed: official(x_bgr) == ours(x_bgr[..., ::-1]). CornerNet-Lite keeps the
 backbone under `hg.` (`hg.pre`, `hg.hgs`, ...) and calls the corner pools `tl_modules` /
-`br_modules` and the offset heads `tl_offs` / `br_offs`.
+`br_modules` and the offset heads `tl_offs` / `br_offs`; Saccade adds `att_modules.{stack}.{level}`.
 
     python -m cornernet_tf.convert --config configs/cornernet_hg104_coco.yaml \\
         --checkpoint CornerNet_500000.pkl --out hg104.weights.h5
@@ -15,6 +15,8 @@ backbone under `hg.` (`hg.pre`, `hg.hgs`, ...) and calls the corner pools `tl_mo
         --checkpoint CenterNet-104_480000.pkl --out centernet104.weights.h5
     python -m cornernet_tf.convert --config squeeze_coco \\
         --checkpoint CornerNet_Squeeze_500000.pkl --out squeeze.weights.h5
+    python -m cornernet_tf.convert --config saccade_coco \\
+        --checkpoint CornerNet_Saccade_500000.pkl --out saccade.weights.h5
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cornernet_tf.models import (
     MODEL_TYPES,
     CascadeCornerPoolModule,
     CornerNet,
+    CornerNetSaccade,
     FireModule,
     PoolModule,
     PredictionHead,
@@ -45,16 +48,31 @@ from cornernet_tf.tasks.model import build_model
 
 # official BatchNorm2d entry -> Keras BatchNormalization variable
 _BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-_OFFICIAL_KEYS = ("type", "model", "n", "nstack", "dims", "modules", "out_dim", "cnv_dim", "pre_dims", "pool_dim")
+_OFFICIAL_KEYS = (
+    "type",
+    "model",
+    "n",
+    "nstack",
+    "dims",
+    "modules",
+    "out_dim",
+    "cnv_dim",
+    "pre_dims",
+    "pool_dim",
+    "att_dim",
+    "att_in_channels",
+)
 # the official config's "model" (its models/ or core/models/ file) -> our model.type
 _OFFICIAL_MODELS = {
     "CornerNet": "cornernet",
     "CenterNet-104": "centernet",
     "CenterNet-52": "centernet",
     "CornerNet_Squeeze": "squeeze",
+    "CornerNet_Saccade": "saccade",
 }
+_LITE_TYPES = ("squeeze", "saccade")  # CornerNet-Lite: the backbone under `hg.`, Lite's layer names
 # our per-stack layer lists -> CornerNet-Lite's names (CornerNet and CenterNet use ours)
-_SQUEEZE_STACK_NAMES = {"tl_cnvs": "tl_modules", "br_cnvs": "br_modules", "tl_regrs": "tl_offs", "br_regrs": "br_offs"}
+_LITE_STACK_NAMES = {"tl_cnvs": "tl_modules", "br_cnvs": "br_modules", "tl_regrs": "tl_offs", "br_regrs": "br_offs"}
 _MAX_LISTED = 20
 
 Entry = tuple[str, Any, Callable[[np.ndarray], np.ndarray]]
@@ -172,10 +190,11 @@ def model_type_of(model: CornerNet) -> str:
 
 def official_entries(model: CornerNet) -> Iterator[Entry]:
     """(official key, our variable, numpy transform) for every weight of a built CornerNet,
-    CenterNet or CornerNetSqueeze (its per-stack layers are listed in `model.stack_layer_names`)."""
-    squeeze = model_type_of(model) == "squeeze"
-    hg, hourglasses = ("hg.", "hg.hgs") if squeeze else ("", "kps")
-    stack_names = _SQUEEZE_STACK_NAMES if squeeze else {}
+    CenterNet, CornerNetSqueeze or CornerNetSaccade (its per-stack layers are listed in
+    `model.stack_layer_names`; Saccade's attention heads in `att_modules`)."""
+    lite = model_type_of(model) in _LITE_TYPES
+    hg, hourglasses = ("hg.", "hg.hgs") if lite else ("", "kps")
+    stack_names = _LITE_STACK_NAMES if lite else {}
     backbone = model.backbone
     yield from _conv_bn_relu(f"{hg}pre.0", backbone.pre[0], _stem_oihw_to_hwio)
     for i, layer in enumerate(backbone.pre[1:], start=1):
@@ -188,6 +207,10 @@ def official_entries(model: CornerNet) -> Iterator[Entry]:
         for s, layer in enumerate(getattr(model, name)):
             entries = _head if isinstance(layer, PredictionHead) else _pool
             yield from entries(f"{stack_names.get(name, name)}.{s}", layer)
+    if isinstance(model, CornerNetSaccade):
+        for s, heads in enumerate(model.att_modules):
+            for j, head in enumerate(heads):
+                yield from _head(f"att_modules.{s}.{j}", head)
     for s, layer in enumerate(backbone.inters):
         yield from _residual(f"{hg}inters.{s}", layer)
     for s in range(len(backbone.inters)):
@@ -242,12 +265,12 @@ def _listing(items: list[str]) -> str:
 
 
 def official_model_type(keys: Iterable[str]) -> str:
-    """From official state_dict keys (a `module.` prefix allowed): "squeeze" when the backbone
-    sits under `hg.` (CornerNet-Lite), "centernet" when they hold CenterNet's center branch
-    (`ct_*`), else "cornernet"."""
+    """From official state_dict keys (a `module.` prefix allowed): the backbone under `hg.` is
+    CornerNet-Lite, "saccade" with attention heads (`att_modules.*`), else "squeeze";
+    "centernet" when they hold CenterNet's center branch (`ct_*`), else "cornernet"."""
     keys = [key.removeprefix("module.") for key in keys]
     if any(key.startswith("hg.") for key in keys):
-        return "squeeze"
+        return "saccade" if any(key.startswith("att_modules.") for key in keys) else "squeeze"
     return "centernet" if any(key.startswith("ct_") for key in keys) else "cornernet"
 
 
@@ -305,12 +328,14 @@ def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os
 
 def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None) -> ModelConfig:
     """ModelConfig from the original's hyperparameters {n, nstack, dims, modules, out_dim,
-    cnv_dim, pre_dims, pool_dim} and an optional type ("cornernet" | "centernet" | "squeeze") or
-    official model name ("model": "CornerNet", "CenterNet-104", "CenterNet-52",
-    "CornerNet_Squeeze"); cnv_dim, pre_dims and pool_dim (hard-coded in the original) default to
-    256, [128, 256] and 128 (Hourglass-104 and CornerNet-Squeeze alike). Without either, the type
-    is detected from the checkpoint `keys` when given (`official_model_type`), else "cornernet";
-    a type that contradicts the keys or the model name is an error."""
+    cnv_dim, pre_dims, pool_dim, att_dim, att_in_channels} and an optional type ("cornernet" |
+    "centernet" | "squeeze" | "saccade") or official model name ("model": "CornerNet",
+    "CenterNet-104", "CenterNet-52", "CornerNet_Squeeze", "CornerNet_Saccade"); cnv_dim,
+    pre_dims, pool_dim and att_dim (hard-coded in the original) default to 256, [128, 256], 128
+    and 256 (every official model alike). Saccade's attention heads see the hourglass levels, so
+    att_in_channels, when given, must be [dims[n - 1], ..., dims[0]]. Without a type or model
+    name, the type is detected from the checkpoint `keys` when given (`official_model_type`), else
+    "cornernet"; a type that contradicts the keys or the model name is an error."""
     unknown = sorted(set(d) - set(_OFFICIAL_KEYS))
     if unknown:
         raise ValueError(f"config_from_official: unknown key(s) {unknown}; valid keys are {list(_OFFICIAL_KEYS)}")
@@ -342,16 +367,24 @@ def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None
         cnv_dim=int(d.get("cnv_dim", 256)),
         pre_dims=[int(v) for v in d.get("pre_dims", [128, 256])],
         pool_dim=int(d.get("pool_dim", 128)),
+        att_dim=int(d.get("att_dim", 256)),
     )
     config.validate()
+    if "att_in_channels" in d:
+        levels = [config.dims[level] for level in range(config.depth - 1, -1, -1)]
+        if [int(c) for c in d["att_in_channels"]] != levels:
+            raise ValueError(
+                f"config_from_official: att_in_channels {list(d['att_in_channels'])} must be the hourglass "
+                f"levels' widths [dims[n - 1], ..., dims[0]] = {levels}"
+            )
     return config
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cornernet_tf.convert",
-        description="Convert an official CornerNet, CenterNet or CornerNet-Squeeze checkpoint into Keras "
-        "weights (.weights.h5).",
+        description="Convert an official CornerNet, CenterNet, CornerNet-Squeeze or CornerNet-Saccade checkpoint "
+        "into Keras weights (.weights.h5).",
     )
     parser.add_argument("--config", default="cornernet_hg104_coco", help="YAML config or bundled config name")
     parser.add_argument("--checkpoint", required=True, help="official checkpoint: .pkl/.pth (torch) or .npz")

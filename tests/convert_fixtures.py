@@ -1,4 +1,4 @@
-"""Fixtures shared by the CornerNet, CenterNet and CornerNet-Squeeze conversion tests, built per
+"""Fixtures shared by the CornerNet, CenterNet, CornerNet-Squeeze and CornerNet-Saccade conversion tests, built per
 model type."""
 
 import numpy as np
@@ -28,6 +28,7 @@ OFFICIAL_FILES = {
     "cornernet": ("cornernet_hg104_coco", "cornernet_hg104_state_dict.tsv", "cornernet_tiny.npz"),
     "centernet": ("centernet_hg104_coco", "centernet_hg104_state_dict.tsv", "centernet_tiny.npz"),
     "squeeze": ("squeeze_coco", "cornernet_squeeze_state_dict.tsv", "squeeze_tiny.npz"),
+    "saccade": ("saccade_coco", "cornernet_saccade_state_dict.tsv", "saccade_tiny.npz"),
 }
 
 

@@ -74,8 +74,8 @@ def test_model_type_from_the_keys_or_the_official_model_name(hg104_rows, tiny_re
         config_from_official({**OFFICIAL, "model": "CornerNet_Squeeze", "type": "cornernet"})
     with pytest.raises(ValueError, match="type 'cornernet', but the checkpoint keys are a squeeze's"):
         config_from_official({**OFFICIAL, "type": "cornernet"}, keys=keys)
-    with pytest.raises(ValueError, match="unknown official model 'CornerNet_Saccade'"):
-        config_from_official({**OFFICIAL, "model": "CornerNet_Saccade"})
+    with pytest.raises(ValueError, match="unknown official model 'CornerNet_Squeeze_Saccade'"):
+        config_from_official({**OFFICIAL, "model": "CornerNet_Squeeze_Saccade"})
 
 
 def test_missing_extra_misshapen_and_foreign_keys_are_named(tiny_model, tiny_ref, tiny_params):

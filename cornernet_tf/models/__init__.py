@@ -14,6 +14,7 @@ from cornernet_tf.models.cornernet import OUTPUT_KEYS, CornerNet
 from cornernet_tf.models.heads import PredictionHead
 from cornernet_tf.models.hourglass import HourglassBackbone, HourglassModule
 from cornernet_tf.models.layers import ConvBNReLU, Residual, SymmetricDepthwiseConv2D
+from cornernet_tf.models.saccade import CornerNetSaccade, SaccadeBackbone, SaccadeHourglassModule, attention_keys
 from cornernet_tf.models.squeeze import (
     CornerNetSqueeze,
     FireModule,
@@ -21,7 +22,7 @@ from cornernet_tf.models.squeeze import (
     SqueezeHourglassModule,
 )
 
-MODEL_TYPES = {"cornernet": CornerNet, "centernet": CenterNet, "squeeze": CornerNetSqueeze}
+MODEL_TYPES = {"cornernet": CornerNet, "centernet": CenterNet, "squeeze": CornerNetSqueeze, "saccade": CornerNetSaccade}
 
 
 def __getattr__(name: str):
@@ -51,6 +52,7 @@ __all__ = [
     "CenterPoolModule",
     "ConvBNReLU",
     "CornerNet",
+    "CornerNetSaccade",
     "CornerNetSqueeze",
     "CornerPoolModule",
     "FireModule",
@@ -59,7 +61,10 @@ __all__ = [
     "PoolModule",
     "PredictionHead",
     "Residual",
+    "SaccadeBackbone",
+    "SaccadeHourglassModule",
     "SqueezeBackbone",
     "SqueezeHourglassModule",
     "SymmetricDepthwiseConv2D",
+    "attention_keys",
 ]

@@ -81,20 +81,28 @@ class HourglassModule(keras.layers.Layer):
         self.up2.build(curr)
 
     def call(self, x, training=None):
+        return self._levels(x, training)[-1]
+
+    def _levels(self, x, training) -> list:
+        """The merge outputs of the levels below (innermost first) and then this level's: what
+        CornerNet-Saccade's attention heads see; the last one is the module's output."""
         up1 = x
         for layer in self.up1:
             up1 = layer(up1, training=training)
         low = x
         for layer in self.low1:
             low = layer(low, training=training)
+        inner = []
         if isinstance(self.low2, HourglassModule):
-            low = self.low2(low, training=training)
+            inner = self.low2(low, training=training)
+            inner = inner if isinstance(inner, list) else [inner]
+            low = inner[-1]
         else:
             for layer in self.low2:
                 low = layer(low, training=training)
         for layer in self.low3:
             low = layer(low, training=training)
-        return up1 + self.up2(low)
+        return [*inner, up1 + self.up2(low)]
 
     def compute_output_shape(self, input_shape) -> tuple:
         return tuple(input_shape)
@@ -209,13 +217,17 @@ class HourglassBackbone(keras.layers.Layer):
             self.cnvs_conv[s].build(cnv)
             self.cnvs_bn[s].build(hourglass)
 
-    def call(self, images, training=None):
+    def call(self, images, training=None, return_levels=False):
+        """Every stack's features; with return_levels also every stack's hourglass levels
+        (`HourglassModule._levels`, innermost first; one level unless the module returns them all)."""
         inter = images
         for layer in self.pre:
             inter = layer(inter, training=training)
-        features = []
+        features, levels = [], []
         for s in range(self.nstack):
-            cnv = self.cnvs[s](self.kps[s](inter, training=training), training=training)
+            hourglass = self.kps[s](inter, training=training)
+            levels.append(hourglass if isinstance(hourglass, list) else [hourglass])
+            cnv = self.cnvs[s](levels[-1][-1], training=training)
             features.append(cnv)
             if s < self.nstack - 1:
                 inter = ops.relu(
@@ -223,7 +235,7 @@ class HourglassBackbone(keras.layers.Layer):
                     + self.cnvs_bn[s](self.cnvs_conv[s](cnv), training=training)
                 )
                 inter = self.inters[s](inter, training=training)
-        return features
+        return (features, levels) if return_levels else features
 
     def compute_output_shape(self, input_shape) -> list:
         batch, *side, _ = input_shape

@@ -7,8 +7,8 @@ from cornernet_tf.models import MODEL_TYPES, CornerNet
 
 
 def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwargs) -> CornerNet:
-    """A built (weights created) CornerNet, CenterNet or CornerNetSqueeze (model_config.type) from
-    a validated ModelConfig.
+    """A built (weights created) CornerNet, CenterNet, CornerNetSqueeze or CornerNetSaccade
+    (model_config.type) from a validated ModelConfig.
 
     corner_pool overrides model_config.corner_pool (export uses "vectorized"); kwargs go to
     keras.Model (name, dtype).
@@ -26,6 +26,7 @@ def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwa
         pool_dim=model_config.pool_dim,
         corner_pool=corner_pool or model_config.corner_pool,
         heatmap_bias=model_config.heatmap_bias,
+        **({"att_dim": model_config.att_dim} if model_config.type == "saccade" else {}),
         **kwargs,
     )
     model.build((None, None, None, 3))
