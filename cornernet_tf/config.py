@@ -109,6 +109,8 @@ class DataConfig:
     shapes_train: int = 2000
     shapes_val: int = 200
     shapes_image_size: int = 128
+    shapes_max_objects: int = 6
+    shapes_object_size: list[int] = dataclasses.field(default_factory=list)  # [min, max] px; []: 10-60 % of the side
     # coco: a COCO instances json and its image folder, per split.
     train_annotations: str = ""
     train_images: str = ""
@@ -149,6 +151,12 @@ class DataConfig:
         _check(all(s > 0 for s in self.std), f"data.std must be positive, got {self.std}")
         _check(self.shapes_train >= 1 and self.shapes_val >= 1, "data.shapes_train/shapes_val must be >= 1")
         _check(self.shapes_image_size >= 32, f"data.shapes_image_size must be >= 32, got {self.shapes_image_size}")
+        _check(self.shapes_max_objects >= 1, f"data.shapes_max_objects must be >= 1, got {self.shapes_max_objects}")
+        sides = self.shapes_object_size
+        _check(
+            not sides or (len(sides) == 2 and 4 <= sides[0] <= sides[1] <= self.shapes_image_size),
+            f"data.shapes_object_size needs [min, max] with 4 <= min <= max <= data.shapes_image_size, got {sides}",
+        )
         # Where each split is, is checked when the split is read (`tasks.data.split_files`): an
         # evaluation needs only the validation split, training only the training one.
 
@@ -242,6 +250,16 @@ class Config:
         problems = self.detection.problems()
         _check(not problems, "; ".join(problems))
         model = self.model
+        if self.detection.test_mode == "saccade":
+            _check(
+                model.type == "saccade",
+                f"detection.test_mode saccade needs model.type saccade (attention maps), got {model.type!r}",
+            )
+            _check(
+                len(self.detection.att_nms_ks) == model.depth,
+                f"detection.att_nms_ks needs one kernel per attention map (model.depth = {model.depth}), "
+                f"got {self.detection.att_nms_ks}",
+            )
         for side, out in zip(self.data.input_size, model.output_size(self.data.input_size)):
             _check(
                 out % 2**model.depth == 0,

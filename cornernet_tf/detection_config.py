@@ -30,6 +30,15 @@ class DetectionConfig:
     as its decayed score falls below it, so it must be above 0 (the original: 0.001). The
     original keeps boxes scored below 0.001 before any decay; they rank below every other
     detection, so dropping them cannot change a COCO metric measurably.
+
+    test_mode "saccade" (CornerNet-Saccade's own test, `cornernet_tf.saccade`): the whole image
+    downsized to each of `init_sizes` (longer side, px) is the first pass; its attention maps
+    (cells above `att_thresholds[0]`, after a max-pool NMS of `att_nms_ks[j]` per map, zoomed by
+    `att_scales[0][j]`, coarsest map first) and, with `ref_dets`, its detections above 0.5 give
+    the places cropped for the next pass, at most `att_max_crops` crops in all; a longer
+    `att_thresholds` adds attention rounds. `no_border` drops pairs with a corner on the map border
+    (the official Saccade decode). flip and scales must stay off / [1.0] there (the official test
+    has neither).
     """
 
     k: int = 100
@@ -39,10 +48,17 @@ class DetectionConfig:
     max_detections: int = 100
     flip: bool = True
     scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
-    test_mode: Literal["pad", "resize"] = "pad"
+    test_mode: Literal["pad", "resize", "saccade"] = "pad"
     soft_nms_sigma: float = 0.5
     score_threshold: float = MIN_SCORE_THRESHOLD
     center_area_threshold: float = 22500.0
+    no_border: bool = False
+    init_sizes: list[int] = dataclasses.field(default_factory=lambda: [192, 255])
+    att_thresholds: list[float] = dataclasses.field(default_factory=lambda: [0.3])
+    att_scales: list[list[float]] = dataclasses.field(default_factory=lambda: [[1.0, 2.0, 4.0]])
+    att_nms_ks: list[int] = dataclasses.field(default_factory=lambda: [3, 3, 3])
+    att_max_crops: int = 30
+    ref_dets: bool = True
 
     def problems(self) -> list[str]:
         """What makes these settings unusable, one message per field (empty when valid)."""
@@ -71,4 +87,32 @@ class DetectionConfig:
                 f"below it), got {self.score_threshold}",
             ),
         ]
+        if self.test_mode == "saccade":
+            checks += self._saccade_checks()
         return [message for ok, message in checks if not ok]
+
+    def _saccade_checks(self) -> list[tuple[bool, str]]:
+        levels = len(self.att_nms_ks)
+        return [
+            (not self.flip, "detection.flip must be false with test_mode saccade (its test has no flip)"),
+            (list(self.scales) == [1.0], f"detection.scales must be [1.0] with test_mode saccade, got {self.scales}"),
+            (
+                len(self.init_sizes) >= 1 and all(size >= 1 for size in self.init_sizes),
+                f"detection.init_sizes must be positive sides, got {self.init_sizes}",
+            ),
+            (
+                len(self.att_thresholds) >= 1 and all(0 <= t < 1 for t in self.att_thresholds),
+                f"detection.att_thresholds needs one threshold in [0, 1) per round, got {self.att_thresholds}",
+            ),
+            (
+                len(self.att_scales) == len(self.att_thresholds)
+                and all(len(row) == levels and all(z > 0 for z in row) for row in self.att_scales),
+                f"detection.att_scales needs one row of {levels} positive zooms (one per attention map, as "
+                f"att_nms_ks) per round of att_thresholds, got {self.att_scales}",
+            ),
+            (
+                all(k >= 1 and k % 2 == 1 for k in self.att_nms_ks),
+                f"detection.att_nms_ks must be odd, got {self.att_nms_ks}",
+            ),
+            (self.att_max_crops >= 1, f"detection.att_max_crops must be >= 1, got {self.att_max_crops}"),
+        ]

@@ -9,7 +9,11 @@ rendered pixels, so they match what is drawn exactly.
 Layout under `root`: `train/*.png`, `val/*.png`, `annotations/instances_{train,val}.json` and a
 `manifest.json` recording the parameters; an existing dataset with the same parameters is reused.
 
+Object sides default to 10-60 % of the image side; `object_size` and `max_objects` make other
+datasets, e.g. large images with many small objects, where CornerNet-Saccade's crops pay off.
+
 CLI: `python -m cornernet_tf.data.shapes --out DIR --train 2000 --val 200`
+     `python -m cornernet_tf.data.shapes --out DIR --size 384 --object_size 12 48 --max_objects 10`
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ CLASS_NAMES = ("rectangle", "ellipse", "triangle")
 FORMAT_VERSION = 1
 MIN_VISIBLE_FRACTION = 0.5
 MIN_COLOR_CONTRAST = 60.0
+DEFAULT_MAX_OBJECTS = 6
 
 
 @dataclasses.dataclass
@@ -98,15 +103,26 @@ def _contrasting_color(rng: np.random.Generator, under: np.ndarray) -> tuple[int
     return int(color[0]), int(color[1]), int(color[2])
 
 
+def default_object_size(size: int) -> tuple[int, int]:
+    """The default (smallest, largest) object side of `size`-pixel images: 10 % and 60 %."""
+    return max(8, size // 10), max(12, int(size * 0.6))
+
+
 def render_image(
-    rng: np.random.Generator, size: int = 128, max_objects: int = 6
+    rng: np.random.Generator,
+    size: int = 128,
+    max_objects: int = DEFAULT_MAX_OBJECTS,
+    object_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, list[ShapeObject]]:
-    """Draw one image [size, size, 3] uint8 RGB and return it with its objects in drawing order."""
+    """Draw one image [size, size, 3] uint8 RGB and return it with its objects in drawing order.
+
+    object_size: (smallest, largest) side of a shape's box in pixels; None: `default_object_size`.
+    """
     image = _background(rng, size)
     owner = np.full((size, size), -1, np.int32)  # index of the visible object at each pixel
     objects: list[ShapeObject] = []
     wanted = int(rng.integers(1, max_objects + 1))
-    min_side, max_side = max(8, size // 10), max(12, int(size * 0.6))
+    min_side, max_side = object_size or default_object_size(size)
     for _ in range(wanted * 10):
         if len(objects) == wanted:
             break
@@ -135,7 +151,15 @@ def _coco_annotation(obj: ShapeObject, image_id: int, annotation_id: int) -> dic
     }
 
 
-def write_split(out_dir: pathlib.Path, split: str, count: int, size: int, seed: int) -> pathlib.Path:
+def write_split(
+    out_dir: pathlib.Path,
+    split: str,
+    count: int,
+    size: int,
+    seed: int,
+    max_objects: int = DEFAULT_MAX_OBJECTS,
+    object_size: tuple[int, int] | None = None,
+) -> pathlib.Path:
     """Render `count` images into `out_dir/split/` and write `annotations/instances_{split}.json`.
 
     Args:
@@ -144,6 +168,8 @@ def write_split(out_dir: pathlib.Path, split: str, count: int, size: int, seed: 
         count: Number of images to render.
         size: Side of the square images in pixels.
         seed: Dataset seed; with the split and the image index, seeds each image.
+        max_objects: Most objects in one image (each image draws 1 to max_objects).
+        object_size: As `render_image`.
 
     Returns:
         Path of the written instances json.
@@ -155,7 +181,7 @@ def write_split(out_dir: pathlib.Path, split: str, count: int, size: int, seed: 
     started = time.time()
     for index in range(count):
         rng = np.random.default_rng([seed, split_key, index])
-        image, objects = render_image(rng, size)
+        image, objects = render_image(rng, size, max_objects, object_size)
         image_id = index + 1
         file_name = f"{split}_{image_id:06d}.png"
         cv2.imwrite(str(images_dir / file_name), image[..., ::-1])  # cv2 writes BGR
@@ -177,7 +203,13 @@ def write_split(out_dir: pathlib.Path, split: str, count: int, size: int, seed: 
 
 
 def ensure_dataset(
-    root: str | os.PathLike, num_train: int, num_val: int, image_size: int = 128, seed: int = 0
+    root: str | os.PathLike,
+    num_train: int,
+    num_val: int,
+    image_size: int = 128,
+    seed: int = 0,
+    max_objects: int = DEFAULT_MAX_OBJECTS,
+    object_size: tuple[int, int] | None = None,
 ) -> dict[str, tuple[pathlib.Path, pathlib.Path]]:
     """Generate the dataset under `root` unless an identical one is cached there.
 
@@ -190,6 +222,8 @@ def ensure_dataset(
         num_val: Number of validation images.
         image_size: Side of the square images in pixels.
         seed: Dataset seed.
+        max_objects: Most objects in one image.
+        object_size: (smallest, largest) object side in pixels; None: `default_object_size`.
 
     Returns:
         {"train": (instances json, images dir), "val": (...)}.
@@ -202,6 +236,8 @@ def ensure_dataset(
         "image_size": image_size,
         "seed": seed,
     }
+    if max_objects != DEFAULT_MAX_OBJECTS or object_size is not None:  # older datasets' manifests stay valid
+        manifest.update(max_objects=max_objects, object_size=list(object_size or default_object_size(image_size)))
     layout = {split: (root / "annotations" / f"instances_{split}.json", root / split) for split in ("train", "val")}
     manifest_path = root / "manifest.json"
     if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest:
@@ -210,8 +246,8 @@ def ensure_dataset(
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         print(f"shapes: generating {num_train} train + {num_val} val images into {root}", file=sys.stderr)
-        write_split(staging, "train", num_train, image_size, seed)
-        write_split(staging, "val", num_val, image_size, seed)
+        for split, count in (("train", num_train), ("val", num_val)):
+            write_split(staging, split, count, image_size, seed, max_objects, object_size)
         (staging / "manifest.json").write_text(json.dumps(manifest))
         if root.exists():
             shutil.rmtree(root)
@@ -219,6 +255,17 @@ def ensure_dataset(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return layout
+
+
+def object_size_problem(object_size: list[int] | tuple[int, ...] | None, image_size: int) -> str | None:
+    """Why (smallest, largest) object sides cannot be drawn in `image_size`-pixel images, or None."""
+    if not object_size:
+        return None
+    if len(object_size) != 2 or not 4 <= object_size[0] <= object_size[1] <= image_size:
+        return (
+            f"object sizes must be MIN MAX with 4 <= MIN <= MAX <= the image size {image_size}, got {list(object_size)}"
+        )
+    return None
 
 
 @cli.command
@@ -229,13 +276,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=200, help="number of validation images")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--object_size",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="object sides in pixels (default 10-60 %% of --size)",
+    )
+    parser.add_argument("--max_objects", type=int, default=DEFAULT_MAX_OBJECTS, help="most objects per image")
     cli.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.train < 1 or args.val < 1:
         parser.error("--train and --val must be >= 1")
     if args.size < 32:
         parser.error("--size must be >= 32")
-    layout = ensure_dataset(args.out, args.train, args.val, args.size, args.seed)
+    problem = object_size_problem(args.object_size, args.size)
+    if problem:
+        parser.error(problem)
+    if args.max_objects < 1:
+        parser.error("--max_objects must be >= 1")
+    object_size = tuple(args.object_size) if args.object_size else None
+    layout = ensure_dataset(args.out, args.train, args.val, args.size, args.seed, args.max_objects, object_size)
     for split, (annotations_path, images_dir) in layout.items():
         print(f"{split}: {annotations_path} ({images_dir})")
 

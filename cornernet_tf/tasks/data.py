@@ -38,7 +38,12 @@ def split_files(config: Config, split: str = "val") -> SplitFiles:
         from cornernet_tf.data import shapes  # the generator (and OpenCV) only for this dataset
 
         annotations, images = shapes.ensure_dataset(
-            data.shapes_dir, data.shapes_train, data.shapes_val, data.shapes_image_size
+            data.shapes_dir,
+            data.shapes_train,
+            data.shapes_val,
+            data.shapes_image_size,
+            max_objects=data.shapes_max_objects,
+            object_size=tuple(data.shapes_object_size) or None,
         )[split]
         return CocoFiles(str(annotations), str(images))
     annotations, images = getattr(data, f"{split}_annotations"), getattr(data, f"{split}_images")

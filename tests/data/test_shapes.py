@@ -85,3 +85,22 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert len(list((tmp_path / "cli" / "val").glob("*.png"))) == 2
     with pytest.raises(SystemExit):
         shapes.main(["--out", str(tmp_path / "bad"), "--train", "0"])
+
+
+def test_large_images_with_small_objects(tmp_path, capsys):
+    """The generator's Saccade setting: many objects whose sides stay inside object_size, recorded
+    in the manifest so a dataset of other sizes is not reused for it."""
+    layout = shapes.ensure_dataset(tmp_path / "small", 12, 2, image_size=256, max_objects=12, object_size=(10, 30))
+    data = json.loads(layout["train"][0].read_text())
+    sides = np.array([ann["bbox"][2:] for ann in data["annotations"]])
+    assert sides.max() <= 30 and np.median(sides) >= 8  # the tight box of a drawn shape, at most its draw box
+    per_image = collections.Counter(ann["image_id"] for ann in data["annotations"])
+    assert max(per_image.values()) <= 12 and np.mean(list(per_image.values())) > 4
+    manifest = json.loads((tmp_path / "small" / "manifest.json").read_text())
+    assert manifest["object_size"] == [10, 30] and manifest["max_objects"] == 12
+    default = shapes.ensure_dataset(tmp_path / "small", 12, 2, image_size=256)  # other parameters: regenerated
+    sides = [ann["bbox"][2] for ann in json.loads(default["train"][0].read_text())["annotations"]]
+    assert max(sides) > 30
+    with pytest.raises(SystemExit):
+        shapes.main(["--out", str(tmp_path / "bad"), "--size", "64", "--object_size", "20", "80"])
+    assert "object sizes must be MIN MAX with 4 <= MIN <= MAX <= the image size 64" in capsys.readouterr().err
