@@ -5,10 +5,12 @@
 
 Prints the median wall time of a graph-mode (tf.function) forward pass of Hourglass-104
 (configs/cornernet_hg104_coco.yaml) and of CornerNet-Squeeze (configs/squeeze_coco.yaml) at
-511x511, of the default tiny model (configs/shapes_tiny.yaml) at 128x128, all batch 1, and of
-the top-left corner-pool pair top(a) + left(b) on [1, 128, 128, 128] for each implementation,
-relative to the vectorized path. Hourglass-104 and Squeeze are timed in the same run because
-their ratio (the CornerNet-Lite claim) is only meaningful between same-load measurements.
+511x511, of CornerNet-Saccade's Hourglass-54 (configs/saccade_coco.yaml, attention heads included)
+at its 255x255 crop size, of the default tiny model (configs/shapes_tiny.yaml) at 128x128, all
+batch 1, and of the top-left corner-pool pair top(a) + left(b) on [1, 128, 128, 128] for each
+implementation, relative to the vectorized path. The CornerNet-Lite models are timed in the same
+run as Hourglass-104 because their ratios (the CornerNet-Lite claims) are only meaningful between
+same-load measurements.
 
 `--bfloat16` instead times Hourglass-104's forward at 511 x 511 three ways, interleaved round by
 round: float32; built as the `--precision bfloat16` export builds it (Keras' mixed_bfloat16
@@ -161,8 +163,14 @@ def main() -> None:
     tiny = model_forward("shapes_tiny", 128, args.repeats)
     hg104 = model_forward("cornernet_hg104_coco", 511, args.repeats)
     squeeze = model_forward("squeeze_coco", 511, args.repeats)
+    saccade = model_forward("saccade_coco", 255, args.repeats)
     print("model forward, batch 1, float32, tf.function (GFLOPs: graph float ops, of which convolutions):")
-    rows = {"shapes_tiny 128x128": tiny, "Hourglass-104 511x511": hg104, "Squeeze 511x511": squeeze}
+    rows = {
+        "shapes_tiny 128x128": tiny,
+        "Hourglass-104 511x511": hg104,
+        "Squeeze 511x511": squeeze,
+        "Saccade 255x255": saccade,
+    }
     for name, run in rows.items():
         print(
             f"  {name:<22} {run.seconds * 1e3:9.1f} ms  {run.flops / 1e9:8.2f} GFLOPs "
@@ -171,6 +179,10 @@ def main() -> None:
     print(
         f"  Hourglass-104 / Squeeze: time x{hg104.seconds / squeeze.seconds:.2f}, "
         f"FLOPs x{hg104.flops / squeeze.flops:.2f}"
+    )
+    print(
+        f"  Hourglass-104 511x511 / one Saccade 255x255 pass: time x{hg104.seconds / saccade.seconds:.2f}, "
+        f"FLOPs x{hg104.flops / saccade.flops:.2f}"
     )
 
 

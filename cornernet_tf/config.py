@@ -123,6 +123,10 @@ class DataConfig:
     input_size: list[int] = dataclasses.field(default_factory=lambda: [511, 511])
     max_objects: int = 128
     gaussian_iou: float = 0.3
+    # model.type saccade: objects whose longer side lies in att_ranges[j] (px of the 255 crop,
+    # inclusive) mark attention map j (coarsest first); boxes shorter than min_scale are ignored
+    att_ranges: list[list[int]] = dataclasses.field(default_factory=lambda: [[96, 256], [32, 96], [0, 32]])
+    min_scale: int = 16
     flip: bool = True
     random_scale: list[float] = dataclasses.field(default_factory=lambda: [0.6, 1.4])
     random_crop: bool = True
@@ -142,6 +146,7 @@ class DataConfig:
         _check(len(self.input_size) == 2, f"data.input_size needs [height, width], got {self.input_size}")
         _check(all(s > 0 for s in self.input_size), f"data.input_size must be positive, got {self.input_size}")
         _check(self.max_objects >= 1, f"data.max_objects must be >= 1, got {self.max_objects}")
+        _check(self.min_scale >= 0, f"data.min_scale must be >= 0, got {self.min_scale}")
         _check(0.0 < self.gaussian_iou < 1.0, f"data.gaussian_iou must be in (0, 1), got {self.gaussian_iou}")
         _check(
             len(self.random_scale) == 2 and 0 < self.random_scale[0] <= self.random_scale[1],
@@ -250,6 +255,13 @@ class Config:
         problems = self.detection.problems()
         _check(not problems, "; ".join(problems))
         model = self.model
+        if model.type == "saccade":
+            ranges = self.data.att_ranges
+            _check(
+                len(ranges) == model.depth and all(len(r) == 2 and 0 <= r[0] <= r[1] for r in ranges),
+                f"data.att_ranges needs one [min, max] object side per attention map (model.depth = "
+                f"{model.depth}), got {ranges}",
+            )
         if self.detection.test_mode == "saccade":
             _check(
                 model.type == "saccade",

@@ -87,6 +87,7 @@ def decode_corners(
     nms_kernel: int = 3,
     ae_threshold: float = 0.5,
     num_dets: int = 1000,
+    no_border: bool = False,
 ) -> Detections:
     """Pair the top-k top-left and bottom-right corners into the best `num_dets` boxes.
 
@@ -101,6 +102,9 @@ def decode_corners(
         nms_kernel: Window of the heatmap max-pool NMS (`heatmap_nms`); 1 disables it.
         ae_threshold: Largest embedding distance of a valid pair.
         num_dets: Pairs kept per image.
+        no_border: CornerNet-Lite's test setting (Saccade): a pair also scores -1 when its tl
+            corner lies in the map's first row or column, or its br corner in the last row or
+            column (integer positions, before the offsets), as objects cut by a crop's edge do.
 
     Returns:
         A detections dict with N = min(num_dets, k*k) rows, boxes in output-map pixels, sorted by
@@ -119,6 +123,11 @@ def decode_corners(
         | (br_x[:, None, :] < tl_x[:, :, None])
         | (br_y[:, None, :] < tl_y[:, :, None])
     )
+    if no_border:
+        shape = tf.shape(outputs["tl_heatmap"])
+        tl_border = tf.equal(tl_ys, 0) | tf.equal(tl_xs, 0)
+        br_border = tf.equal(br_ys, shape[1] - 1) | tf.equal(br_xs, shape[2] - 1)
+        invalid |= tl_border[:, :, None] | br_border[:, None, :]
     scores = tf.where(invalid, -tf.ones_like(scores), scores)
     batch = tf.shape(scores)[0]
     top_scores, pair = tf.math.top_k(tf.reshape(scores, [batch, k * k]), k=min(num_dets, k * k))

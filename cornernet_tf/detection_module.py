@@ -11,7 +11,9 @@ both returning, with M = detection.max_detections and rows sorted by score:
                     the rows after them are zeros.
 Each image is resized (test_mode "resize", to the network's input size) or padded at each test
 scale (the original "pad" transform), normalized, then decoded by `inference.detect_multiscale`
-with the run's `DetectionConfig`: the path evaluation measures. The SavedModel (`export`), the
+with the run's `DetectionConfig`: the path evaluation measures. test_mode "saccade" hands the
+image as it is to `inference.detect_saccade` (CornerNet-Saccade's crops, at most
+detection.att_max_crops of them per image, so the graph's work per image is bounded). The SavedModel (`export`), the
 portable formats (`portable`) and `Detector.from_weights` all wrap this module.
 """
 
@@ -25,7 +27,7 @@ import tensorflow as tf
 from cornernet_tf.data import augment, image_header_tf
 from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.detection_config import DetectionConfig
-from cornernet_tf.inference import Model, detect_multiscale
+from cornernet_tf.inference import Model, detect_multiscale, detect_saccade
 
 _IMAGE_SPEC = tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
 
@@ -77,19 +79,25 @@ class DetectionModule(tf.Module):
     @property
     def test_scales(self) -> list[float]:
         """The scales `transforms` makes inputs at: detection.scales in "pad" mode; "resize"
-        makes the one input at the network's size."""
-        return [1.0] if self.settings.test_mode == "resize" else list(self.settings.scales)
+        makes the one input at the network's size, "saccade" the image as it is."""
+        return list(self.settings.scales) if self.settings.test_mode == "pad" else [1.0]
 
     def transforms(self, image: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
         """One image [H, W, 3] (uint8, or float in 0..255) -> per test scale of the settings
         (network input [h, w, 3] in [0, 1], image_info [6]): resized to the network's input size
-        (test_mode "resize"), or the original's padded transform at that scale ("pad")."""
+        (test_mode "resize"), the original's padded transform at that scale ("pad"), or the image
+        as it is ("saccade")."""
         if self.settings.test_mode == "resize":
             return [augment.eval_resize(image, self.preprocessing.input_size)]
+        if self.settings.test_mode == "saccade":
+            return [augment.eval_original(image)]
         return [augment.eval_pad(image, self.preprocessing.size_divisor, scale) for scale in self.test_scales]
 
     def normalize(self, images: tf.Tensor) -> tf.Tensor:
-        """Network inputs in [0, 1] -> what the network was trained on."""
+        """Network inputs in [0, 1] -> what the network was trained on ("saccade": unchanged, its
+        test normalizes every crop it makes)."""
+        if self.settings.test_mode == "saccade":
+            return images
         return augment.normalize(images, self.preprocessing.mean, self.preprocessing.std)
 
     def _detect(self, elements: tf.Tensor, to_image: Callable[[tf.Tensor], tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -111,7 +119,12 @@ class DetectionModule(tf.Module):
         )
         inputs = [(self.normalize(parts[2 * s].to_tensor()), parts[2 * s + 1]) for s in range(num_scales)]
         image_info = inputs[0][1]
-        return object_detection_outputs(detect_multiscale(self.model, inputs, self.settings), image_info)
+        if self.settings.test_mode == "saccade":
+            pre = self.preprocessing
+            dets = detect_saccade(self.model, *inputs[0], self.settings, pre.input_size, pre.mean, pre.std)
+        else:
+            dets = detect_multiscale(self.model, inputs, self.settings)
+        return object_detection_outputs(dets, image_info)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(self, images: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -6,6 +6,10 @@ so what is measured is what is served. Per scale (the official test, `decode.py`
 `image_info` [B, 6] (`data/image_info.py`) and the map stride input size / output size; then
 all scales together go through one per-class soft-NMS that keeps the best `max_detections`.
 
+CornerNet-Saccade's own test (detection.test_mode "saccade") is `detect_saccade`: per image,
+`saccade.saccade_detect` crops the places its attention maps point at and merges the crops'
+detections; the network (`attention_0 ..` outputs too) runs once per round on all its crops.
+
 CenterNet (a model whose outputs hold `ct_heatmap`), the official test: per scale also
 `decode_centers` with the same k, flipped and mapped like the boxes, and boxes reaching 5 input
 px beyond the image are dropped; then the boxes of all scales go through `centernet_rescore`
@@ -25,9 +29,10 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from cornernet_tf import decode
+from cornernet_tf import decode, saccade
 from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.detection_config import DetectionConfig
+from cornernet_tf.saccade_settings import SaccadeSettings
 
 Model = Callable[..., dict]
 CENTERNET_MARGIN = 5.0  # CenterNet drops boxes reaching this many input px beyond the image
@@ -187,3 +192,122 @@ def detect(model: Model, images: tf.Tensor, image_info: tf.Tensor, settings: Det
         [B, M] int32 (0-based), valid [B, M] bool, with M = settings.max_detections; see `suppress`.
     """
     return detect_multiscale(model, [(images, image_info)], settings)
+
+
+def saccade_settings(
+    model: Model, settings: DetectionConfig, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]
+) -> SaccadeSettings:
+    """The `saccade.saccade_detect` settings of a CornerNet-Saccade model (its stride and attention
+    strides), the run's detection section, its square crop size (data.input_size) and RGB
+    normalization."""
+    height, width = input_size
+    if height != width:
+        raise ValueError(f"the saccade test needs a square data.input_size, got {list(input_size)}")
+    return SaccadeSettings(
+        init_sizes=tuple(settings.init_sizes),
+        input_size=height,
+        output_size=(height + 1) // model.stride,
+        att_thresholds=tuple(settings.att_thresholds),
+        att_scales=tuple(tuple(row) for row in settings.att_scales),
+        att_ratios=tuple(model.attention_strides),
+        att_nms_ks=tuple(settings.att_nms_ks),
+        att_max_crops=settings.att_max_crops,
+        ref_dets=settings.ref_dets,
+        top_k=settings.k,
+        num_dets=settings.num_dets,
+        ae_threshold=settings.ae_threshold,
+        nms_kernel=settings.nms_kernel,
+        no_border=settings.no_border,
+        sigma=settings.soft_nms_sigma,
+        score_threshold=settings.score_threshold,
+        max_per_image=settings.max_detections,
+        num_classes=model.num_classes,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+
+
+def crop_detector(model: Model, settings: SaccadeSettings) -> saccade.DetectCrops:
+    """The network as `saccade.saccade_detect` calls it: normalized crops -> their decoded pairs
+    in the official 8 columns, and the sigmoid attention maps when asked for."""
+
+    def detect_crops(crops: tf.Tensor, with_attention: bool) -> tuple[tf.Tensor, list[tf.Tensor] | None]:
+        outputs = model(crops, training=False)
+        dets = decode.decode_corners(
+            outputs,
+            k=settings.top_k,
+            nms_kernel=settings.nms_kernel,
+            ae_threshold=settings.ae_threshold,
+            num_dets=settings.num_dets,
+            no_border=settings.no_border,
+        )
+        attention = [tf.sigmoid(outputs[key]) for key in model.attention_keys] if with_attention else None
+        return saccade.decoded_to_official(dets), attention
+
+    return detect_crops
+
+
+def detect_saccade(
+    model: Model,
+    images: tf.Tensor,
+    image_info: tf.Tensor,
+    settings: DetectionConfig,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> decode.Detections:
+    """CornerNet-Saccade's test on each of a batch of images, in `detect`'s output form.
+
+    Each image is searched on its own (`saccade.saccade_detect`: the first pass at
+    detection.init_sizes, at most detection.att_max_crops crops after it). Its merged detections
+    are clipped to the image (the official leaves them unclipped, T1; every other model type's
+    boxes are clipped) and the best max_detections kept (the official keeps ties at the cut).
+
+    Args:
+        model: A CornerNetSaccade (its `attention_keys`, `attention_strides`, `stride`).
+        images: [B, H, W, 3] RGB in [0, 1], not normalized (`augment.eval_original`), each image
+            at the top-left of its zero-padded slot.
+        image_info: [B, 6] of the identity transform: the original (height, width) of each.
+        settings: The run's detection settings (test_mode "saccade").
+        input_size: The square crop size (data.input_size).
+        mean, std: The RGB normalization of the training images.
+
+    Returns:
+        boxes [B, M, 4] (x1, y1, x2, y2, original-image px, clipped), scores [B, M], classes
+        [B, M] int32 (0-based), valid [B, M] bool, M = max_detections, best first.
+    """
+    search = saccade_settings(model, settings, input_size, mean, std)
+    detect_crops = crop_detector(model, search)
+    rows = settings.max_detections
+
+    def one(args: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image, info = args
+        hw = tf.cast(info[info_lib.ORIGINAL_HEIGHT : info_lib.ORIGINAL_WIDTH + 1], tf.int32)
+        found = saccade.saccade_detect(image[: hw[0], : hw[1]] * 255.0, detect_crops, search)
+        scores, order = tf.math.top_k(found["scores"], k=tf.minimum(rows, tf.shape(found["scores"])[0]))
+        size = tf.cast(tf.reverse(hw, [0]), tf.float32)  # (width, height)
+        boxes = tf.clip_by_value(tf.gather(found["boxes"], order), 0.0, tf.tile(size, [2]))
+        pad = rows - tf.shape(scores)[0]
+        return (
+            tf.pad(boxes, [[0, pad], [0, 0]]),
+            tf.pad(scores, [[0, pad]], constant_values=-1.0),
+            tf.pad(tf.gather(found["classes"], order), [[0, pad]]),
+        )
+
+    boxes, scores, classes = tf.map_fn(
+        one,
+        (images, image_info),
+        fn_output_signature=(
+            tf.TensorSpec([rows, 4], tf.float32),
+            tf.TensorSpec([rows], tf.float32),
+            tf.TensorSpec([rows], tf.int32),
+        ),
+        parallel_iterations=1,
+    )
+    valid = scores >= settings.score_threshold
+    return {
+        "boxes": tf.where(valid[..., None], boxes, 0.0),
+        "scores": tf.where(valid, scores, 0.0),
+        "classes": tf.where(valid, classes, 0),
+        "valid": valid,
+    }

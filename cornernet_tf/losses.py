@@ -1,4 +1,5 @@
-"""CornerNet / CenterNet training losses (NHWC), as the official `kp_utils.py` and `kp.py: AELoss`.
+"""CornerNet / CenterNet / CornerNet-Saccade training losses (NHWC), as the official `kp_utils.py`,
+`kp.py: AELoss` and CornerNet-Lite's `CornerNet_Saccade_Loss`.
 
 Heatmaps arrive as logits. Normalisers (positive peaks, objects) can be passed in for the whole
 global batch: the training loop all-reduces (SUM) the per-replica counts across replicas and
@@ -32,13 +33,20 @@ def positive_mask(gt_heatmap: tf.Tensor) -> tf.Tensor:
     return tf.equal(tf.cast(gt_heatmap, tf.float32), 1.0)
 
 
-def focal_loss(gt_heatmap: tf.Tensor, logits: tf.Tensor, num_positives: tf.Tensor | None = None) -> tf.Tensor:
+def focal_loss(
+    gt_heatmap: tf.Tensor,
+    logits: tf.Tensor,
+    num_positives: tf.Tensor | None = None,
+    valid: tf.Tensor | None = None,
+) -> tf.Tensor:
     """Corner focal loss (alpha 2, beta 4) of one stack, the original `_neg_loss` per stack.
 
     gt_heatmap, logits [B, H, W, C]. Positives are cells with gt exactly 1; negatives are
     weighted by (1 - gt)^4. Returns -(pos_sum + neg_sum) / num_pos, or -neg_sum when there is
     no positive; num_pos is an integer count, so both are -(pos_sum + neg_sum) / max(num_pos, 1).
     `num_positives`: the global-batch count of positives (default: count them in `gt_heatmap`).
+    `valid` [B, H, W, C]: CornerNet-Saccade's `_focal_loss_mask`, whose mask weighs positive
+    and negative cells alike while num_pos still counts every positive, masked or not (quirk S8).
     """
     gt = tf.cast(gt_heatmap, tf.float32)
     prob = tf.clip_by_value(tf.sigmoid(tf.cast(logits, tf.float32)), _CLAMP, 1.0 - _CLAMP)
@@ -46,6 +54,9 @@ def focal_loss(gt_heatmap: tf.Tensor, logits: tf.Tensor, num_positives: tf.Tenso
     pos = tf.where(positive, tf.math.log(prob) * tf.square(1.0 - prob), 0.0)
     neg_weight = tf.square(tf.square(1.0 - gt))
     neg = tf.where(gt < 1.0, tf.math.log(1.0 - prob) * tf.square(prob) * neg_weight, 0.0)
+    if valid is not None:
+        valid = tf.cast(valid, tf.float32)
+        pos, neg = pos * valid, neg * valid
     if num_positives is None:
         num_positives = tf.reduce_sum(tf.cast(positive, tf.float32))
     num_positives = tf.maximum(tf.cast(num_positives, tf.float32), 1.0)
@@ -121,12 +132,14 @@ def cornernet_loss_from_gathered(
     Pull, push and offset carry their weights and every part is divided by the number of stacks,
     so total is their sum (the original's value). CenterNet's center heatmap and offset, when
     present in both outputs and targets, add to focal and offset (embeddings stay tl/br only).
+    A target `tl_valid` / `br_valid` (CornerNet-Saccade's ignore maps) masks its heatmap's focal
+    loss (`focal_loss(valid=...)`, the official `_focal_loss_mask`).
 
     Args:
         stack_outputs: One dict per stack with tl_heatmap, br_heatmap [B, H, W, C] logits,
             tl_embedding, br_embedding [B, M, 1], tl_offset, br_offset [B, M, 2] (gathered at the
             target indices), and for CenterNet ct_heatmap, ct_offset [B, M, 2].
-        targets: Batched `build_targets` output.
+        targets: Batched `build_targets` output, with tl_valid, br_valid [B, H, W, C] for Saccade.
         pull_weight: Weight of the pull loss.
         push_weight: Weight of the push loss.
         offset_weight: Weight of the offset loss.
@@ -144,7 +157,7 @@ def cornernet_loss_from_gathered(
     for outputs in stack_outputs:
         for key in heatmaps:
             count = None if num_positives is None else num_positives[key]
-            focal += focal_loss(targets[key], outputs[key], count)
+            focal += focal_loss(targets[key], outputs[key], count, targets.get(key.replace("heatmap", "valid")))
         stack_pull, stack_push = pull_push_loss(outputs["tl_embedding"], outputs["br_embedding"], mask)
         pull += stack_pull
         push += stack_push
@@ -192,3 +205,72 @@ def cornernet_loss(
     return cornernet_loss_from_gathered(
         gathered, targets, pull_weight, push_weight, offset_weight, num_positives, num_objects
     )
+
+
+def attention_keys(targets: Mapping[str, tf.Tensor]) -> list[str]:
+    """The attention-map keys of CornerNet-Saccade targets, "attention_0" (coarsest) first."""
+    keys = [key for key in targets if key.startswith("attention_")]
+    return sorted(keys, key=lambda key: int(key.removeprefix("attention_")))
+
+
+def attention_losses(
+    stack_outputs: Sequence[Mapping[str, tf.Tensor]],
+    targets: Mapping[str, tf.Tensor],
+    num_positives: Mapping[str, tf.Tensor] | None = None,
+) -> dict[str, tf.Tensor]:
+    """Per attention map, the official `CornerNet_Saccade_Loss` term: the unmasked focal loss
+    (`_focal_loss`: binary targets, so negatives weigh 1) summed over the stacks and divided by
+    their number. A map without a positive in the batch gives its raw negative sum, not
+    normalized (quirk S8).
+
+    Args:
+        stack_outputs: One dict per stack with attention_j [B, h_j, w_j, 1] logits.
+        targets: With attention_j [B, h_j, w_j, 1] binary maps.
+        num_positives: attention_j to its global-batch positive count; None: counted here.
+
+    Returns:
+        attention_j to its scalar loss, for every attention_j of `targets`.
+    """
+    nstack = float(len(stack_outputs))
+    losses = {}
+    for key in attention_keys(targets):
+        count = None if num_positives is None else num_positives[key]
+        losses[key] = sum(focal_loss(targets[key], outputs[key], count) for outputs in stack_outputs) / nstack
+    return losses
+
+
+def saccade_loss(
+    stack_outputs: Sequence[Mapping[str, tf.Tensor]],
+    targets: Mapping[str, tf.Tensor],
+    pull_weight: float = 0.1,
+    push_weight: float = 0.1,
+    offset_weight: float = 1.0,
+    num_positives: Mapping[str, tf.Tensor] | None = None,
+    num_objects: tf.Tensor | None = None,
+) -> dict[str, tf.Tensor]:
+    """The official `CornerNet_Saccade_Loss`: `cornernet_loss` with the heat focal loss masked by
+    the ignore maps (tl_valid, br_valid), plus the attention loss.
+
+    Every part is divided by the number of stacks, the attention part too, although each of its
+    terms already is (`attention_losses`): the original divides it by nstack twice (quirk S8).
+    The push deviation of `pull_push_loss` applies (an image with one object pushes 0).
+
+    Args:
+        stack_outputs: One dict per stack as the model returns them: tl_heatmap, br_heatmap
+            [B, H, W, C] logits, tl_embedding, br_embedding [B, H, W, 1], tl_offset, br_offset
+            [B, H, W, 2], attention_0 .. attention_{n-1} [B, h_j, w_j, 1] logits.
+        targets: `build_batch_targets(..., positive=...)` output (tl_heatmap, br_heatmap,
+            tl_valid, br_valid [B, H, W, C], tl_indices, br_indices [B, M], tl_offset, br_offset
+            [B, M, 2], mask [B, M]) plus attention_0 .. [B, h_j, w_j, 1].
+        pull_weight, push_weight, offset_weight: As `cornernet_loss` (official 0.1, 0.1, 1).
+        num_positives: Global-batch positive counts per heatmap and attention key; None:
+            counted in this batch.
+        num_objects: The global-batch object count; None: the sum of targets["mask"].
+
+    Returns:
+        Scalars "total", "focal", "attention", "pull", "push", "offset", each / nstack;
+        total is their sum.
+    """
+    parts = cornernet_loss(stack_outputs, targets, pull_weight, push_weight, offset_weight, num_positives, num_objects)
+    attention = sum(attention_losses(stack_outputs, targets, num_positives).values()) / float(len(stack_outputs))
+    return {**parts, "total": parts["total"] + attention, "attention": attention}

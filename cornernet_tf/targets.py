@@ -122,36 +122,47 @@ def draw_gaussian(heatmap: tf.Tensor, center_xy: tf.Tensor, radius: tf.Tensor, s
 def _keypoint_targets(
     points_xy: tf.Tensor,
     slots: tf.Tensor,
+    planes: tf.Tensor,
     classes: tf.Tensor,
     radii: tf.Tensor,
-    batch_size: tf.Tensor,
-    num_classes: int,
-    output_hw: tuple[int, int],
+    map_shape: tuple[int, tf.Tensor, int, int, int],
     max_objects: int,
     sigma_divisor: float,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Heatmaps [B, H, W, C], flat indices [B, M] and offsets [B, M, 2] for K keypoints.
+    """Maps [P, B, H, W, C] (`map_shape`), flat indices [B, M] and offsets [B, M, 2] for K keypoints.
 
-    points_xy [K, 2] map units; slots [K, 2] int64 (image, row of its object list). Position is
-    `int()` of the float map coordinate, offset its fractional part, index y * W + x; rows
-    without a keypoint are zero.
+    points_xy [K, 2] map units (float32 or float64); slots [K, 2] int64 (image, object row);
+    planes [K] int64: the map each keypoint is drawn on, 0 (the heatmap) or 1 (CornerNet-Saccade's
+    ignore map, whose keypoints have no object row: their slots are not used). Position is
+    `int()` of the map coordinate, offset its fractional part (rounded to float32 once), index
+    y * W + x; rows without a keypoint are zero.
     """
-    height, width = output_hw
+    _, batch_size, height, width, _ = map_shape
     cells = tf.cast(points_xy, tf.int32)  # truncation, as the original's int(); points are >= 0
     keypoint, window_cells, values = _gaussian_cells(cells, radii, height, width, sigma_divisor)
-    image = tf.gather(slots[:, 0], keypoint)
     channel = tf.cast(tf.gather(classes, keypoint), tf.int64)
-    heatmap = tf.tensor_scatter_nd_max(
-        tf.zeros(tf.stack([batch_size, height, width, num_classes]), tf.float32),
-        tf.concat([image[:, tf.newaxis], window_cells, channel[:, tf.newaxis]], axis=1),
+    maps = tf.tensor_scatter_nd_max(
+        tf.zeros(tf.stack(map_shape), tf.float32),
+        tf.concat(
+            [
+                tf.stack([tf.gather(planes, keypoint), tf.gather(slots[:, 0], keypoint)], 1),
+                window_cells,
+                channel[:, None],
+            ],
+            axis=1,
+        ),
         values,
     )
+    fractions = tf.cast(points_xy - tf.cast(cells, points_xy.dtype), tf.float32)
+    objects = tf.equal(planes, 0)
+    object_slots = tf.boolean_mask(slots, objects)
+    object_cells = tf.boolean_mask(cells, objects)
     rows = tf.stack([batch_size, tf.constant(max_objects, tf.int64)])
-    indices = tf.scatter_nd(slots, cells[:, 1] * width + cells[:, 0], rows)
+    indices = tf.scatter_nd(object_slots, object_cells[:, 1] * width + object_cells[:, 0], rows)
     offsets = tf.scatter_nd(
-        slots, points_xy - tf.cast(cells, tf.float32), tf.concat([rows, tf.constant([2], tf.int64)], 0)
+        object_slots, tf.boolean_mask(fractions, objects), tf.concat([rows, tf.constant([2], tf.int64)], 0)
     )
-    return heatmap, indices, offsets
+    return maps, indices, offsets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +178,7 @@ class TargetSpec:
     with_centers: bool = False
     radius_formula: Literal["cornernet", "centernet"] = "cornernet"
     center_sigma_divisor: float = 5.0
+    coordinate_dtype: Literal["float32", "float64"] = "float32"
 
 
 def build_batch_targets(
@@ -181,16 +193,20 @@ def build_batch_targets(
     with_centers: bool = False,
     radius_formula: Literal["cornernet", "centernet"] = "cornernet",
     center_sigma_divisor: float = 5.0,
+    coordinate_dtype: Literal["float32", "float64"] = "float32",
+    positive: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """Training targets of a batch, as the official `kp_detection` builds them per image.
 
     All keypoints of the batch are drawn at once, so this is a handful of batched ops (the
     training loop runs it on the accelerator, from the few bytes of boxes the input pipeline
-    ships instead of megabytes of heatmaps). Map coordinates are x * (output / input) in float32
-    (as numpy 2 evaluates the original), and the radius is `max(0, int(r))` of the
-    `radius_formula` radius of (ceil(box_h * scale), ceil(box_w * scale)). Boxes past
+    ships instead of megabytes of heatmaps). Map coordinates are x * (output / input) in
+    `coordinate_dtype`, and the radius is `max(0, int(r))` of the `radius_formula` radius of
+    (ceil(box_h * scale), ceil(box_w * scale)), box sides taken in float32. Boxes past
     `max_objects` are dropped (the original fails on them). CornerNet: radius_formula
-    "cornernet", gaussian_iou 0.3; CenterNet: "centernet", 0.7, with_centers=True.
+    "cornernet", gaussian_iou 0.3; CenterNet: "centernet", 0.7, with_centers=True;
+    CornerNet-Saccade (`cornernet_saccade`): "cornernet", 0.5, coordinate_dtype "float64" and
+    `positive`, whose False boxes are drawn on ignore maps instead (tl_valid, br_valid).
 
     Args:
         boxes: [B, N, 4] float32 (x1, y1, x2, y2) in input pixels, already clipped to the image
@@ -205,11 +221,20 @@ def build_batch_targets(
         with_centers: Also draw CenterNet's box-center targets.
         radius_formula: "cornernet" or "centernet", the radius computation.
         center_sigma_divisor: Sigma divisor of the center bumps (5; corners use 6).
+        coordinate_dtype: "float32" evaluates map coordinates and sizes as numpy 2 does the
+            original (the CornerNet fixtures), "float64" as numpy 1 did (the official
+            environment; the CornerNet-Saccade fixtures). Integer cells can differ between the two
+            where x * scale lies within float32 rounding of an integer; offsets by ~1e-6.
+        positive: [B, N] bool, or None (every box). False boxes take no object row: their
+            Gaussians go to ignore maps, the official Saccade `tl_valids`, and the object rows of
+            the others stay a prefix.
 
     Returns:
         tl_heatmap, br_heatmap [B, H, W, C] float32; tl_indices, br_indices [B, M] int32
         (y * W + x); tl_offset, br_offset [B, M, 2] float32 (x, y fractional parts); mask [B, M]
         float32 (a prefix of ones per image); with_centers also ct_heatmap, ct_indices, ct_offset.
+        With `positive`, also tl_valid, br_valid (ct_valid) [B, H, W, C] float32: 0 where an
+        ignore map is non-zero (the focal loss leaves those cells out), else 1.
 
     Raises:
         ValueError: An unknown `radius_formula`.
@@ -220,27 +245,45 @@ def build_batch_targets(
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     batch_size, rows = tf.shape(boxes, tf.int64)[0], tf.shape(boxes)[1]
     counts = tf.minimum(tf.cast(num_boxes, tf.int32), tf.minimum(rows, max_objects))
-    slots = tf.where(tf.sequence_mask(counts, rows))  # [K, 2] (image, row), row < max_objects
-    boxes = tf.gather_nd(boxes, slots)
-    classes = tf.gather_nd(tf.cast(classes, tf.int32), slots)
+    present = tf.sequence_mask(counts, rows)
+    drawn = tf.where(present)  # [K, 2] (image, row), row < max_objects
+    slots = drawn  # (image, object row)
+    if positive is None:
+        planes = tf.zeros_like(slots[:, 0])
+        objects = counts
+    else:
+        positive = tf.logical_and(tf.cast(positive, tf.bool), present)
+        object_rows = tf.cumsum(tf.cast(positive, tf.int64), axis=1, exclusive=True)
+        planes = 1 - tf.cast(tf.gather_nd(positive, drawn), tf.int64)
+        slots = tf.stack([drawn[:, 0], tf.gather_nd(object_rows, drawn)], axis=1)
+        objects = tf.reduce_sum(tf.cast(positive, tf.int32), axis=1)
+    boxes = tf.gather_nd(boxes, drawn)
+    classes = tf.gather_nd(tf.cast(classes, tf.int32), drawn)
     out_h, out_w = output_size
-    scale = tf.constant([out_w / input_size[1], out_h / input_size[0]], tf.float32)  # (x, y)
-    size = tf.math.ceil((boxes[:, 2:4] - boxes[:, 0:2]) * scale)  # (w, h) in map cells
+    dtype = tf.as_dtype(coordinate_dtype)
+    scale = tf.constant([out_w / input_size[1], out_h / input_size[0]], dtype)  # (x, y)
+    size = tf.math.ceil(tf.cast(boxes[:, 2:4] - boxes[:, 0:2], dtype) * scale)  # (w, h) in map cells
     radius = radius_fns[radius_formula](size[:, 1], size[:, 0], gaussian_iou)
     radii = tf.maximum(tf.cast(radius, tf.int32), 0)
 
-    keypoints = {"tl": (boxes[:, 0:2] * scale, 6.0), "br": (boxes[:, 2:4] * scale, 6.0)}
+    corners = tf.cast(boxes, dtype)
+    keypoints = {"tl": (corners[:, 0:2] * scale, 6.0), "br": (corners[:, 2:4] * scale, 6.0)}
     if with_centers:
-        keypoints["ct"] = ((boxes[:, 0:2] + boxes[:, 2:4]) / 2.0 * scale, center_sigma_divisor)
+        centers = tf.cast((boxes[:, 0:2] + boxes[:, 2:4]) / 2.0, dtype)
+        keypoints["ct"] = (centers * scale, center_sigma_divisor)
+    num_planes = 1 if positive is None else 2
+    map_shape = (num_planes, batch_size, out_h, out_w, num_classes)
     targets = {}
     for prefix, (points, sigma_divisor) in keypoints.items():
-        heatmap, indices, offsets = _keypoint_targets(
-            points, slots, classes, radii, batch_size, num_classes, (out_h, out_w), max_objects, sigma_divisor
+        maps, indices, offsets = _keypoint_targets(
+            points, slots, planes, classes, radii, map_shape, max_objects, sigma_divisor
         )
-        targets[f"{prefix}_heatmap"] = heatmap
+        targets[f"{prefix}_heatmap"] = maps[0]
         targets[f"{prefix}_indices"] = indices
         targets[f"{prefix}_offset"] = offsets
-    targets["mask"] = tf.sequence_mask(counts, max_objects, tf.float32)
+        if positive is not None:
+            targets[f"{prefix}_valid"] = tf.cast(tf.equal(maps[1], 0.0), tf.float32)
+    targets["mask"] = tf.sequence_mask(objects, max_objects, tf.float32)
     return targets
 
 

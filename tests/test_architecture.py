@@ -38,6 +38,8 @@ FORBIDDEN = {
     "losses": ("models", "data", "training", "inference", "serving", "portable"),
     "targets": ("models", "data", "training", "inference", "serving", "portable"),
     "decode": ("models", "data.pipeline", "training", "serving", "portable"),
+    "saccade": ("models", "data", "training", "inference", "serving", "portable"),
+    "saccade_settings": ("models", "data", "training", "inference", "decode", "losses", "targets", "serving"),
     "inference": ("models", "data.pipeline", "training", "serving", "portable"),
     "training": ("data", "inference", "decode", "serving", "portable"),
     "serving": ("models", "data.pipeline", "training", "inference", "decode", "losses", "targets", "portable"),

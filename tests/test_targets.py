@@ -266,3 +266,41 @@ def test_batch_targets_equal_the_per_image_loop(formula, iou):
                 np.testing.assert_array_equal(batch[f"{key}_heatmap"][b].numpy(), heat[key], err_msg=f"{key}, {b}")
                 np.testing.assert_array_equal(batch[f"{key}_indices"][b].numpy(), inds[key])
                 np.testing.assert_array_equal(batch[f"{key}_offset"][b].numpy(), regr[key])
+
+
+def test_positive_flags_split_boxes_between_heatmaps_and_ignore_maps():
+    """CornerNet-Saccade's split: the heatmaps and object rows are those of the positive boxes
+    alone (compacted), the valid maps are 0 exactly where the other boxes' Gaussians are; all
+    positive is the plain targets with nothing ignored. Eager and XLA agree."""
+    rng = np.random.default_rng(21)
+    boxes = np.stack([random_boxes(rng, 6, 127) for _ in range(2)])
+    classes = rng.integers(0, 3, (2, 6)).astype(np.int32)
+    counts = np.array([6, 4])
+    positive = rng.random((2, 6)) < 0.5
+    positive[0, :2] = [True, False]
+    options = dict(num_classes=3, input_size=(127, 127), output_size=(32, 32), max_objects=8)
+    options["coordinate_dtype"] = "float64"
+
+    def subset(keep):
+        rows = np.zeros_like(boxes)
+        labels = np.zeros_like(classes)
+        for b in range(2):
+            chosen = np.flatnonzero(keep[b, : counts[b]])
+            rows[b, : len(chosen)], labels[b, : len(chosen)] = boxes[b, chosen], classes[b, chosen]
+        return build_batch_targets(rows, labels, [keep[b, : counts[b]].sum() for b in range(2)], **options)
+
+    split = build_batch_targets(boxes, classes, counts, positive=positive, **options)
+    kept, ignored = subset(positive), subset(~positive)
+    for key in ("tl_heatmap", "br_heatmap", "tl_indices", "br_indices", "tl_offset", "br_offset", "mask"):
+        np.testing.assert_array_equal(split[key].numpy(), kept[key].numpy())
+    for corner in ("tl", "br"):
+        np.testing.assert_array_equal(split[f"{corner}_valid"].numpy(), ignored[f"{corner}_heatmap"].numpy() == 0)
+        assert not split[f"{corner}_valid"].numpy().all()
+    everything = build_batch_targets(boxes, classes, counts, positive=np.ones_like(positive), **options)
+    plain = build_batch_targets(boxes, classes, counts, **options)
+    for key, value in plain.items():
+        np.testing.assert_array_equal(everything[key].numpy(), value.numpy())
+    assert everything["tl_valid"].numpy().all()
+    make = tf.function(lambda *args: build_batch_targets(*args[:3], positive=args[3], **options), jit_compile=True)
+    for key, value in make(boxes, classes, counts, positive).items():
+        np.testing.assert_array_equal(value.numpy(), split[key].numpy())

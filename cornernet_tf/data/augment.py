@@ -459,3 +459,11 @@ def eval_pad(image: tf.Tensor, size_divisor: int, scale: float = 1.0) -> tuple[t
     padded = tf.image.pad_to_bounding_box(pixels, offset[0], offset[1], canvas_hw[0], canvas_hw[1])
     ratio = tf.cast(new_hw, tf.float32) / tf.cast(hw, tf.float32)
     return padded, info_lib.make_image_info(ratio, offset, hw)
+
+
+def eval_original(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The image as it is, for CornerNet-Saccade's test (which makes its own crops, and normalizes
+    each after padding it with zeros): [H, W, 3] uint8 -> ([H, W, 3] float32 in [0, 1], the
+    identity image_info [6])."""
+    hw = tf.shape(image)[:2]
+    return tf.cast(image, tf.float32) / 255.0, info_lib.make_image_info(tf.ones([2]), tf.zeros([2]), hw)

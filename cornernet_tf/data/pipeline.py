@@ -50,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.data import augment, coco, image_header, tfrecord
+from cornernet_tf.data.saccade_sampler import SaccadeSampling, saccade_targets, saccade_view
 from cornernet_tf.targets import SKIPPED, TargetSpec, build_batch_targets
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,10 @@ class TrainInputSpec:
     color_jitter, lighting: the augmentation (`augment.sample_view`). seed: with the sample
     index, keys the image order and every random draw. shuffle_buffer: TFRecords are permuted in
     blocks of this many records. num_parallel_calls: of the decode and map stages (<= 0:
-    tf.data.AUTOTUNE). deterministic: the same stream whatever the parallelism.
+    tf.data.AUTOTUNE). deterministic: the same stream whatever the parallelism. saccade: when
+    set, samples are CornerNet-Saccade's (`saccade_sampler.saccade_view`: a crop around a
+    reference object at its official scale, flip, jitter and lighting as above; scale_range and
+    random_crop unused), with its ignore maps and attention targets.
     """
 
     targets: TargetSpec
@@ -100,6 +104,7 @@ class TrainInputSpec:
     shuffle_buffer: int = 1000
     num_parallel_calls: int = -1
     deterministic: bool = True
+    saccade: SaccadeSampling | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +113,13 @@ class EvalInputSpec:
 
     mode: "resize" (the whole image to input_size) or "pad" (the original's: the image at the
     test scale, centred in a zero canvas of side s | (size_divisor - 1), size_divisor being the
-    network's stride * 2**depth). mean, std: RGB normalization of pixels in [0, 1].
+    network's stride * 2**depth), or "saccade" (the image as it is, in [0, 1] and not normalized:
+    CornerNet-Saccade's test crops and normalizes it itself). mean, std: RGB normalization of
+    pixels in [0, 1].
     num_parallel_calls: of the decode and transform stages (<= 0: tf.data.AUTOTUNE).
     """
 
-    mode: Literal["resize", "pad"]
+    mode: Literal["resize", "pad", "saccade"]
     input_size: tuple[int, int]
     size_divisor: int
     mean: tuple[float, float, float]
@@ -120,8 +127,8 @@ class EvalInputSpec:
     num_parallel_calls: int = -1
 
     def __post_init__(self) -> None:
-        if self.mode not in ("resize", "pad"):
-            raise ValueError(f"mode must be 'resize' or 'pad', got {self.mode!r}")
+        if self.mode not in ("resize", "pad", "saccade"):
+            raise ValueError(f"mode must be 'resize', 'pad' or 'saccade', got {self.mode!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,9 +397,14 @@ def finish_batch(spec: TrainInputSpec, batch: dict[str, tf.Tensor]) -> tuple[tf.
     what the training loop runs on each replica's device.
     """
     images = augment.render_views(batch, spec.targets.input_size, spec.mean, spec.std)
-    targets = build_batch_targets(
-        batch["boxes"], batch["classes"], batch["num_boxes"], **dataclasses.asdict(spec.targets)
-    )
+    if spec.saccade is not None:
+        targets = saccade_targets(
+            batch["boxes"], batch["classes"], batch["positive"], batch["num_boxes"], spec.targets, spec.saccade
+        )
+    else:
+        targets = build_batch_targets(
+            batch["boxes"], batch["classes"], batch["num_boxes"], **dataclasses.asdict(spec.targets)
+        )
     targets[SKIPPED] = batch[SKIPPED]
     return images, targets
 
@@ -461,7 +473,8 @@ def train_dataset(
         With `finish_on_device`, a dataset of dicts instead: "image" [B, H', W', 3] uint8 (the
         decoded images, zero-padded to the batch's largest), "sampling_box" [B, 4] and "color"
         [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M],
-        "num_boxes" [B] and `SKIPPED` [B].
+        "num_boxes" [B] and `SKIPPED` [B] (with spec.saccade also "positive" [B, M] bool: the
+        boxes that get corner targets, the others being ignored regions).
 
     Raises:
         ValueError: The split has more classes than spec.targets.num_classes, too few usable
@@ -480,19 +493,33 @@ def train_dataset(
     def make_view(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         stream_position = example["index"] * num_pipelines + pipeline_id
         seed = tf.stack([tf.constant(spec.seed, tf.int64), stream_position])
-        view, boxes, classes = augment.sample_view(
-            example["image"],
-            example["boxes"],
-            example["classes"],
-            seed,
-            input_size=spec.targets.input_size,
-            scale_range=spec.scale_range,
-            random_crop=spec.random_crop,
-            flip=spec.flip,
-            jitter=spec.color_jitter,
-            light=spec.lighting,
-        )
+        if spec.saccade is not None:
+            view, boxes, classes, positive = saccade_view(
+                example["image"],
+                example["boxes"],
+                example["classes"],
+                seed,
+                sampling=spec.saccade,
+                flip=spec.flip,
+                jitter=spec.color_jitter,
+                light=spec.lighting,
+            )
+        else:
+            view, boxes, classes = augment.sample_view(
+                example["image"],
+                example["boxes"],
+                example["classes"],
+                seed,
+                input_size=spec.targets.input_size,
+                scale_range=spec.scale_range,
+                random_crop=spec.random_crop,
+                flip=spec.flip,
+                jitter=spec.color_jitter,
+                light=spec.lighting,
+            )
         count = tf.minimum(tf.shape(boxes)[0], max_objects)  # targets keep the first max_objects
+        if spec.saccade is not None:
+            view["positive"] = tf.pad(positive[:count], [[0, max_objects - count]])
         view["boxes"] = tf.pad(boxes[:count], [[0, max_objects - count], [0, 0]])
         view["classes"] = tf.pad(tf.cast(classes[:count], tf.int32), [[0, max_objects - count]])
         view["num_boxes"] = count
@@ -514,6 +541,8 @@ def train_dataset(
         "num_boxes": [],
         SKIPPED: [],
     }
+    if spec.saccade is not None:
+        padded_shapes["positive"] = [max_objects]
     ds = ds.padded_batch(per_replica, padded_shapes=padded_shapes, drop_remainder=True)
     if not finish_on_device:
         ds = ds.map(
@@ -549,22 +578,23 @@ def eval_dataset(
 
     Returns:
         A dataset of (images, {"image_info", "image_id"}): images [B, H, W, 3] float32
-        normalized; image_info [B, 6] (see `image_info.py`); image_id [B] int64.
+        normalized (mode "saccade": in [0, 1]); image_info [B, 6] (see `image_info.py`);
+        image_id [B] int64.
 
     Raises:
         ValueError: `scale` is not 1.0 with spec.mode "resize".
         FileNotFoundError: No TFRecord file matches the pattern, or its sidecar json is missing.
     """
-    if spec.mode == "resize" and scale != 1.0:
-        raise ValueError(
-            f"test scale {scale} needs detection.test_mode=pad; 'resize' always resizes to data.input_size"
-        )
+    if spec.mode != "pad" and scale != 1.0:
+        raise ValueError(f"test scale {scale} needs detection.test_mode=pad, not {spec.mode!r}")
     num_pipelines, pipeline_id = _pipeline_position(input_context)
     parallel = _parallel_calls(spec.num_parallel_calls)
 
     def transform(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         if spec.mode == "resize":
             image, info = augment.eval_resize(example["image"], spec.input_size)
+        elif spec.mode == "saccade":
+            image, info = augment.eval_original(example["image"])
         else:
             image, info = augment.eval_pad(example["image"], spec.size_divisor, scale)
         return image, {"image_info": info, "image_id": example["image_id"]}
@@ -575,5 +605,6 @@ def eval_dataset(
         ds = ds.batch(batch_size)
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=([None, None, 3], {"image_info": [6], "image_id": []}))
-    ds = ds.map(lambda images, meta: (augment.normalize(images, spec.mean, spec.std), meta))
+    if spec.mode != "saccade":
+        ds = ds.map(lambda images, meta: (augment.normalize(images, spec.mean, spec.std), meta))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(True, input_context))

@@ -17,6 +17,7 @@ import tensorflow as tf
 from cornernet_tf.config import Config
 from cornernet_tf.data import pipeline
 from cornernet_tf.data.pipeline import CocoFiles, DatasetInfo, EvalInputSpec, SplitFiles, TFRecordFiles, TrainInputSpec
+from cornernet_tf.data.saccade_sampler import SaccadeSampling
 from cornernet_tf.targets import TargetSpec
 
 SPLITS = ("train", "val")
@@ -55,9 +56,10 @@ def split_files(config: Config, split: str = "val") -> SplitFiles:
 def train_input(config: Config) -> TrainInputSpec:
     """How the config's training samples are made: data.* augmentation and reading settings,
     targets for model.num_classes on the model's heatmap size; model.type centernet adds center
-    targets and uses CenterNet's radius formula."""
+    targets and uses CenterNet's radius formula; model.type saccade samples crops around a
+    reference object and adds ignore maps and attention targets (`saccade_sampling`)."""
     data, model = config.data, config.model
-    centernet = model.type == "centernet"
+    centernet, saccade = model.type == "centernet", model.type == "saccade"
     targets = TargetSpec(
         num_classes=model.num_classes,
         input_size=tuple(data.input_size),
@@ -66,6 +68,8 @@ def train_input(config: Config) -> TrainInputSpec:
         gaussian_iou=data.gaussian_iou,
         with_centers=centernet,
         radius_formula="centernet" if centernet else "cornernet",
+        # the official Saccade sampler ran on numpy 1, which computed corner positions in float64
+        coordinate_dtype="float64" if saccade else "float32",
     )
     return TrainInputSpec(
         targets=targets,
@@ -80,12 +84,29 @@ def train_input(config: Config) -> TrainInputSpec:
         shuffle_buffer=data.shuffle_buffer,
         num_parallel_calls=data.num_parallel_calls,
         deterministic=data.deterministic,
+        saccade=saccade_sampling(config) if saccade else None,
+    )
+
+
+def saccade_sampling(config: Config) -> SaccadeSampling:
+    """CornerNet-Saccade's sampler settings: the crop of data.input_size, one attention map per
+    hourglass level (coarsest first: cells of model.stride * 2**(depth - 1 - j) input px, for
+    objects of data.att_ranges[j] px), boxes shorter than data.min_scale ignored."""
+    data, model = config.data, config.model
+    output = model.output_size(data.input_size)
+    levels = range(model.depth)
+    return SaccadeSampling(
+        input_size=tuple(data.input_size),
+        min_scale=data.min_scale,
+        att_ratios=tuple(model.stride * 2 ** (model.depth - 1 - j) for j in levels),
+        att_ranges=tuple((lo, hi) for lo, hi in data.att_ranges),
+        att_sizes=tuple(tuple(side // 2 ** (model.depth - 1 - j) for side in output) for j in levels),
     )
 
 
 def eval_input(config: Config, mode: str | None = None) -> EvalInputSpec:
     """The config's test transform in `mode` (default detection.test_mode): "resize" to
-    data.input_size, or "pad" to the model's size divisor."""
+    data.input_size, "pad" to the model's size divisor, or "saccade" (the image as it is)."""
     data = config.data
     return EvalInputSpec(
         mode=mode or config.detection.test_mode,
@@ -196,7 +217,7 @@ def eval_dataset(
         split: "train" or "val".
         batch_size: Images per batch.
         scale: Test scale of the "pad" mode.
-        mode: "resize" or "pad"; None: detection.test_mode.
+        mode: "resize", "pad" or "saccade"; None: detection.test_mode.
         input_context: As `pipeline.eval_dataset`: this pipeline's share of the images.
 
     Returns:

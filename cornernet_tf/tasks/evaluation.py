@@ -1,7 +1,8 @@
 """COCO metrics of a model on a split of a `Config`'s data, decoded with its `detection` settings.
 
 `evaluate_model` is what `python -m cornernet_tf.evaluate`, training's validation and the
-notebooks run. Detections come from `inference.detect_multiscale`, the path export serves.
+notebooks run. Detections come from `inference.detect_multiscale` (CornerNet-Saccade's test:
+`inference.detect_saccade`), the path export serves.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.coco_metrics import METRIC_NAMES, coco_metrics, detections_to_coco, write_results
-from cornernet_tf.config import Config
+from cornernet_tf.config import Config, DataConfig
 from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.detection_config import DetectionConfig
-from cornernet_tf.inference import Model, detect_multiscale
+from cornernet_tf.inference import Model, detect_multiscale, detect_saccade
 from cornernet_tf.tasks.data import dataset_info, eval_dataset, eval_image_ids
 from cornernet_tf.visualize import draw_detections, save_png
 
@@ -51,9 +52,15 @@ def restore_image(image: np.ndarray, image_info: np.ndarray, mean: Sequence[floa
     )
 
 
-def _detector(model: Model, settings: DetectionConfig, num_scales: int):
-    """`detect_multiscale` as one tf.function for any batch and image size (no retracing)."""
+def _detector(model: Model, settings: DetectionConfig, num_scales: int, data: DataConfig):
+    """`detect_multiscale` (test_mode "saccade": `detect_saccade`) as one tf.function for any
+    batch and image size (no retracing)."""
     spec = (tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, info_lib.IMAGE_INFO_SIZE]))
+    if settings.test_mode == "saccade":
+        preprocessing = (tuple(data.input_size), tuple(data.mean), tuple(data.std))
+        return tf.function(
+            lambda inputs: detect_saccade(model, *inputs[0], settings, *preprocessing), input_signature=[[spec]]
+        )
     return tf.function(lambda inputs: detect_multiscale(model, inputs, settings), input_signature=[[spec] * num_scales])
 
 
@@ -123,7 +130,9 @@ def evaluate_model(
     config = with_test_overrides(config, flip=flip, scales=scales, max_images=max_images)
     detection, data, info = config.detection, config.data, dataset_info(config, split)
     datasets = [eval_dataset(config, split, batch_size, scale) for scale in detection.scales]
-    detector = _detector(model, detection, len(datasets))
+    detector = _detector(model, detection, len(datasets), data)
+    # the inputs drawn on: normalized, except the saccade test's images in [0, 1]
+    mean, std = ((0.0,) * 3, (1.0,) * 3) if detection.test_mode == "saccade" else (data.mean, data.std)
     shown = int(np.argmin([abs(scale - 1.0) for scale in detection.scales]))
     scored_ids = eval_image_ids(config, split)
     progress = _Progress(
@@ -142,7 +151,7 @@ def evaluate_model(
             records.extend(detections_to_coco(image_id, boxes, scores, classes, info.category_ids))
             if visualize_dir is not None and len(image_ids) < num_visualize:
                 images, meta = batches[shown]
-                picture = restore_image(images[row].numpy(), meta["image_info"][row].numpy(), data.mean, data.std)
+                picture = restore_image(images[row].numpy(), meta["image_info"][row].numpy(), mean, std)
                 drawn = draw_detections(picture, boxes, scores, classes, info.class_names)
                 save_png(pathlib.Path(visualize_dir) / f"{split}_{int(image_id)}.png", drawn)
             image_ids.append(int(image_id))

@@ -32,7 +32,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from cornernet_tf.losses import cornernet_loss, positive_mask
+from cornernet_tf.losses import attention_keys, cornernet_loss, positive_mask, saccade_loss
 from cornernet_tf.targets import SKIPPED
 from cornernet_tf.training.checkpoint import (
     CHECKPOINT_SUBDIR,
@@ -177,10 +177,11 @@ class _WithoutMessage(logging.Filter):
 
 
 def _positive_counts(targets: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Per-replica counts the losses normalise by: exact 1.0 peaks per heatmap, and objects."""
+    """Per-replica counts the losses normalise by: exact 1.0 peaks per heatmap (and attention map),
+    and objects."""
     counts = {
         key: tf.reduce_sum(tf.cast(positive_mask(targets[key]), tf.float32))
-        for key in ("tl_heatmap", "br_heatmap", "ct_heatmap")
+        for key in ("tl_heatmap", "br_heatmap", "ct_heatmap", *attention_keys(targets))
         if key in targets
     }
     counts["objects"] = tf.reduce_sum(tf.cast(targets["mask"], tf.float32))
@@ -210,7 +211,8 @@ def global_batch_losses(
         pull_weight, push_weight, offset_weight: As `losses.cornernet_loss`.
 
     Returns:
-        Scalars "total", "focal", "pull", "push", "offset" (`losses.cornernet_loss`).
+        Scalars "total", "focal", "pull", "push", "offset" (`losses.cornernet_loss`), and
+        "attention" with CornerNet-Saccade's attention targets (`losses.saccade_loss`).
     """
     counts = _positive_counts(targets)
     context = tf.distribute.get_replica_context()
@@ -218,7 +220,8 @@ def global_batch_losses(
         counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
     outputs = model(images, training=training, return_all_stacks=True)
     outputs = [{key: tf.cast(value, tf.float32) for key, value in stack.items()} for stack in outputs]
-    return cornernet_loss(
+    loss = saccade_loss if attention_keys(targets) else cornernet_loss
+    return loss(
         outputs,
         targets,
         pull_weight=pull_weight,

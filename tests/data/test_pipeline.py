@@ -403,7 +403,7 @@ def test_unusable_settings_are_named(shapes_dir):
     records = _config("data.dataset=tfrecord", "data.train_tfrecords=train-*.tfrecord")
     with pytest.raises(ValueError, match="data.val_tfrecords must be set for dataset=tfrecord"):
         data_tasks.eval_dataset(records)
-    with pytest.raises(ValueError, match="mode must be 'resize' or 'pad', got 'crop'"):
+    with pytest.raises(ValueError, match="mode must be 'resize', 'pad' or 'saccade', got 'crop'"):
         pipeline.EvalInputSpec("crop", (128, 128), 32, MEAN, STD)
     layout = shapes.ensure_dataset(shapes_dir, *SHAPES.values())
     val_files = pipeline.CocoFiles(str(layout["val"][0]), str(layout["val"][1]))
