@@ -256,6 +256,11 @@ class Config:
         _check(not problems, "; ".join(problems))
         model = self.model
         if model.type == "saccade":
+            _check(
+                list(self.data.input_size) == [255, 255],
+                f"model.type saccade trains on 255 x 255 crops (the official sampler's object sizes are set for "
+                f"them): data.input_size must be [255, 255], got {self.data.input_size}",
+            )
             ranges = self.data.att_ranges
             _check(
                 len(ranges) == model.depth and all(len(r) == 2 and 0 <= r[0] <= r[1] for r in ranges),

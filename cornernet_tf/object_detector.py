@@ -296,7 +296,16 @@ class ObjectDetector(keras.Model):
 
     def fit(self, x: Any = None, y: Any = None, validation_data: Any = None, **kwargs) -> keras.callbacks.History:
         """Keras' fit; arrays (and lists per image, ragged tensors) are densified and checked
-        first, each problem a ValueError naming the sample (`ground_truth.check_batch`)."""
+        first, each problem a ValueError naming the sample (`ground_truth.check_batch`).
+        CornerNet-Saccade trains with `python -m cornernet_tf.train` only: its samples are crops
+        around a reference object, with ignore maps and attention targets, which the Keras-style
+        {"boxes", "labels"} batches and `TrainingAugmentation` do not make."""
+        if self.config.model.type == "saccade":
+            raise ValueError(
+                "ObjectDetector.fit does not train CornerNet-Saccade (its sampler crops around reference objects "
+                "and draws attention targets); train it with python -m cornernet_tf.train --config <saccade config>, "
+                "then ObjectDetector.from_preset(<model_dir>) predicts with it"
+            )
         x, y = self.checked_batch(x, y)
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras would warn

@@ -218,3 +218,25 @@ def test_a_split_is_required_only_where_it_is_read(tmp_path):
     assert split_files(coco, "val").annotations == "a.json"
     with pytest.raises(ValueError, match="data.train_annotations and data.train_images must be set"):
         split_files(coco, "train")
+
+
+def test_saccade_test_settings_are_checked():
+    config = load_config("saccade_coco")
+    assert config.detection.test_mode == "saccade" and config.detection.att_max_crops == 30
+    problems = {
+        "detection.flip=true": "detection.flip must be false with test_mode saccade",
+        "detection.att_scales=[[1, 2]]": r"detection.att_scales needs one row of 3 positive zooms",
+        "detection.att_thresholds=[0.3, 0.5]": r"detection.att_scales needs one row of 3 positive zooms .* per round",
+        "detection.att_max_crops=-1": "detection.att_max_crops must be >= 1",
+        "detection.att_max_crops=0": "detection.att_max_crops must be >= 1",
+        "model.type=squeeze": "detection.test_mode saccade needs model.type saccade",
+    }
+    for override, message in problems.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config("saccade_coco", [override])
+    with pytest.raises(ConfigError, match=r"att_nms_ks needs one kernel per attention map \(model.depth = 3\)"):
+        load_config("saccade_coco", ["detection.att_nms_ks=[3, 3]", "detection.att_scales=[[1, 2]]"])
+    two_rounds = load_config(
+        "saccade_coco", ["detection.att_thresholds=[0.3, 0.5]", "detection.att_scales=[[1, 2, 4], [2, 4, 8]]"]
+    )
+    assert two_rounds.detection.att_scales == [[1.0, 2.0, 4.0], [2.0, 4.0, 8.0]]

@@ -135,10 +135,16 @@ def export_portable(
         The version folder.
 
     Raises:
-        ValueError: A request the format cannot hold, a network on the compiled corner-pool op,
-            or a version below 1 (see `portable.export_portable`).
+        ValueError: A request the format cannot hold (the saccade test among them), a network
+            on the compiled corner-pool op, or a version below 1 (see `portable.export_portable`).
         FileExistsError: The version already exists.
     """
+    if config.detection.test_mode == "saccade":
+        raise ValueError(
+            f"a {fmt} export cannot hold the saccade test (a varying number of crops per image, found in loops); "
+            "export a SavedModel, or --set detection.test_mode=resize for the network's single-pass test at "
+            "data.input_size"
+        )
     from cornernet_tf import portable  # imported here: the portable formats are extras
 
     described = {

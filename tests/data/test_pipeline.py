@@ -196,18 +196,24 @@ def test_training_batches_count_every_undecodable_sample_exactly(split_with_bad_
     counts = [(b[1] if isinstance(b, tuple) else b)[pipeline.SKIPPED].numpy() for b in batches]
     assert all(c.shape == (2,) for c in counts)
 
-    bad, expected, kept = {1, 8}, [], 0
-    pending = 0
+    expected = _expected_skip_counts(config, 12)
+    assert np.concatenate(counts).tolist() == expected
+    assert sum(expected) >= 2  # 12 decoded samples span two epochs of 4 good and 2 truncated images
+
+
+def _expected_skip_counts(config, samples: int) -> list[int]:
+    """For each of the first `samples` decoded samples of split_with_bad_files' training stream,
+    how many truncated images (ids 1 and 8) came just before it, from the stream's image order."""
+    expected, pending = [], 0
     for image_id in _stream_ids(config, 40):
-        if image_id in bad:
+        if image_id in {1, 8}:
             pending += 1
             continue
         expected.append(pending)
-        pending, kept = 0, kept + 1
-        if kept == 12:
+        pending = 0
+        if len(expected) == samples:
             break
-    assert np.concatenate(counts).tolist() == expected
-    assert sum(expected) >= 2  # 12 decoded samples span two epochs of 4 good and 2 truncated images
+    return expected
 
 
 def _eval_ids(config, **kwargs) -> list[int]:
@@ -412,3 +418,55 @@ def test_unusable_settings_are_named(shapes_dir):
     two_classes = _shapes_train_spec(targets=dataclasses.replace(_shapes_train_spec().targets, num_classes=2))
     with pytest.raises(ValueError, match="has 3 classes but model.num_classes is 2; set model.num_classes=3"):
         pipeline.train_dataset(val_files, two_classes, batch_size=2)
+
+
+SACCADE = ["model.type=saccade", "data.input_size=[255, 255]"]
+
+
+def test_saccade_batches_hold_ignore_maps_and_attention_targets_and_finish_on_device_alike(shapes_dir):
+    config = _shapes_config(shapes_dir, "data.deterministic=true", *SACCADE)
+    spec = data_tasks.train_input(config)
+    assert spec.saccade.att_ratios == (16, 8, 4) and spec.saccade.att_sizes == ((16, 16), (32, 32), (64, 64))
+    assert spec.targets.coordinate_dtype == "float64"
+    raw = next(iter(data_tasks.train_dataset(config, batch_size=3, finish_on_device=True)))
+    assert raw["positive"].dtype == tf.bool and raw["positive"].shape == (3, 16)
+    images, targets = data_tasks.batch_finisher(config)(raw)
+    assert images.shape == (3, 255, 255, 3)
+    shapes_of = {key: tuple(value.shape) for key, value in targets.items()}
+    assert shapes_of["tl_valid"] == shapes_of["tl_heatmap"] == (3, 64, 64, 3)
+    assert [shapes_of[f"attention_{j}"] for j in range(3)] == [(3, 16, 16, 1), (3, 32, 32, 1), (3, 64, 64, 1)]
+    # every box of a sample marks an attention cell; only its positive boxes get object rows
+    positives = raw["positive"].numpy() & (np.arange(16) < raw["num_boxes"].numpy()[:, None])
+    assert targets["mask"].numpy().sum(axis=1).tolist() == positives.sum(axis=1).tolist()
+    assert sum(targets[f"attention_{j}"].numpy().sum() for j in range(3)) >= raw["num_boxes"].numpy().sum()
+    host_images, host_targets = next(iter(data_tasks.train_dataset(config, batch_size=3)))
+    np.testing.assert_array_equal(images.numpy(), host_images.numpy())
+    for key in targets:
+        np.testing.assert_array_equal(targets[key].numpy(), host_targets[key].numpy(), err_msg=key)
+
+
+def test_saccade_stream_counts_skipped_samples_and_resumes_exactly(split_with_bad_files):
+    config = _coco_config(*split_with_bad_files, "data.deterministic=true", *SACCADE)
+    full = [
+        (images.numpy(), targets["attention_2"].numpy(), targets[pipeline.SKIPPED].numpy())
+        for images, targets in data_tasks.train_dataset(config, batch_size=2).take(6)
+    ]
+    assert np.concatenate([counts for *_, counts in full]).tolist() == _expected_skip_counts(config, 12)
+    skipped_before = int(sum(counts.sum() for *_, counts in full[:3]))
+    assert skipped_before > 0
+    resumed = [
+        (images.numpy(), targets["attention_2"].numpy())
+        for images, targets in data_tasks.train_dataset(
+            config, batch_size=2, start_step=3, skipped_samples=skipped_before
+        ).take(3)
+    ]
+    for (images, attention), (want_images, want_attention, _) in zip(resumed, full[3:], strict=True):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(attention, want_attention)
+
+
+def test_saccade_needs_255_crops_and_one_attention_range_per_level():
+    with pytest.raises(ValueError, match=r"data.input_size must be \[255, 255\], got \[128, 128\]"):
+        _config("model.type=saccade")
+    with pytest.raises(ValueError, match=r"data.att_ranges needs one \[min, max\] object side per attention map"):
+        _config(*SACCADE, "data.att_ranges=[[0, 32]]")
