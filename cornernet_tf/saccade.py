@@ -482,19 +482,26 @@ def _run_network(
 ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """One network call on a round's crops, normalized; attention maps after `attention_nms`.
 
-    The crop count is dynamic: an empty round still calls the network, on one zero crop whose
-    outputs are dropped, so the graph needs no branch on it (the official code skips it).
+    The crop count is dynamic; a round without crops skips the network (as the official code
+    does) and gives empty detections and maps of the shapes the network would have given.
     """
     count = tf.shape(crops)[0]
     mean = tf.constant(settings.mean, tf.float32)
     std = tf.constant(settings.std, tf.float32)
-    dummy = tf.zeros(tf.concat([[tf.maximum(1 - count, 0)], tf.shape(crops)[1:]], axis=0))
-    batch = tf.concat([_divide(crops - mean, std), dummy], axis=0)
-    dets, atts = detect_crops(batch, with_attention)
-    dets = tf.reshape(tf.cast(dets, tf.float32)[:count], [count, -1, 8])
-    if not with_attention:
-        return dets, []
-    return dets, [attention_nms(att[:count], k) for att, k in zip(atts, settings.att_nms_ks)]
+    rows = min(settings.num_dets, settings.top_k**2)
+    sides = [settings.output_size * settings.att_ratios[-1] // ratio for ratio in settings.att_ratios]
+
+    def run() -> tuple[tf.Tensor, list[tf.Tensor]]:
+        dets, atts = detect_crops(_divide(crops - mean, std), with_attention)
+        dets = tf.reshape(tf.cast(dets, tf.float32)[:count], [count, rows, 8])
+        return dets, [tf.reshape(att[:count], [count, side, side, 1]) for att, side in zip(atts, sides)] if atts else []
+
+    def nothing() -> tuple[tf.Tensor, list[tf.Tensor]]:
+        maps = [tf.zeros([0, side, side, 1]) for side in sides] if with_attention else []
+        return tf.zeros([0, rows, 8]), maps
+
+    dets, atts = tf.cond(count > 0, run, nothing)
+    return dets, [attention_nms(att, k) for att, k in zip(atts, settings.att_nms_ks)]
 
 
 def saccade_detect(
