@@ -2,6 +2,8 @@
 
     python benchmarks/saccade_vs_cornernet.py [--minutes 10] [--val_images 200] [--rounds 3] [--work_dir DIR]
     python benchmarks/saccade_vs_cornernet.py --skip_training --work_dir DIR   # re-evaluate the kept checkpoints
+    python benchmarks/saccade_vs_cornernet.py --skip_training --work_dir DIR --saccade_set detection.init_sizes=[192]
+    python benchmarks/saccade_vs_cornernet.py --skip_training --work_dir DIR --val_scale 2   # the val scenes at 768 px
     python benchmarks/saccade_vs_cornernet.py --minutes 0.5 --val_images 8 --train_images 64 --rounds 2   # smoke run
 
 The CornerNet-Lite paper's claim in miniature: CornerNet-Saccade, trained for the same time as a
@@ -71,6 +73,7 @@ import time
 import cornernet_tf  # noqa: F401 (before TensorFlow: the CPU runtime set-up a user of the package gets)
 
 # isort: split
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -78,7 +81,7 @@ import tensorflow as tf
 from cornernet_tf import inference, saccade
 from cornernet_tf.config import Config, load_config
 from cornernet_tf.data.image_info import IMAGE_INFO_SIZE, ORIGINAL_HEIGHT, ORIGINAL_WIDTH
-from cornernet_tf.tasks.data import dataset_info, eval_dataset
+from cornernet_tf.tasks.data import dataset_info, eval_dataset, split_files
 from cornernet_tf.tasks.evaluation import evaluate_model, with_test_overrides
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import SAVED_CONFIG, load_weights
@@ -249,6 +252,27 @@ def detector(model: keras.Model, config: Config) -> tf.types.experimental.Generi
     return tf.function(lambda images, info: inference.detect(model, images, info, detection), input_signature=spec)
 
 
+def scaled_val_split(config: Config, scale: float, work_dir: pathlib.Path) -> list[str]:
+    """The config's val split with every image resized by `scale` (bilinear) and its boxes scaled,
+    written once as a COCO split under `work_dir`; returns the overrides that evaluate on it."""
+    files = split_files(config, "val")
+    folder = work_dir / f"val_x{scale:g}"
+    annotations_path = folder / "instances_val.json"
+    if not annotations_path.is_file():
+        dataset = json.loads(pathlib.Path(files.annotations).read_text())
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        for image in dataset["images"]:
+            pixels = cv2.imread(str(pathlib.Path(files.images) / image["file_name"]))
+            size = (round(image["width"] * scale), round(image["height"] * scale))
+            cv2.imwrite(str(folder / "images" / image["file_name"]), cv2.resize(pixels, size))
+            image["width"], image["height"] = size
+        for annotation in dataset["annotations"]:
+            annotation["bbox"] = [value * scale for value in annotation["bbox"]]
+            annotation["area"] *= scale * scale
+        annotations_path.write_text(json.dumps(dataset))
+    return ["data.dataset=coco", f"data.val_annotations={annotations_path}", f"data.val_images={folder / 'images'}"]
+
+
 def val_inputs(config: Config) -> list[tuple[int, tf.Tensor, tf.Tensor]]:
     """(image id, images [1, H, W, 3], image_info [1, 6]) of the evaluated val images, in memory."""
     return [(int(meta["image_id"][0]), images, meta["image_info"]) for images, meta in eval_dataset(config, "val", 1)]
@@ -376,11 +400,13 @@ class Result:
     round_times: list[float] = dataclasses.field(default_factory=list)
 
 
-def load_run(key: str, work_dir: pathlib.Path, val_images: int) -> tuple[keras.Model, Config, dict]:
+def load_run(
+    key: str, work_dir: pathlib.Path, val_images: int, overrides: list[str]
+) -> tuple[keras.Model, Config, dict]:
     model_dir = work_dir / key
     if not (model_dir / TRAIN_INFO).is_file():
         sys.exit(f"no finished run in {model_dir} ({TRAIN_INFO} missing); train first, without --skip_training")
-    config = with_test_overrides(load_config(model_dir / SAVED_CONFIG), max_images=val_images)
+    config = with_test_overrides(load_config(model_dir / SAVED_CONFIG, overrides), max_images=val_images)
     model = build_model(config.model)
     print(f"{MODELS[key][1]}: weights {load_weights(model, model_dir)}", flush=True)
     return model, config, json.loads((model_dir / TRAIN_INFO).read_text())
@@ -391,14 +417,15 @@ def _span(values: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
     return f"{median:{fmt}} ({min(values) * scale:{fmt}}-{max(values) * scale:{fmt}})"
 
 
-def _test_description(config: Config) -> str:
+def _test_description(config: Config, val_scale: float) -> str:
     detection = config.detection
     if detection.test_mode == "saccade":
         return (
             f"saccade: init_sizes {detection.init_sizes}, at most {detection.att_max_crops} crops of "
             f"{config.data.input_size[0]} px"
         )
-    side = [s | (config.model.size_divisor - 1) for s in (config.data.shapes_image_size,) * 2]
+    image_side = round(config.data.shapes_image_size * val_scale)
+    side = [image_side | (config.model.size_divisor - 1)] * 2
     return (
         f"{detection.test_mode}: scales {detection.scales}, flip {str(detection.flip).lower()} "
         f"({side[0]} x {side[1]} input)"
@@ -439,7 +466,7 @@ def report(results: dict[str, Result], breakdown: dict, args: argparse.Namespace
         lambda r: f"{r.train['fit_seconds']:.0f} s of {r.train['budget_seconds']:.0f} s",
     )
     row("steps", steps)
-    row("test", lambda r: _test_description(r.config))
+    row("test", lambda r: _test_description(r.config, args.val_scale))
     images = int(sac.metrics["num_images"])
     for name in ("AP", "AP50", "AP_small"):
         row(f"val {name} ({images} images)", lambda r, name=name: f"{r.metrics[name]:.3f}")
@@ -483,7 +510,11 @@ def evaluate(args: argparse.Namespace) -> None:
     work_dir = pathlib.Path(args.work_dir)
     results, models, inputs = {}, {}, {}
     for key, (_, label) in MODELS.items():
-        model, config, info = load_run(key, work_dir, args.val_images)
+        overrides = args.saccade_set if key == "saccade" else args.cornernet_set
+        if args.val_scale != 1:
+            saved = load_config(work_dir / key / SAVED_CONFIG)
+            overrides = [*overrides, *scaled_val_split(saved, args.val_scale, work_dir)]
+        model, config, info = load_run(key, work_dir, args.val_images, overrides)
         metrics, _ = evaluate_model(model, config)
         print(f"{label}: val AP {metrics['AP']:.3f}, AP_small {metrics['AP_small']:.3f}", flush=True)
         results[key] = Result(label, config, model.count_params(), info, metrics)
@@ -524,6 +555,20 @@ def main() -> None:
         "instead of the config's 2000 + 200 (smoke runs)",
     )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads of the timing (0 = TF's default)")
+    parser.add_argument(
+        "--val_scale",
+        type=float,
+        default=1.0,
+        help="evaluate and time on the val images resized by this factor (boxes too): the same scenes, larger",
+    )
+    for key in MODELS:
+        parser.add_argument(
+            f"--{key}_set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a test-time override of the {MODELS[key][1]} run's config (e.g. detection.att_max_crops=4)",
+        )
     parser.add_argument("--worker", choices=["train"], help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=list(MODELS), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -185,3 +185,17 @@ def test_portable_formats_and_keras_fit_refuse_saccade_in_one_line(model_dir, tm
     detector = ObjectDetector(load_config(model_dir / "config.yaml"))
     with pytest.raises(ValueError, match="ObjectDetector.fit does not train CornerNet-Saccade"):
         detector.fit(np.zeros((1, 255, 255, 3), np.uint8), {"boxes": np.zeros((1, 1, 4)), "labels": np.zeros((1, 1))})
+
+
+def test_keras_object_detector_predicts_like_the_saved_model(base, model_dir, config):
+    """ObjectDetector.from_preset(run folder).predict runs the saccade test as the export does."""
+    loaded = tf.saved_model.load(str(base / "1"))
+    want = {k: v.numpy() for k, v in loaded.signatures["serving_tensor"](images=tf.constant(PIXELS)).items()}
+    detector = ObjectDetector.from_preset(model_dir, config=config)
+    found = detector.predict(PIXELS, verbose=0)
+    count = want["num_detections"].astype(int)
+    np.testing.assert_array_equal(found["num_detections"], count)
+    for row in range(len(PIXELS)):
+        np.testing.assert_allclose(
+            found["confidence"][row, : count[row]], want["detection_scores"][row, : count[row]], atol=1e-5
+        )
