@@ -99,6 +99,7 @@ def decode_to_image(
         nms_kernel=settings.nms_kernel,
         ae_threshold=settings.ae_threshold,
         num_dets=settings.num_dets,
+        no_border=settings.no_border,
     )
     map_hw = tf.shape(outputs["tl_heatmap"])[1:3]
     stride = info_lib.map_stride(tf.shape(images)[1:3], map_hw)
@@ -151,11 +152,17 @@ def suppress(dets: decode.Detections, settings: DetectionConfig) -> decode.Detec
         max_detections=settings.max_detections,
         score_threshold=settings.score_threshold,
     )
-    valid = kept["valid"] & (kept["scores"] >= settings.score_threshold)
+    return final_rows(kept, kept["valid"], settings.score_threshold)
+
+
+def final_rows(dets: decode.Detections, found: tf.Tensor, score_threshold: float) -> decode.Detections:
+    """Rows [B, M] of `dets` that were `found` and score at least `score_threshold`, the others
+    emptied (score 0, box 0, class 0, `valid` False): what every test path returns."""
+    valid = found & (dets["scores"] >= score_threshold)
     return {
-        "boxes": tf.where(valid[..., None], kept["boxes"], 0.0),
-        "scores": tf.where(valid, kept["scores"], 0.0),
-        "classes": tf.where(valid, kept["classes"], 0),
+        "boxes": tf.where(valid[..., None], dets["boxes"], 0.0),
+        "scores": tf.where(valid, dets["scores"], 0.0),
+        "classes": tf.where(valid, dets["classes"], 0),
         "valid": valid,
     }
 
@@ -283,10 +290,11 @@ def detect_saccade(
     def one(args: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         image, info = args
         hw = tf.cast(info[info_lib.ORIGINAL_HEIGHT : info_lib.ORIGINAL_WIDTH + 1], tf.int32)
-        found = saccade.saccade_detect(image[: hw[0], : hw[1]] * 255.0, detect_crops, search)
+        # the image's own 0..255 values again (exact for 8-bit images), as the official test reads them
+        pixels = tf.round(image[: hw[0], : hw[1]] * 255.0)
+        found = saccade.saccade_detect(pixels, detect_crops, search)
         scores, order = tf.math.top_k(found["scores"], k=tf.minimum(rows, tf.shape(found["scores"])[0]))
-        size = tf.cast(tf.reverse(hw, [0]), tf.float32)  # (width, height)
-        boxes = tf.clip_by_value(tf.gather(found["boxes"], order), 0.0, tf.tile(size, [2]))
+        boxes = info_lib.clip_to_image(tf.gather(found["boxes"], order), info)
         pad = rows - tf.shape(scores)[0]
         return (
             tf.pad(boxes, [[0, pad], [0, 0]]),
@@ -304,10 +312,5 @@ def detect_saccade(
         ),
         parallel_iterations=1,
     )
-    valid = scores >= settings.score_threshold
-    return {
-        "boxes": tf.where(valid[..., None], boxes, 0.0),
-        "scores": tf.where(valid, scores, 0.0),
-        "classes": tf.where(valid, classes, 0),
-        "valid": valid,
-    }
+    dets = {"boxes": boxes, "scores": scores, "classes": classes}
+    return final_rows(dets, tf.ones_like(scores, tf.bool), settings.score_threshold)

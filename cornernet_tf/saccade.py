@@ -524,7 +524,7 @@ def saccade_detect(
         detect_crops: The network: (normalized crops [n, S, S, 3] float32, with_attention) ->
             (detections [n, K, 8] float32 in output-map pixels, see `decoded_to_official`;
             sigmoid attention maps [n, h_j, w_j, 1] coarsest first, or None without attention).
-            It must accept any n >= 1.
+            It is called with n >= 1 crops only.
         settings: The test settings; None: the official ones (`SaccadeSettings()`).
 
     Returns:
@@ -532,8 +532,14 @@ def saccade_detect(
         `classes` [M] int32 (0-based), classes ascending and soft-NMS order within a class;
         `locations` and `offsets`: per round, the cropped locations ([n, 3] float32 in the first
         pass, then [n, 4] float64 (y, x, scale, score)) and their window origins [n, 2] float32.
+
+    Raises:
+        ValueError: Unusable settings (`SaccadeSettings.problems`).
     """
     settings = settings or SaccadeSettings()
+    problems = settings.problems()
+    if problems:
+        raise ValueError("saccade_detect: unusable settings: " + "; ".join(problems))
     image_hw = tf.shape(image)[:2]
     image = _divide(tf.cast(image, tf.float64), tf.constant(255.0, tf.float64))
     sizes = tf.constant(settings.init_sizes, tf.float64)

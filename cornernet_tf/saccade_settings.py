@@ -1,7 +1,8 @@
 """Test-time settings of CornerNet-Saccade (`saccade.saccade_detect`), the official values by default.
 
-Standard library only, so the configuration layer can hold them without importing TensorFlow.
-The defaults are those of the official `configs/CornerNet_Saccade.json` and
+Standard library only, as `detection_config`: `inference.saccade_settings` fills one from a run's
+`DetectionConfig` and its model's geometry, and a direct caller of `saccade_detect` can build one
+without a config. The defaults are those of the official `configs/CornerNet_Saccade.json` and
 `core/dbs/detection.py` (tests/fixtures/official/README.md, "Official hyperparameters"), plus
 the values the official test code hard-codes (`no_border`, soft-NMS sigma 0.7).
 """

@@ -97,7 +97,8 @@ def test_cli_converts_a_saccade_checkpoint(tiny_ref, tiny_params, tmp_path):
     model_config = config_from_official(reference_config(tiny_ref))
     fields = ("type", "num_classes", "depth", "nstack", "dims", "modules", "cnv_dim", "pre_dims", "pool_dim", "att_dim")
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump({"model": {k: getattr(model_config, k) for k in fields}}))
+    sections = {"model": {k: getattr(model_config, k) for k in fields}, "data": {"input_size": [255, 255]}}
+    config_path.write_text(yaml.safe_dump(sections))
     checkpoint = tmp_path / "ckpt.npz"
     np.savez(checkpoint, **{f"module.{k}": v for k, v in tiny_params.items()})
     out = tmp_path / "tiny.weights.h5"

@@ -448,6 +448,8 @@ def test_default_settings_are_the_official_configuration():
     official = dataclasses.replace(SaccadeSettings(), mean=BGR_MEAN, std=BGR_STD)
     assert official_settings(cases["e2e"][0]) == official and not official.problems()
     assert SaccadeSettings(att_thresholds=(0.3, 0.3)).problems()  # one att_scales entry per round
+    with pytest.raises(ValueError, match="saccade_detect: unusable settings: att_scales needs one entry per"):
+        saccade.saccade_detect(np.zeros((8, 8, 3), np.uint8), None, SaccadeSettings(att_thresholds=(0.3, 0.3)))
 
 
 def merge_numpy(dets: np.ndarray, num_classes: int, max_per_image: int) -> np.ndarray:
