@@ -34,7 +34,7 @@ Evaluation is `tasks.evaluation.evaluate_model` on the first `--val_images` val 
 AP50, AP_small). The CPU test time per image is measured after it, in this process, over the
 same val images already decoded (image reading is left out), interleaved: each round times one
 detector over every image then the other, the order alternating by round; a detector is the
-tf.function evaluate_model runs (`inference.detect_saccade` / `inference.detect`, batch 1) and
+tf.function evaluate_model runs (`tasks.evaluation.batch_detector`, batch 1) and
 an image's time ends when its detections are numpy arrays. The table gives the median over the
 rounds of each round's mean time per image, and the range.
 
@@ -80,9 +80,9 @@ import tensorflow as tf
 
 from cornernet_tf import inference, saccade
 from cornernet_tf.config import Config, load_config
-from cornernet_tf.data.image_info import IMAGE_INFO_SIZE, ORIGINAL_HEIGHT, ORIGINAL_WIDTH
+from cornernet_tf.data.image_info import ORIGINAL_HEIGHT, ORIGINAL_WIDTH
 from cornernet_tf.tasks.data import dataset_info, eval_dataset, split_files
-from cornernet_tf.tasks.evaluation import evaluate_model, with_test_overrides
+from cornernet_tf.tasks.evaluation import batch_detector, evaluate_model, with_test_overrides
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import SAVED_CONFIG, load_weights
 
@@ -238,18 +238,8 @@ def train(key: str, args: argparse.Namespace) -> None:
 
 
 def detector(model: keras.Model, config: Config) -> tf.types.experimental.GenericFunction:
-    """The detections of one batch as `evaluate_model` computes them (`detect_saccade` for the
-    saccade test, `detect` for one scale otherwise), as one tf.function."""
-    spec = (tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, IMAGE_INFO_SIZE]))
-    detection, data = config.detection, config.data
-    if detection.test_mode == "saccade":
-        return tf.function(
-            lambda images, info: inference.detect_saccade(
-                model, images, info, detection, data.input_size, data.mean, data.std
-            ),
-            input_signature=spec,
-        )
-    return tf.function(lambda images, info: inference.detect(model, images, info, detection), input_signature=spec)
+    """The detections of one batch as `evaluate_model` computes them, for one test scale."""
+    return batch_detector(model, config.detection, 1, config.data)
 
 
 def scaled_val_split(config: Config, scale: float, work_dir: pathlib.Path) -> list[str]:
@@ -282,7 +272,7 @@ def time_round(detect, inputs: list) -> float:
     """Mean seconds per image of `detect` over `inputs`, each until its detections are numpy."""
     start = time.perf_counter()
     for _, images, info in inputs:
-        [value.numpy() for value in detect(images, info).values()]
+        [value.numpy() for value in detect([(images, info)]).values()]
     return (time.perf_counter() - start) / len(inputs)
 
 

@@ -52,9 +52,10 @@ def restore_image(image: np.ndarray, image_info: np.ndarray, mean: Sequence[floa
     )
 
 
-def _detector(model: Model, settings: DetectionConfig, num_scales: int, data: DataConfig):
+def batch_detector(model: Model, settings: DetectionConfig, num_scales: int, data: DataConfig):
     """`detect_multiscale` (test_mode "saccade": `detect_saccade`) as one tf.function for any
-    batch and image size (no retracing)."""
+    batch and image size (no retracing), called with [(images, image_info)] per test scale: what
+    `evaluate_model` runs, and the benchmarks time."""
     spec = (tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, info_lib.IMAGE_INFO_SIZE]))
     if settings.test_mode == "saccade":
         preprocessing = (tuple(data.input_size), tuple(data.mean), tuple(data.std))
@@ -130,7 +131,7 @@ def evaluate_model(
     config = with_test_overrides(config, flip=flip, scales=scales, max_images=max_images)
     detection, data, info = config.detection, config.data, dataset_info(config, split)
     datasets = [eval_dataset(config, split, batch_size, scale) for scale in detection.scales]
-    detector = _detector(model, detection, len(datasets), data)
+    detector = batch_detector(model, detection, len(datasets), data)
     # the inputs drawn on: normalized, except the saccade test's images in [0, 1]
     mean, std = ((0.0,) * 3, (1.0,) * 3) if detection.test_mode == "saccade" else (data.mean, data.std)
     shown = int(np.argmin([abs(scale - 1.0) for scale in detection.scales]))
