@@ -141,6 +141,7 @@ class TorchCornerNet(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
         dim, n = c.dims[0], c.nstack
+        hidden = dim if c.head_dim is None else c.head_dim
         self.pre = nn.Sequential(Convolution(7, 3, c.pre_dims[0], stride=2), Residual(c.pre_dims[0], dim, stride=2))
         self.kps = nn.ModuleList(Hourglass(c.dims, c.modules) for _ in range(n))
         self.cnvs = nn.ModuleList(Convolution(3, dim, c.cnv_dim) for _ in range(n))
@@ -156,7 +157,7 @@ class TorchCornerNet(nn.Module):
                 self, f"{corner}_cnvs", nn.ModuleList(CornerPool(c.cnv_dim, c.pool_dim, directions) for _ in range(n))
             )
             for kind, out, bias in (("heats", c.num_classes, c.heatmap_bias), ("tags", 1, 0.0), ("regrs", 2, 0.0)):
-                setattr(self, f"{corner}_{kind}", nn.ModuleList(head(c.cnv_dim, dim, out, bias) for _ in range(n)))
+                setattr(self, f"{corner}_{kind}", nn.ModuleList(head(c.cnv_dim, hidden, out, bias) for _ in range(n)))
 
     def forward(self, images: torch.Tensor) -> list[Maps]:
         inter = self.pre(images)

@@ -53,6 +53,9 @@ class ModelConfig:
     cnv_dim: int = 256
     pre_dims: list[int] = dataclasses.field(default_factory=lambda: [128, 256])
     pool_dim: int = 128
+    # hidden width of the prediction heads; None: dims[0], the official networks' rule (mmdetection
+    # hard-codes 256 whatever the backbone)
+    head_dim: int | None = None
     corner_pool: Literal["auto", "op", "vectorized", "scan"] = "auto"
     heatmap_bias: float = -2.19
     att_dim: int = 256  # saccade: hidden width of the attention heads
@@ -78,6 +81,7 @@ class ModelConfig:
             values = getattr(self, name)
             _check(all(v >= 1 for v in values), f"model.{name} must be positive, got {values}")
         _check(self.cnv_dim >= 1 and self.pool_dim >= 1, "model.cnv_dim and pool_dim must be >= 1")
+        _check(self.head_dim is None or self.head_dim >= 1, f"model.head_dim must be >= 1 or null, got {self.head_dim}")
         _check(self.att_dim >= 1, f"model.att_dim must be >= 1, got {self.att_dim}")
         if self.type == "squeeze":
             odd = [d for d in self.dims if d % 2]
@@ -135,6 +139,10 @@ class DataConfig:
     # Normalization of RGB images in [0, 1]: the original's BGR constants, reordered to RGB.
     mean: list[float] = dataclasses.field(default_factory=lambda: [0.47026115, 0.44719302, 0.40789654])
     std: list[float] = dataclasses.field(default_factory=lambda: [0.27809835, 0.27408164, 0.28863828])
+    # The canvas around an image (test padding, batch padding, training crops past the image):
+    # black pixels, the official code's (-mean / std once normalized), or the normalization mean,
+    # mmdetection's (exactly 0 once normalized, and not colour-jittered in training).
+    pad_value: Literal["black", "mean"] = "black"
     shuffle_buffer: int = 1000
     num_parallel_calls: int = -1  # -1 = tf.data.AUTOTUNE
     # the training stream's order is the sample index's: runs reproduce and resume exactly (costs
@@ -271,6 +279,11 @@ class Config:
             _check(
                 model.type == "saccade",
                 f"detection.test_mode saccade needs model.type saccade (attention maps), got {model.type!r}",
+            )
+            _check(
+                self.data.pad_value == "black",
+                "detection.test_mode saccade pads its crops black (the official test): data.pad_value must be "
+                f"black, got {self.data.pad_value!r}",
             )
             _check(
                 len(self.detection.att_nms_ks) == model.depth,

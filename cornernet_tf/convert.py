@@ -1,5 +1,5 @@
-"""Official CornerNet / CenterNet / CornerNet-Squeeze / CornerNet-Saccade (PyTorch) weights -> our
-Keras models, and the command line around it.
+"""Official CornerNet / CenterNet / CornerNet-Squeeze / CornerNet-Saccade (PyTorch) weights, and
+mmdetection's CornerNet weights -> our Keras models, and the command line around it.
 
 The official state_dict keys are mapped onto our layers by walking the model: every layer
 mirrors the original's module names (see `cornernet_tf.models`). Conv kernels go from OIHW to
@@ -9,6 +9,11 @@ input channels are reversed: official(x_bgr) == ours(x_bgr[..., ::-1]). CornerNe
 backbone under `hg.` (`hg.pre`, `hg.hgs`, ...) and calls the corner pools `tl_modules` /
 `br_modules` and the offset heads `tl_offs` / `br_offs`; Saccade adds `att_modules.{stack}.{level}`.
 
+mmdetection's CornerNet (`backbone.*` = HourglassNet, `bbox_head.*` = CornerHead) is the official
+network under other module names (`_MMDET_PREFIXES`, `_MMDET_RENAMES`), with one difference that
+matters: it reads RGB (mmdetection's preprocessor converts BGR -> RGB), so its stem is taken as it
+is. `checkpoint_layout` tells the two apart, and `load_official_weights` loads either.
+
     python -m cornernet_tf.convert --config configs/cornernet_hg104_coco.yaml \\
         --checkpoint CornerNet_500000.pkl --out hg104.weights.h5
     python -m cornernet_tf.convert --config centernet_hg104_coco \\
@@ -17,6 +22,9 @@ backbone under `hg.` (`hg.pre`, `hg.hgs`, ...) and calls the corner pools `tl_mo
         --checkpoint CornerNet_Squeeze_500000.pkl --out squeeze.weights.h5
     python -m cornernet_tf.convert --config saccade_coco \\
         --checkpoint CornerNet_Saccade_500000.pkl --out saccade.weights.h5
+    python -m cornernet_tf.convert --config cornernet_hg104_mmdet_coco \\
+        --checkpoint cornernet_hourglass104_mstest_8x6_210e_coco_20200825_150618-79b44c30.pth \\
+        --out hg104_mmdet.weights.h5
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -45,6 +54,7 @@ from cornernet_tf.models import (
     Residual,
 )
 from cornernet_tf.tasks.model import build_model
+from cornernet_tf.torch_checkpoint import read_state_dict
 
 # official BatchNorm2d entry -> Keras BatchNormalization variable
 _BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
@@ -75,7 +85,44 @@ _LITE_TYPES = ("squeeze", "saccade")  # CornerNet-Lite: the backbone under `hg.`
 _LITE_STACK_NAMES = {"tl_cnvs": "tl_modules", "br_cnvs": "br_modules", "tl_regrs": "tl_offs", "br_regrs": "br_offs"}
 _MAX_LISTED = 20
 
+# mmdetection's CornerNet (HourglassNet + CornerHead) names the official modules otherwise. These
+# tables turn an official key into mmdetection's (the table of tests/fixtures/official/README.md,
+# "mmdetection CornerNet", read from right to left), so that a load names every key as the
+# checkpoint spells it. First the one matching prefix ...
+_MMDET_PREFIXES = (
+    ("pre.0.", "backbone.stem.0."),
+    ("pre.1.", "backbone.stem.1.0."),
+    ("kps.", "backbone.hourglass_modules."),
+    ("cnvs.", "backbone.out_convs."),
+    ("inters.", "backbone.inters."),
+    ("inters_.", "backbone.conv1x1s."),
+    ("cnvs_.", "backbone.remap_convs."),
+    *(
+        (f"{corner}_{official}.", f"bbox_head.{corner}_{mmdet}.")
+        for corner in ("tl", "br")
+        for official, mmdet in (("cnvs", "pool"), ("heats", "heat"), ("tags", "emb"), ("regrs", "off"))
+    ),
+)
+# ... then every renaming inside a module: mmdetection wraps a conv and its BN (or a conv alone)
+# in a ConvModule (`.conv`, `.bn`) where the official code has a Sequential (`.0`, `.1`) or a
+# bare Conv2d / BatchNorm2d.
+_MMDET_RENAMES = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^(backbone\.(?:conv1x1s|remap_convs)\.\d+)\.0\.", r"\1.conv."),
+        (r"^(backbone\.(?:conv1x1s|remap_convs)\.\d+)\.1\.", r"\1.bn."),
+        (r"^(bbox_head\.(?:tl|br)_(?:heat|emb|off)\.\d+\.1)\.", r"\1.conv."),  # a head's last conv
+        (r"\.skip\.", ".downsample."),  # a residual block's projection
+        (r"\.p([12])_conv1\.", r".direction\1_conv."),  # the corner pools' two branches
+        (r"\.p_(conv|bn)1\.", r".aftpool_conv.\1."),
+        (r"^(bbox_head\.(?:tl|br)_pool\.\d+)\.(conv|bn)1\.", r"\1.conv1.\2."),
+    )
+)
+# the modules that make a checkpoint mmdetection's CornerNet
+_MMDET_CORNERNET_PREFIXES = ("backbone.hourglass_modules.", "bbox_head.tl_pool.")
+
 Entry = tuple[str, Any, Callable[[np.ndarray], np.ndarray]]
+Layout = Literal["official", "mmdetection"]
 
 
 def _identity(a: np.ndarray) -> np.ndarray:
@@ -192,11 +239,39 @@ def official_entries(model: CornerNet) -> Iterator[Entry]:
     """(official key, our variable, numpy transform) for every weight of a built CornerNet,
     CenterNet, CornerNetSqueeze or CornerNetSaccade (its per-stack layers are listed in
     `model.stack_layer_names`; Saccade's attention heads in `att_modules`)."""
+    return _official_walk(model, _stem_oihw_to_hwio)
+
+
+def mmdetection_entries(model: CornerNet) -> Iterator[Entry]:
+    """(mmdetection key, our variable, numpy transform) for every weight of a built CornerNet:
+    `official_entries` under mmdetection's names, but with the stem's input channels as they
+    are, since mmdetection's CornerNet reads RGB as ours does."""
+    for key, variable, transform in _official_walk(model, _oihw_to_hwio):
+        yield _mmdetection_key(key), variable, transform
+
+
+def _mmdetection_key(key: str) -> str:
+    """An official CornerNet key -> mmdetection's (`_MMDET_PREFIXES`, then `_MMDET_RENAMES`). Keys
+    of modules mmdetection's CornerNet lacks (CenterNet's `ct_*`, CornerNet-Lite's `hg.*`) keep
+    their names, so that a load reports them as missing under the names the model knows."""
+    for official, mmdet in _MMDET_PREFIXES:
+        if key.startswith(official):
+            key = mmdet + key[len(official) :]
+            break
+    else:
+        return key
+    for pattern, replacement in _MMDET_RENAMES:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def _official_walk(model: CornerNet, stem_transform: Callable[[np.ndarray], np.ndarray]) -> Iterator[Entry]:
+    """`official_entries`, the stem conv's kernel read with `stem_transform`."""
     lite = model_type_of(model) in _LITE_TYPES
     hg, hourglasses = ("hg.", "hg.hgs") if lite else ("", "kps")
     stack_names = _LITE_STACK_NAMES if lite else {}
     backbone = model.backbone
-    yield from _conv_bn_relu(f"{hg}pre.0", backbone.pre[0], _stem_oihw_to_hwio)
+    yield from _conv_bn_relu(f"{hg}pre.0", backbone.pre[0], stem_transform)
     for i, layer in enumerate(backbone.pre[1:], start=1):
         yield from _residual(f"{hg}pre.{i}", layer)
     for s, module in enumerate(backbone.kps):
@@ -221,7 +296,9 @@ def official_entries(model: CornerNet) -> Iterator[Entry]:
 
 
 def _read_source(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, np.ndarray]:
-    """A flat {official key: array} from a dict, a .npz, or a torch .pkl/.pth/.pt checkpoint."""
+    """A flat {key: array} from a dict, a .npz, or a PyTorch .pkl/.pth/.pt checkpoint (its
+    `state_dict` when it holds one, as mmcv / mmdetection checkpoints do), read without PyTorch
+    (`torch_checkpoint`)."""
     if isinstance(source, Mapping):
         return {str(k): np.asarray(v) for k, v in source.items()}
     path = pathlib.Path(source)
@@ -231,19 +308,7 @@ def _read_source(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, np.
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     if path.suffix in (".pkl", ".pth", ".pt"):
-        try:
-            import torch
-        except ImportError:
-            raise ValueError(
-                f"reading {str(path)!r} needs PyTorch: pip install 'cornernet-tf[torch]' "
-                "(or save the state_dict as .npz)"
-            ) from None
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-            state = state["state_dict"]
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{str(path)!r} does not hold a state_dict (got {type(state).__name__})")
-        return {str(k): v.detach().cpu().numpy() for k, v in state.items()}
+        return read_state_dict(path)
     raise ValueError(f"weights file {str(path)!r}: unsupported suffix {path.suffix!r}; use .npz, .pkl, .pth or .pt")
 
 
@@ -274,27 +339,57 @@ def official_model_type(keys: Iterable[str]) -> str:
     return "centernet" if any(key.startswith("ct_") for key in keys) else "cornernet"
 
 
-def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os.PathLike) -> None:
-    """Assign official CornerNet / CenterNet / CornerNet-Squeeze weights to a built model of the
-    same type, all or nothing.
+def checkpoint_layout(keys: Iterable[str]) -> Layout:
+    """Whose key layout a state_dict's keys (a `module.` prefix allowed) follow: "mmdetection"
+    when they hold a detector's `backbone.*` or `bbox_head.*` (mmdetection's module names, which
+    no official model uses), else "official" (princeton-vl CornerNet / CornerNet-Lite, CenterNet)."""
+    mmdet = any(key.removeprefix("module.").startswith(("backbone.", "bbox_head.")) for key in keys)
+    return "mmdetection" if mmdet else "official"
 
-    source: {official key: array} (NCHW / OIHW, as in the PyTorch state_dict), a .npz of that,
-    or a torch .pkl/.pth/.pt checkpoint (read with torch, imported here only). A `module.`
-    prefix and missing `num_batches_tracked` entries are accepted. Raises ValueError naming
-    every unused checkpoint key, every model weight left unassigned, and every shape mismatch;
-    nothing is assigned in that case.
+
+def _checkpoint_model_type(keys: Iterable[str], layout: Layout) -> str | None:
+    """The model.type of a checkpoint's keys (after `_normalise_keys`) in `layout`; None for an
+    mmdetection detector other than CornerNet, the one of them this package has."""
+    if layout == "official":
+        return official_model_type(keys)
+    keys = list(keys)
+    cornernet = all(any(key.startswith(prefix) for key in keys) for prefix in _MMDET_CORNERNET_PREFIXES)
+    return "cornernet" if cornernet else None
+
+
+def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os.PathLike) -> None:
+    """Assign official CornerNet / CenterNet / CornerNet-Squeeze / CornerNet-Saccade weights, or
+    mmdetection's CornerNet weights, to a built model of the same type, all or nothing.
+
+    source: {key: array} (NCHW / OIHW, as in the PyTorch state_dict), a .npz of that, or a PyTorch
+    .pkl/.pth/.pt checkpoint (read without PyTorch, `torch_checkpoint`). Its key layout is told by
+    `checkpoint_layout`: official keys load through `official_entries` (the stem's input
+    channels reversed, BGR -> RGB), mmdetection's through `mmdetection_entries` (kept: its
+    networks read RGB). A `module.` prefix and missing `num_batches_tracked` entries are
+    accepted. Raises ValueError naming a checkpoint of another model, every unused checkpoint
+    key, every model weight left unassigned, and every shape mismatch, in the checkpoint's own
+    key names; nothing is assigned in that case.
     """
     if not model.built:
         raise ValueError("load_official_weights: build the model first (model.build((None, None, None, 3)))")
     params = _normalise_keys(_read_source(source))
-    entries = list(official_entries(model))
+    layout = checkpoint_layout(params)
+    entries = list(official_entries(model) if layout == "official" else mmdetection_entries(model))
     expected = {key for key, _, _ in entries}
     problems = []
     model_type = model_type_of(model)
-    checkpoint_type = official_model_type(params)
-    if checkpoint_type != model_type:
+    checkpoint_type = _checkpoint_model_type(params, layout)
+    if checkpoint_type is None:
         problems.append(
-            f"this is a {checkpoint_type} checkpoint but a {model_type} model (set model.type={checkpoint_type})"
+            "this is an mmdetection checkpoint, but not of CornerNet (whose keys include "
+            + " and ".join(f"{prefix}*" for prefix in _MMDET_CORNERNET_PREFIXES)
+            + "), the one mmdetection detector that converts"
+        )
+    elif checkpoint_type != model_type:
+        article = "an mmdetection" if layout == "mmdetection" else "a"
+        problems.append(
+            f"this is {article} {checkpoint_type} checkpoint but a {model_type} model "
+            f"(set model.type={checkpoint_type})"
         )
     missing = [f"{key} (for {v.path} {list(v.shape)})" for key, v, _ in entries if key not in params]
     unused = sorted(set(params) - expected)
@@ -319,9 +414,9 @@ def load_official_weights(model: CornerNet, source: Mapping[str, Any] | str | os
     assigned = {id(v) for v, _ in assignments}
     unassigned = [w.path for w in model.weights if id(w) not in assigned]
     if unassigned and not missing:
-        problems.append(f"{len(unassigned)} model weight(s) with no official key: {_listing(unassigned)}")
+        problems.append(f"{len(unassigned)} model weight(s) with no {layout} key: {_listing(unassigned)}")
     if problems:
-        raise ValueError("official weights do not fit this model: " + "; ".join(problems))
+        raise ValueError(f"{layout} weights do not fit this model: " + "; ".join(problems))
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype, copy=False))
 
@@ -383,11 +478,15 @@ def config_from_official(d: Mapping[str, Any], keys: Iterable[str] | None = None
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cornernet_tf.convert",
-        description="Convert an official CornerNet, CenterNet, CornerNet-Squeeze or CornerNet-Saccade checkpoint "
-        "into Keras weights (.weights.h5).",
+        description="Convert an official CornerNet, CenterNet, CornerNet-Squeeze or CornerNet-Saccade checkpoint, "
+        "or an mmdetection CornerNet checkpoint, into Keras weights (.weights.h5).",
     )
     parser.add_argument("--config", default="cornernet_hg104_coco", help="YAML config or bundled config name")
-    parser.add_argument("--checkpoint", required=True, help="official checkpoint: .pkl/.pth (torch) or .npz")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="official or mmdetection checkpoint: .pkl/.pth/.pt (read without PyTorch) or .npz",
+    )
     parser.add_argument("--out", required=True, help="output file, must end with .weights.h5")
     cli.add_override_flag(parser, "model.num_classes=20")
     cli.add_verbose_flag(parser)

@@ -14,7 +14,8 @@ scale (the original "pad" transform), normalized, then decoded by `inference.det
 with the run's `DetectionConfig`: the path evaluation measures. test_mode "saccade" hands the
 image as it is to `inference.detect_saccade` (CornerNet-Saccade's crops, at most
 detection.att_max_crops of them per image, so the graph's work per image is bounded). The SavedModel (`export`), the
-portable formats (`portable`) and `Detector.from_weights` all wrap this module.
+portable formats (`portable`) and `Detector.from_weights` all wrap this module. The "pad" canvas
+and a batch's padding are black, or `Preprocessing.fill` (data.pad_value mean), as evaluation's.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ _IMAGE_SPEC = tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
 class Preprocessing:
     """How an image becomes a network input: input_size [height, width] for the "resize" test
     mode; size_divisor (the network's stride * 2**depth) for "pad"; the normalization mean and
-    std of [0, 1] RGB; the most pixels an encoded image's header may declare before decoding."""
+    std of [0, 1] RGB; the most pixels an encoded image's header may declare before decoding;
+    fill: the colour of the "pad" canvas and of a batch's padding, [0, 1] RGB (None: black, the
+    original's; the normalization mean: mmdetection's, 0 once normalized)."""
 
     input_size: tuple[int, int]
     size_divisor: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     max_image_pixels: int = 40_000_000
+    fill: augment.Fill = None
 
 
 def object_detection_outputs(dets: dict[str, tf.Tensor], image_info: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -91,7 +95,8 @@ class DetectionModule(tf.Module):
             return [augment.eval_resize(image, self.preprocessing.input_size)]
         if self.settings.test_mode == "saccade":
             return [augment.eval_original(image)]
-        return [augment.eval_pad(image, self.preprocessing.size_divisor, scale) for scale in self.test_scales]
+        pre = self.preprocessing
+        return [augment.eval_pad(image, pre.size_divisor, scale, pre.fill) for scale in self.test_scales]
 
     def normalize(self, images: tf.Tensor) -> tf.Tensor:
         """Network inputs in [0, 1] -> what the network was trained on ("saccade": unchanged, its
@@ -102,8 +107,8 @@ class DetectionModule(tf.Module):
 
     def _detect(self, elements: tf.Tensor, to_image: Callable[[tf.Tensor], tf.Tensor]) -> dict[str, tf.Tensor]:
         """Transform each of `elements` [B, ...] (after `to_image`: uint8 [H, W, 3]) on its own,
-        per scale zero-pad the inputs at the bottom/right to a common size (only "pad" inputs
-        differ; the image_info stays valid), normalize, detect over all scales."""
+        per scale pad the inputs at the bottom/right to a common size with the canvas fill (only
+        "pad" inputs differ; the image_info stays valid), normalize, detect over all scales."""
         num_scales = len(self.test_scales)
         info_spec = tf.TensorSpec([info_lib.IMAGE_INFO_SIZE], tf.float32)
 
@@ -117,7 +122,8 @@ class DetectionModule(tf.Module):
         parts = tf.map_fn(
             one, elements, fn_output_signature=(_IMAGE_SPEC, info_spec) * num_scales, parallel_iterations=1
         )
-        inputs = [(self.normalize(parts[2 * s].to_tensor()), parts[2 * s + 1]) for s in range(num_scales)]
+        fill = self.preprocessing.fill
+        inputs = [(self.normalize(augment.pad_batch(parts[2 * s], fill)), parts[2 * s + 1]) for s in range(num_scales)]
         image_info = inputs[0][1]
         if self.settings.test_mode == "saccade":
             pre = self.preprocessing

@@ -11,14 +11,15 @@ from tests.conftest import load_reference, reference_path
 
 
 def read_state_dict_tsv(name: str) -> tuple[list[tuple[str, tuple[int, ...], str]], int]:
-    """(key, shape, kind) rows in official order, and the total parameter count of the footer."""
+    """(key, shape, kind) rows in state_dict order, and the total parameter count of the footer
+    (columns past kind, such as the mmdetection tsv's official_key, are left out)."""
     rows, total = [], None
     for line in reference_path(name).read_text().splitlines():
         if line.startswith("#"):
             fields = dict(f.split("=") for f in line[1:].split() if "=" in f)
             total = int(fields["total_parameter_count"]) if "total_parameter_count" in fields else total
             continue
-        key, shape, _dtype, kind = line.split("\t")
+        key, shape, _dtype, kind, *_ = line.split("\t")
         rows.append((key, tuple(int(s) for s in shape.split(",")) if shape else (), kind))
     return rows, total
 
@@ -66,11 +67,12 @@ def check_parameter_count(model, rows_and_total, expected_total: int) -> None:
     assert sum(int(np.prod(shape)) for _, shape, kind in rows if kind == "parameter") == total
 
 
-def check_every_official_key_maps(model, rows) -> None:
+def check_every_official_key_maps(model, rows, entries_of=official_entries) -> None:
     """Every state_dict key of the tsv (step counters aside) maps onto its own weight of
-    `model`, and its transform turns the official shape into the weight's."""
+    `model`, and its transform turns the checkpoint's shape into the weight's; `entries_of`
+    walks the model in the tsv's key layout (`convert.mmdetection_entries` for mmdetection's)."""
     official = {key: shape for key, shape, _ in rows if not key.endswith("num_batches_tracked")}
-    entries = list(official_entries(model))
+    entries = list(entries_of(model))
     assert [key for key, _, _ in entries if key not in official] == []
     assert sorted(key for key, _, _ in entries) == sorted(official)
     assert len({id(v) for _, v, _ in entries}) == len(model.weights) == len(official)

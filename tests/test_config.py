@@ -38,6 +38,18 @@ def test_paper_settings_of_hg104():
     assert load_config("cornernet_hg52_coco").model.nstack == 1
 
 
+def test_mmdetection_settings_of_hg104():
+    """cornernet_hg104_mmdet_coco: the paper's network with mmdetection's fixed head width, fed
+    mmdetection's ImageNet statistics (0..255 constants / 255), decoded as cornernet_hg104_coco."""
+    paper, mmdet = load_config("cornernet_hg104_coco"), load_config("cornernet_hg104_mmdet_coco")
+    assert paper.model.head_dim is None and mmdet.model.head_dim == 256 and mmdet.model.pool_dim == 128
+    assert dataclasses.replace(mmdet.model, head_dim=None) == paper.model
+    assert [255 * v for v in mmdet.data.mean] == pytest.approx([123.675, 116.28, 103.53], abs=1e-9)
+    assert [255 * v for v in mmdet.data.std] == pytest.approx([58.395, 57.12, 57.375], abs=1e-9)
+    assert mmdet.detection == paper.detection and mmdet.detection.flip
+    assert (paper.data.pad_value, mmdet.data.pad_value) == ("black", "mean")  # 0 once normalized, as mmdetection
+
+
 def test_official_settings_of_cornernet_squeeze():
     c = load_config("squeeze_coco")
     assert c.model.type == "squeeze" and c.model.stride == 8 and c.model.depth == 4
@@ -96,6 +108,9 @@ def test_overrides_are_parsed_as_yaml():
         ("detection.k=0", "detection.k must be >= 1"),
         ("train.batch_size", "must look like section.key=value"),
         ("model.pre_dims=[8, 16]", "must equal model.dims[0]"),
+        ("model.head_dim=0", "model.head_dim must be >= 1 or null, got 0"),
+        ("model.head_dim=1.5", "model.head_dim: expected an integer"),
+        ("data.pad_value=grey", "data.pad_value: 'grey' is not one of"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -230,6 +245,7 @@ def test_saccade_test_settings_are_checked():
         "detection.att_max_crops=-1": "detection.att_max_crops must be >= 1",
         "detection.att_max_crops=0": "detection.att_max_crops must be >= 1",
         "model.type=squeeze": "detection.test_mode saccade needs model.type saccade",
+        "data.pad_value=mean": "detection.test_mode saccade pads its crops black",
     }
     for override, message in problems.items():
         with pytest.raises(ConfigError, match=message):

@@ -34,7 +34,13 @@ JPEGs. `train_transform` is both for one image. In this order:
    only together with colour jitter; here each has its flag.
 
 Evaluation: `eval_resize` and `eval_pad` return the image in [0, 1] and its `image_info`;
-`normalize` is applied to whole (padded) batches.
+`normalize` is applied to whole (padded) batches (`pad_batch`).
+
+The canvas around an image (the window parts outside it, the test padding, a batch's padding)
+is black by default, as in the original: zeros before normalization, and in training jittered
+with the crop. A `Fill` colour paints it instead and keeps it out of the colour change: the
+normalization mean, exactly 0 once normalized, is what mmdetection's test and training crops
+show the network (its photometric distortion runs before its crop pads).
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ EIGENVECTORS_BGR = (
 )
 EIGENVECTORS_RGB = EIGENVECTORS_BGR[::-1]
 GRAY_WEIGHTS_RGB = (0.299, 0.587, 0.114)  # cv2.COLOR_BGR2GRAY, in RGB order
+# The canvas colour outside an image, RGB in [0, 1]; None: black, the original's (module doc).
+Fill = tuple[float, float, float] | None
 
 
 def crop_border(size: tf.Tensor, border: int = BORDER) -> tf.Tensor:
@@ -148,6 +156,31 @@ def resample(canvases: tf.Tensor, boxes: tf.Tensor, output_size: tuple[int, int]
     normalized = boxes / tf.maximum(tf.tile(extent, [2]), 1.0)
     indices = tf.range(tf.shape(canvases)[0])
     return tf.image.crop_and_resize(canvases, normalized, indices, output_size, method="bilinear")
+
+
+def image_masks(image_size: tf.Tensor, canvas_hw: tf.Tensor) -> tf.Tensor:
+    """[B, H, W, 1] uint8: 1 on each image of a batch padded at the bottom/right to `canvas_hw`
+    (image_size [B, 2] its images' (height, width)), 0 on the padding."""
+    rows = tf.sequence_mask(image_size[:, 0], canvas_hw[0])
+    columns = tf.sequence_mask(image_size[:, 1], canvas_hw[1])
+    return tf.cast(rows[:, :, tf.newaxis, tf.newaxis] & columns[:, tf.newaxis, :, tf.newaxis], tf.uint8)
+
+
+def paint_outside(canvas: tf.Tensor, inside: tf.Tensor, fill: tuple[float, float, float]) -> tf.Tensor:
+    """canvas [..., 3k] float (k RGB images side by side on the channels, as the portable graph
+    passes them) with `fill` added where `inside` [..., 1] (the image's share of each pixel, in
+    [0, 1]) is below 1. Where the canvas is black (0) outside the image, that paints it `fill`;
+    inside it adds exactly 0, so the image's pixels keep their bits."""
+    colour = tf.tile(tf.constant(fill, canvas.dtype), [tf.shape(canvas)[-1] // 3])
+    return canvas + (1.0 - tf.cast(inside, canvas.dtype)) * colour
+
+
+def pad_batch(images: tf.RaggedTensor, fill: Fill = None) -> tf.Tensor:
+    """Ragged images [B, (H), (W), 3] -> dense [B, H_max, W_max, 3], each image at the top left
+    (its image_info stays valid) and the rest `fill` (None: zeros, black)."""
+    if fill is None:
+        return images.to_tensor()
+    return images.to_tensor(default_value=tf.constant(fill, images.dtype))
 
 
 def resample_window(image: tf.Tensor, window: tf.Tensor, output_size: tuple[int, int], flip: tf.Tensor) -> tf.Tensor:
@@ -282,6 +315,8 @@ def color_normalize(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     value_scale: float = 1.0,
+    fill: Fill = None,
+    coverage: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Colour jitter, PCA lighting and normalization in one per-pixel affine pass.
 
@@ -290,12 +325,20 @@ def color_normalize(
     `jitter_coefficients`; the grey image taken from x), `lighting_`
     (x += eigvec @ (eigval * alpha), alpha ~ N(0, 0.1)), then (x - mean) / std, never clipped.
 
+    With a `fill`, `images` are black outside the image and `coverage` says how much of each
+    pixel is image: the rest becomes `fill`, normalized but not jittered (as if the image were
+    jittered, then its canvas painted and resampled), so a mean fill is exactly 0 there.
+
     Args:
         images: [B, H, W, 3] float RGB.
         params: [B, 6] float32 colour change per image, from `color_params`.
         mean: Per-channel RGB mean of pixels in [0, 1].
         std: Per-channel RGB standard deviation of pixels in [0, 1].
         value_scale: Factor that brings `images` to [0, 1] (1 / 255 for uint8 values).
+        fill: The canvas colour outside the image; None: black, jittered with the image (the
+            original's).
+        coverage: [B, H, W, 1] float32 in [0, 1], the image's share of each pixel; needed with
+            a `fill`.
 
     Returns:
         [B, H, W, 3] float32, jittered and normalized.
@@ -310,7 +353,12 @@ def color_normalize(
     matrix = gain[:, :, tf.newaxis] * eye + c_saturation[:, :, tf.newaxis] * gray_weights[:, tf.newaxis]
     matrix = matrix * (value_scale * inverse_std)
     bias = (c_contrast * mean_gray + shift - tf.constant(mean, tf.float32)) * inverse_std
-    return pixel_affine(images, matrix, bias)
+    pixels = pixel_affine(images, matrix, bias)
+    if fill is None:
+        return pixels
+    # black (0) maps to `bias`; move the uncovered share of each pixel from there to the fill's value
+    outside = (tf.constant(fill, tf.float32) - tf.constant(mean, tf.float32)) * inverse_std
+    return pixels + (1.0 - coverage) * (outside - bias[:, tf.newaxis, tf.newaxis, :])
 
 
 def sample_view(
@@ -347,9 +395,10 @@ def sample_view(
         border: Largest margin of the random window's centre from the image edges.
 
     Returns:
-        (view, boxes, classes): view {"image": the input image, "sampling_box": [4] float32,
-        "color": [6] float32}, boxes [M, 4] float32 in input px clipped to the input, and
-        classes [M], with M <= N (boxes left empty by the crop are dropped).
+        (view, boxes, classes): view {"image": the input image, "image_size": [2] int32 its
+        (height, width), "sampling_box": [4] float32, "color": [6] float32}, boxes [M, 4]
+        float32 in input px clipped to the input, and classes [M], with M <= N (boxes left empty
+        by the crop are dropped).
     """
     window_seed, flip_seed, jitter_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     image_hw = tf.shape(image)[:2]
@@ -364,6 +413,7 @@ def sample_view(
     boxes, classes = clip_boxes(boxes, classes, input_size)
     view = {
         "image": image,
+        "image_size": image_hw,
         "sampling_box": sampling_box(window, input_size, flipped),
         "color": color_params(jitter_seed if jitter else None, light_seed if light else None),
     }
@@ -371,7 +421,11 @@ def sample_view(
 
 
 def render_views(
-    views: dict[str, tf.Tensor], input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
+    views: dict[str, tf.Tensor],
+    input_size: tuple[int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    fill: Fill = None,
 ) -> tf.Tensor:
     """The pixel work of a batch of `sample_view`s: resample each window to `input_size`, then
     colour change and normalization.
@@ -379,10 +433,12 @@ def render_views(
     Args:
         views: Batched `sample_view` views: "image" [B, H, W, 3] (uint8 0..255 or float 0..1;
             each image at the top left, zeros past its bottom and right edges),
-            "sampling_box" [B, 4] and "color" [B, 6].
+            "image_size" [B, 2] (read with a `fill` only), "sampling_box" [B, 4] and "color" [B, 6].
         input_size: (h, w) of the rendered images.
         mean: Per-channel RGB mean of pixels in [0, 1].
         std: Per-channel RGB standard deviation of pixels in [0, 1].
+        fill: The colour of the windows' parts outside their image, left out of the colour
+            change (`color_normalize`); None: black, jittered with the image (the original's).
 
     Returns:
         [B, h, w, 3] float32 normalized images.
@@ -390,7 +446,11 @@ def render_views(
     images = views["image"]
     pixels = resample(pad_canvas(images), views["sampling_box"], input_size)
     value_scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
-    return color_normalize(pixels, views["color"], mean, std, value_scale)
+    coverage = None
+    if fill is not None:  # the same bilinear read of a mask: the image's share of each pixel
+        masks = image_masks(views["image_size"], tf.shape(images)[1:3])
+        coverage = resample(pad_canvas(masks), views["sampling_box"], input_size)
+    return color_normalize(pixels, views["color"], mean, std, value_scale, fill, coverage)
 
 
 def train_transform(
@@ -402,6 +462,7 @@ def train_transform(
     input_size: tuple[int, int],
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    fill: Fill = None,
     **sampling: Any,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """One augmented, normalized training example: `sample_view` then `render_views`.
@@ -414,6 +475,7 @@ def train_transform(
         input_size: (h, w) of the network input.
         mean: Per-channel RGB mean of pixels in [0, 1].
         std: Per-channel RGB standard deviation of pixels in [0, 1].
+        fill: The crop's colour outside the image (`render_views`); None: black.
         **sampling: The other keyword arguments of `sample_view` (scale_range, random_crop,
             flip, jitter, light, border).
 
@@ -423,7 +485,7 @@ def train_transform(
     """
     view, boxes, classes = sample_view(image, boxes, classes, seed, input_size=input_size, **sampling)
     batch = {key: value[tf.newaxis] for key, value in view.items()}
-    return render_views(batch, input_size, mean, std)[0], boxes, classes
+    return render_views(batch, input_size, mean, std, fill)[0], boxes, classes
 
 
 def eval_resize(image: tf.Tensor, input_size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -438,8 +500,9 @@ def eval_resize(image: tf.Tensor, input_size: tuple[int, int]) -> tuple[tf.Tenso
     return resized, info_lib.make_image_info(scale, tf.zeros([2]), hw)
 
 
-def eval_pad(image: tf.Tensor, size_divisor: int, scale: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
-    """The original test transform: resize by `scale`, centre in a zero canvas of side s | (d - 1).
+def eval_pad(image: tf.Tensor, size_divisor: int, scale: float = 1.0, fill: Fill = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """The original test transform: resize by `scale`, centre in a canvas of side s | (d - 1),
+    black (zeros) or `fill` (mmdetection's test canvas is the normalization mean).
 
     `size_divisor` d (a power of 2, stride * 2**depth; 128 for CornerNet's stride 4 and depth 5
     gives the original `| 127`) makes (side + 1) a multiple of d, so the output map
@@ -457,6 +520,11 @@ def eval_pad(image: tf.Tensor, size_divisor: int, scale: float = 1.0) -> tuple[t
     canvas_hw = tf.bitwise.bitwise_or(new_hw, size_divisor - 1)
     offset = canvas_hw // 2 - new_hw // 2
     padded = tf.image.pad_to_bounding_box(pixels, offset[0], offset[1], canvas_hw[0], canvas_hw[1])
+    if fill is not None:
+        inside = tf.image.pad_to_bounding_box(
+            tf.ones_like(pixels[..., :1]), offset[0], offset[1], canvas_hw[0], canvas_hw[1]
+        )
+        padded = paint_outside(padded, inside, fill)
     ratio = tf.cast(new_hw, tf.float32) / tf.cast(hw, tf.float32)
     return padded, info_lib.make_image_info(ratio, offset, hw)
 

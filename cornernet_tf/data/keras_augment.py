@@ -38,6 +38,8 @@ class TrainingAugmentation:
     image they belong to). scale_range, random_crop, flip, color_jitter, lighting: as the config's
     data.random_scale, data.random_crop, data.flip, data.color_jitter, data.lighting.
     max_boxes: boxes per output sample, padded with -1 so that samples batch. seed: of all draws.
+    fill: the crops' colour outside the image, RGB in [0, 1], untouched by the colour change (the
+    config's data.pad_value mean: data.mean); None: black, jittered with the image.
     """
 
     input_size: tuple[int, int]
@@ -49,11 +51,12 @@ class TrainingAugmentation:
     lighting: bool = True
     max_boxes: int = 128
     seed: int = 0
+    fill: augment.Fill = None
 
     @classmethod
     def from_spec(cls, spec: TrainInputSpec, bounding_box_format: str = "xyxy", seed: int = 0) -> TrainingAugmentation:
         """The augmentation of a training input spec (`tasks.data.train_input(config)`): its input
-        size, draws and most boxes per sample."""
+        size, draws, canvas fill and most boxes per sample."""
         return cls(
             input_size=tuple(spec.targets.input_size),
             bounding_box_format=bounding_box_format,
@@ -64,6 +67,7 @@ class TrainingAugmentation:
             lighting=spec.lighting,
             max_boxes=spec.targets.max_objects,
             seed=seed,
+            fill=spec.fill,
         )
 
     def __call__(
@@ -106,7 +110,8 @@ class TrainingAugmentation:
             jitter=self.color_jitter,
             light=self.lighting,
         )
-        pixels = augment.render_views({key: value[tf.newaxis] for key, value in view.items()}, self.input_size, *_RAW)
+        batch = {key: value[tf.newaxis] for key, value in view.items()}
+        pixels = augment.render_views(batch, self.input_size, *_RAW, self.fill)
         count = tf.minimum(tf.shape(boxes)[0], self.max_boxes)
         out_h, out_w = self.input_size
         boxes = keras.utils.bounding_boxes.convert_format(

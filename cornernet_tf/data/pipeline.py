@@ -89,7 +89,8 @@ class TrainInputSpec:
     tf.data.AUTOTUNE). deterministic: the same stream whatever the parallelism. saccade: when
     set, samples are CornerNet-Saccade's (`saccade_sampler.saccade_view`: a crop around a
     reference object at its official scale, flip, jitter and lighting as above; scale_range and
-    random_crop unused), with its ignore maps and attention targets.
+    random_crop unused), with its ignore maps and attention targets. fill: the crops' colour
+    outside the image, kept out of the colour change (`augment.render_views`); None: black.
     """
 
     targets: TargetSpec
@@ -105,6 +106,7 @@ class TrainInputSpec:
     num_parallel_calls: int = -1
     deterministic: bool = True
     saccade: SaccadeSampling | None = None
+    fill: augment.Fill = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +119,7 @@ class EvalInputSpec:
     CornerNet-Saccade's test crops and normalizes it itself). mean, std: RGB normalization of
     pixels in [0, 1].
     num_parallel_calls: of the decode and transform stages (<= 0: tf.data.AUTOTUNE).
+    fill: the "pad" canvas colour and the batches' padding, RGB in [0, 1]; None: black (zeros).
     """
 
     mode: Literal["resize", "pad", "saccade"]
@@ -125,10 +128,13 @@ class EvalInputSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     num_parallel_calls: int = -1
+    fill: augment.Fill = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("resize", "pad", "saccade"):
             raise ValueError(f"mode must be 'resize', 'pad' or 'saccade', got {self.mode!r}")
+        if self.mode == "saccade" and self.fill is not None:
+            raise ValueError("mode 'saccade' pads its crops black (the official test): fill must be None")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,7 +402,7 @@ def finish_batch(spec: TrainInputSpec, batch: dict[str, tf.Tensor]) -> tuple[tf.
     The batched pixel work (`augment.render_views`) and the targets (`build_batch_targets`):
     what the training loop runs on each replica's device.
     """
-    images = augment.render_views(batch, spec.targets.input_size, spec.mean, spec.std)
+    images = augment.render_views(batch, spec.targets.input_size, spec.mean, spec.std, spec.fill)
     if spec.saccade is not None:
         targets = saccade_targets(
             batch["boxes"], batch["classes"], batch["positive"], batch["num_boxes"], spec.targets, spec.saccade
@@ -421,7 +427,7 @@ def keras_batch(
         the input, "labels": [B, M] int32, padding rows -1, `SKIPPED`: [B]}).
     """
     height, width = spec.targets.input_size
-    images = augment.render_views(batch, (height, width), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) * 255.0
+    images = augment.render_views(batch, (height, width), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), spec.fill) * 255.0
     real = tf.sequence_mask(batch["num_boxes"], spec.targets.max_objects)
     boxes = keras.utils.bounding_boxes.convert_format(
         batch["boxes"], source="xyxy", target=bounding_box_format, height=height, width=width
@@ -471,10 +477,11 @@ def train_dataset(
         (CenterNet), and `SKIPPED` [B] int32: how many samples of the stream could not be decoded
         just before each one (sum them to count every dropped sample exactly once).
         With `finish_on_device`, a dataset of dicts instead: "image" [B, H', W', 3] uint8 (the
-        decoded images, zero-padded to the batch's largest), "sampling_box" [B, 4] and "color"
-        [B, 6] (`augment.sample_view`), "boxes" [B, M, 4] input px, "classes" [B, M],
-        "num_boxes" [B] and `SKIPPED` [B] (with spec.saccade also "positive" [B, M] bool: the
-        boxes that get corner targets, the others being ignored regions).
+        decoded images, zero-padded to the batch's largest), "image_size" [B, 2] (each one's),
+        "sampling_box" [B, 4] and "color" [B, 6] (`augment.sample_view`), "boxes" [B, M, 4]
+        input px, "classes" [B, M], "num_boxes" [B] and `SKIPPED` [B] (with spec.saccade also
+        "positive" [B, M] bool: the boxes that get corner targets, the others being ignored
+        regions).
 
     Raises:
         ValueError: The split has more classes than spec.targets.num_classes, too few usable
@@ -534,6 +541,7 @@ def train_dataset(
     ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=spec.deterministic)
     padded_shapes = {
         "image": [None, None, 3],
+        "image_size": [2],
         "sampling_box": [4],
         "color": [6],
         "boxes": [max_objects, 4],
@@ -561,10 +569,10 @@ def eval_dataset(
 ) -> tf.data.Dataset:
     """One pass over the usable images of a split: (images, {"image_info", "image_id"}), in id order.
 
-    Padded batches of different sizes are zero-padded (before normalization) at the
-    bottom/right, which leaves image_info valid. Images that fail to decode are left out: an
-    evaluation scores them as images without detections by comparing the ids it got with
-    `eval_image_ids`.
+    Padded batches of different sizes are padded (before normalization) at the bottom/right
+    with spec.fill (None: zeros), which leaves image_info valid. Images that fail to decode are
+    left out: an evaluation scores them as images without detections by comparing the ids it got
+    with `eval_image_ids`.
 
     Args:
         files: The split to read.
@@ -596,7 +604,7 @@ def eval_dataset(
         elif spec.mode == "saccade":
             image, info = augment.eval_original(example["image"])
         else:
-            image, info = augment.eval_pad(example["image"], spec.size_divisor, scale)
+            image, info = augment.eval_pad(example["image"], spec.size_divisor, scale, spec.fill)
         return image, {"image_info": info, "image_id": example["image_id"]}
 
     ds = _decoded(_eval_examples(files, max_images, num_pipelines, pipeline_id), parallel)
@@ -604,7 +612,7 @@ def eval_dataset(
     if spec.mode == "resize":
         ds = ds.batch(batch_size)
     else:
-        ds = ds.padded_batch(batch_size, padded_shapes=([None, None, 3], {"image_info": [6], "image_id": []}))
+        ds = ds.ragged_batch(batch_size).map(lambda images, meta: (augment.pad_batch(images, spec.fill), meta))
     if spec.mode != "saccade":
         ds = ds.map(lambda images, meta: (augment.normalize(images, spec.mean, spec.std), meta))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(True, input_context))

@@ -401,9 +401,10 @@ def saccade_view(
         light: Draw a PCA lighting shift.
 
     Returns:
-        (view, boxes, classes, positive): view {"image", "sampling_box" [4], "color" [6]} for
-        `augment.render_views`; boxes [M, 4] float32 in input px, classes [M] and positive [M]
-        bool (corner targets; the others are ignored regions) of the boxes left in the crop.
+        (view, boxes, classes, positive): view {"image", "image_size" [2], "sampling_box" [4],
+        "color" [6]} for `augment.render_views`; boxes [M, 4] float32 in input px, classes [M]
+        and positive [M] bool (corner targets; the others are ignored regions) of the boxes left
+        in the crop.
     """
     geometry_seed, jitter_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     image_hw = tf.shape(image)[:2]
@@ -414,6 +415,7 @@ def saccade_view(
     end = start + tf.constant(sampling.input_size, tf.float32) * ratio
     view = {
         "image": image,
+        "image_size": image_hw,
         "sampling_box": augment.sampling_box(tf.concat([start, end], 0), sampling.input_size, geometry["flipped"]),
         "color": augment.color_params(jitter_seed if jitter else None, light_seed if light else None),
     }

@@ -51,6 +51,7 @@ class CornerNet(keras.Model):
         pool_dim: int,
         corner_pool: str = "auto",
         heatmap_bias: float = -2.19,
+        head_dim: int | None = None,
         **kwargs,
     ):
         """Build the backbone and every stack's corner pools and heads.
@@ -65,6 +66,8 @@ class CornerNet(keras.Model):
             pool_dim: Channels of the corner pools' branches.
             corner_pool: Corner-pool implementation: "auto" | "op" | "vectorized" | "scan".
             heatmap_bias: Initial bias of the heatmap heads (-2.19: prior probability ~0.1).
+            head_dim: Hidden width of the prediction heads; None: dims[0], the official rule
+                (mmdetection's CornerNet hard-codes 256).
             **kwargs: Keras model arguments (name, dtype, ...).
 
         Raises:
@@ -81,6 +84,7 @@ class CornerNet(keras.Model):
         self.pool_dim = pool_dim
         self.corner_pool = corner_pool
         self.heatmap_bias = heatmap_bias
+        self.head_dim = head_dim
         policy = self.dtype_policy
         self.backbone = self.backbone_class(nstack, dims, modules, cnv_dim, pre_dims, dtype=policy, name="backbone")
         self.tl_cnvs = self._corner_pools("tl_cnvs", "top_left")
@@ -102,8 +106,9 @@ class CornerNet(keras.Model):
         return self._per_stack(self.corner_pool_module, prefix, self.cnv_dim, self.pool_dim, corner, self.corner_pool)
 
     def _heads(self, prefix: str, out_dim: int, bias: float = 0.0) -> list:
-        """One PredictionHead (hidden width dims[0], `head_kernel_size`) per stack."""
-        return self._per_stack(PredictionHead, prefix, self.dims[0], out_dim, bias, self.head_kernel_size)
+        """One PredictionHead (hidden width head_dim, by default dims[0]; `head_kernel_size`) per stack."""
+        hidden = self.dims[0] if self.head_dim is None else self.head_dim
+        return self._per_stack(PredictionHead, prefix, hidden, out_dim, bias, self.head_kernel_size)
 
     @property
     def depth(self) -> int:
@@ -159,5 +164,6 @@ class CornerNet(keras.Model):
             pool_dim=self.pool_dim,
             corner_pool=self.corner_pool,
             heatmap_bias=self.heatmap_bias,
+            head_dim=self.head_dim,
         )
         return config

@@ -2,8 +2,9 @@
 
 The config is translated here once, in one place per spec: `split_files` (where a split's
 images are), `train_input` (how training samples and their targets are made) and `eval_input`
-(the test transform). The dataset functions pass those to the pipeline with the config's batch
-size and eval.max_images; their documentation is the pipeline's.
+(the test transform); `canvas_fill` (data.pad_value) serves them and the export's
+preprocessing. The dataset functions pass those to the pipeline with the config's batch size and
+eval.max_images; their documentation is the pipeline's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from cornernet_tf.config import Config
-from cornernet_tf.data import pipeline
+from cornernet_tf.data import augment, pipeline
 from cornernet_tf.data.pipeline import CocoFiles, DatasetInfo, EvalInputSpec, SplitFiles, TFRecordFiles, TrainInputSpec
 from cornernet_tf.data.saccade_sampler import SaccadeSampling
 from cornernet_tf.targets import TargetSpec
@@ -53,6 +54,15 @@ def split_files(config: Config, split: str = "val") -> SplitFiles:
     return CocoFiles(os.path.expanduser(annotations), os.path.expanduser(images))
 
 
+def canvas_fill(config: Config) -> augment.Fill:
+    """The colour of the canvas around an image, wherever one is padded (test, batch, training
+    crops): None for data.pad_value black (the official code's zeros), data.mean for mean
+    (mmdetection's: 0 once normalized). The one reader of data.pad_value, so training, evaluation
+    and exports cannot disagree."""
+    data = config.data
+    return tuple(data.mean) if data.pad_value == "mean" else None
+
+
 def train_input(config: Config) -> TrainInputSpec:
     """How the config's training samples are made: data.* augmentation and reading settings,
     targets for model.num_classes on the model's heatmap size; model.type centernet adds center
@@ -85,6 +95,7 @@ def train_input(config: Config) -> TrainInputSpec:
         num_parallel_calls=data.num_parallel_calls,
         deterministic=data.deterministic,
         saccade=saccade_sampling(config) if saccade else None,
+        fill=canvas_fill(config),
     )
 
 
@@ -115,6 +126,7 @@ def eval_input(config: Config, mode: str | None = None) -> EvalInputSpec:
         mean=tuple(data.mean),
         std=tuple(data.std),
         num_parallel_calls=data.num_parallel_calls,
+        fill=canvas_fill(config),
     )
 
 

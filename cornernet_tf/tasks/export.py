@@ -21,6 +21,7 @@ from cornernet_tf.detection_module import DetectionModule, Preprocessing
 from cornernet_tf.inference import Model
 from cornernet_tf.model_versions import write_version
 from cornernet_tf.models import CornerNet
+from cornernet_tf.tasks.data import canvas_fill
 from cornernet_tf.tasks.model import build_model
 
 CLASS_NAMES_ASSET = "class_names.txt"  # line i names class id i
@@ -58,6 +59,7 @@ def preprocessing(config: Config) -> Preprocessing:
         mean=tuple(data.mean),
         std=tuple(data.std),
         max_image_pixels=config.export.max_image_pixels,
+        fill=canvas_fill(config),
     )
 
 

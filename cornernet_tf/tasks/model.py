@@ -24,6 +24,7 @@ def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwa
         cnv_dim=model_config.cnv_dim,
         pre_dims=model_config.pre_dims,
         pool_dim=model_config.pool_dim,
+        head_dim=model_config.head_dim,
         corner_pool=corner_pool or model_config.corner_pool,
         heatmap_bias=model_config.heatmap_bias,
         **({"att_dim": model_config.att_dim} if model_config.type == "saccade" else {}),

@@ -305,3 +305,60 @@ def test_eval_pad_info_decodes_like_the_original_pad_rescaling():
     np.testing.assert_allclose(clipped, np.clip(expected, 0, [150, 100, 150, 100]), rtol=1e-5)
     # the clip bounds are 0 and the original size (w, h)
     assert expected[0] < 0 and expected[2] > 150 and expected[3] > 100 and clipped[[0, 2, 3]].tolist() == [0, 150, 100]
+
+
+MEAN = (0.485, 0.456, 0.406)  # a fill: mmdetection's ImageNet mean
+STD = (0.229, 0.224, 0.225)
+
+
+def test_eval_pad_fill_paints_only_the_canvas():
+    """A fill colours the canvas outside the image exactly; the image keeps its bits, and
+    several RGB images side by side on the channels (the portable graph's batch) each get it."""
+    image = tf.constant(np.random.default_rng(7).integers(0, 256, (100, 150, 6)).astype(np.uint8))
+    black, info = augment.eval_pad(image, size_divisor=128)
+    filled, filled_info = augment.eval_pad(image, size_divisor=128, fill=MEAN)
+    np.testing.assert_array_equal(filled_info, info)
+    inside = np.zeros((127, 255), bool)
+    inside[13:113, 52:202] = True
+    np.testing.assert_array_equal(filled.numpy()[inside], black.numpy()[inside])
+    np.testing.assert_array_equal(
+        filled.numpy()[~inside], np.tile(np.float32(MEAN), 2)[None].repeat((~inside).sum(), 0)
+    )
+    normalized = augment.normalize(filled[..., :3], MEAN, STD).numpy()
+    assert np.all(normalized[~inside] == 0.0)
+
+
+def test_pad_batch_pads_with_the_fill_or_black():
+    parts = [tf.fill([2, 3, 3], 0.5), tf.ones([3, 1, 3])]
+    images = tf.ragged.stack([tf.RaggedTensor.from_tensor(part, ragged_rank=1) for part in parts])
+    np.testing.assert_array_equal(augment.pad_batch(images), images.to_tensor())
+    filled = augment.pad_batch(images, MEAN).numpy()
+    np.testing.assert_array_equal(filled[0, :2, :3], np.full((2, 3, 3), 0.5, np.float32))
+    np.testing.assert_array_equal(filled[0, 2], np.float32([MEAN] * 3))
+    np.testing.assert_array_equal(filled[1, :, 1:], np.float32([[MEAN] * 2] * 3))
+
+
+def test_rendering_with_a_mean_fill_leaves_the_canvas_at_zero_and_the_image_as_it_was():
+    """Training crops with a mean fill: window parts off the image normalize to exactly 0, even
+    jittered and lit (the fill is left out of the colour change, as mmdetection pads after its
+    photometric distortion); pixels read wholly from the image are those of the black render, in
+    a batch padded with a larger image too."""
+    rng = np.random.default_rng(8)
+    image = tf.constant(rng.integers(0, 256, (20, 30, 3)).astype(np.uint8))
+    big = tf.constant(rng.integers(0, 256, (50, 60, 3)).astype(np.uint8))
+    color = augment.color_params(tf.constant([1, 2]), tf.constant([3, 4]))
+    views = {
+        "image": tf.stack([tf.pad(image, [[0, 30], [0, 30], [0, 0]]), big]),
+        "image_size": tf.constant([[20, 30], [50, 60]]),
+        "sampling_box": tf.stack([augment.sampling_box(tf.constant([-10, -20, 30, 40]), (80, 120), False)] * 2),
+        "color": tf.stack([color, color]),
+    }
+    black = augment.render_views(views, (80, 120), MEAN, STD).numpy()[0]
+    filled = augment.render_views(views, (80, 120), MEAN, STD, fill=MEAN).numpy()[0]
+    # output px (i, j) reads image px (i / 2 - 10.25, j / 2 - 20.25): rows 0..19, columns 0..29
+    np.testing.assert_array_equal(filled[21:59, 41:99], black[21:59, 41:99])
+    outside = np.ones((80, 120), bool)
+    outside[19:61, 39:101] = False  # the image and the ring where it blends with the canvas
+    assert np.all(filled[outside] == 0.0) and np.abs(black[outside]).min() > 0.5
+    # row 20 reads image row -0.25: 3/4 image, 1/4 canvas, which is black[0, 0] in the black render
+    np.testing.assert_allclose(filled[20, 60], black[20, 60] - 0.25 * black[0, 0], rtol=1e-5, atol=1e-5)

@@ -130,6 +130,35 @@ def test_eval_dataset_resize_and_pad(shapes_dir):
     np.testing.assert_allclose(corner, 0.0, atol=1e-6)  # the border is black before normalization
 
 
+def test_a_mean_canvas_normalizes_to_zero_in_eval_batches_and_training_crops(coco_writer, encode_image):
+    """data.pad_value mean (mmdetection's canvas): the test padding and a batch's padding are 0
+    once normalized, the images' pixels those of the black canvas; training crops are the image
+    faded into 0 (c * image + (1 - c) * 0, c the image's share of each pixel)."""
+    colour = np.array([200, 30, 120], np.uint8)
+    sizes = [(30, 40), (70, 50)]
+    files = [(f"{i}.png", encode_image(np.broadcast_to(colour, (*hw, 3)).copy()), *hw) for i, hw in enumerate(sizes)]
+    path, images_dir = coco_writer(files, [(1, 1, [2, 2, 8, 8], 0), (2, 1, [2, 2, 8, 8], 0)], [(1, "a")])
+    black, mean = _coco_config(path, images_dir), _coco_config(path, images_dir, "data.pad_value=mean")
+    assert data_tasks.eval_input(black).fill is None and data_tasks.train_input(black).fill is None
+    fill = tuple(mean.data.mean)
+    assert data_tasks.eval_input(mean).fill == data_tasks.train_input(mean).fill == fill
+    (ours, meta), (reference, _) = (
+        next(iter(data_tasks.eval_dataset(c, mode="pad", batch_size=2))) for c in (mean, black)
+    )
+    assert ours.shape == (2, 95, 63, 3)  # heights 30 | 31 = 31 and 70 | 31 = 95; widths 40 | 31 = 50 | 31 = 63
+    inside = np.zeros(ours.shape[:3], bool)
+    for row, (_, _, top, left, height, width) in enumerate(meta["image_info"].numpy().astype(int)):
+        inside[row, top : top + height, left : left + width] = True
+    np.testing.assert_array_equal(ours.numpy()[inside], reference.numpy()[inside])
+    assert np.all(ours.numpy()[~inside] == 0.0) and np.all(reference.numpy()[~inside] != 0.0)
+
+    crops, _ = next(iter(data_tasks.train_dataset(_coco_config(path, images_dir, "data.pad_value=mean", *PLAIN[2:]))))
+    image = (colour / 255.0 - mean.data.mean) / mean.data.std
+    share = crops.numpy() / image  # per pixel, the same in all channels
+    np.testing.assert_allclose(share, share[..., :1].repeat(3, -1), atol=1e-5)
+    assert share.min() == 0.0 and share.max() == pytest.approx(1.0)
+
+
 def test_decoded_images_are_rgb_whatever_their_channels(coco_writer, encode_image):
     rgba = np.zeros((30, 30, 4), np.uint8)
     rgba[...] = (200, 100, 50, 0)

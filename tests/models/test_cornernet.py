@@ -1,5 +1,6 @@
 """CornerNet against the official network (cornernet_tiny fixture), plus model-level behaviour."""
 
+import dataclasses
 import json
 
 import keras
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf.config import load_config
-from cornernet_tf.models import OUTPUT_KEYS, CornerNet
+from cornernet_tf.config import ModelConfig, load_config
+from cornernet_tf.models import MODEL_TYPES, OUTPUT_KEYS, CornerNet, PredictionHead
 from cornernet_tf.tasks.model import build_model
 from tests.models.fidelity import (
     CORNERNET_ACTIVATIONS,
@@ -82,6 +83,21 @@ def test_build_model_reads_the_config_and_trains_one_step():
         loss = tf.add_n([tf.reduce_mean(v**2) for out in stacks for v in out.values()])
     grads = tape.gradient(loss, model.trainable_weights)
     assert all(g is not None for g in grads)
+
+
+@pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
+def test_head_dim_sets_the_width_of_every_prediction_head(model_type):
+    config = ModelConfig(model_type, 2, depth=1, nstack=2, dims=[8, 8], modules=[1, 1], cnv_dim=6, pre_dims=[4, 8])
+
+    def widths(model: CornerNet) -> set[int]:
+        layers = [layer for name in model.stack_layer_names for layer in getattr(model, name)]
+        return {layer.hidden_dim for layer in layers if isinstance(layer, PredictionHead)}
+
+    assert widths(build_model(config, corner_pool="vectorized")) == {8}  # None: dims[0], the official rule
+    model = build_model(dataclasses.replace(config, head_dim=12), corner_pool="vectorized")
+    assert widths(model) == {12}
+    assert {head.hidden_dim for heads in getattr(model, "att_modules", []) for head in heads} <= {config.att_dim}
+    assert widths(type(model).from_config(model.get_config())) == {12}
 
 
 @pytest.mark.parametrize("implementation", ["scan", "auto"])
