@@ -14,7 +14,9 @@ on import, before its first `import tensorflow`:
   allocator the process has, so a script can tell.
 
 `cpu_has_bfloat16_matrix_units()` tells the train command whether to point out
-`train.mixed_precision=mixed_bfloat16`, whose convolutions run on such a CPU's AMX units.
+`train.mixed_precision=mixed_bfloat16`, whose convolutions run on such a CPU's AMX units;
+`cpu_bfloat16_units()` and `cpu_int8_units()` let the export warn where a reduced-precision
+file would run slower than float on this CPU.
 
 Only the standard library is imported here, since the package imports this module first.
 """
@@ -30,6 +32,9 @@ BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
 CPUINFO = "/proc/cpuinfo"
 BFLOAT16_MATRIX_FLAG = "amx_bf16"  # Intel AMX bfloat16 tiles (Xeon Sapphire Rapids and later)
 BFLOAT16_VECTOR_FLAG = "avx512_bf16"  # bfloat16 dot products in AVX-512 (AMD Zen 4, Intel Cooper Lake and later)
+# 8-bit dot products in one instruction: AMX int8 tiles, AVX-512 VNNI (Intel Cascade Lake and later, AMD
+# Zen 4), AVX-VNNI (Intel Alder Lake and later); in this order of preference
+INT8_DOT_PRODUCT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 
 def configure(environ: MutableMapping[str, str] = os.environ) -> bool:
@@ -68,3 +73,11 @@ def cpu_bfloat16_units(cpuinfo: str | os.PathLike = CPUINFO) -> str | None:
     if BFLOAT16_MATRIX_FLAG in flags:
         return "amx"
     return BFLOAT16_VECTOR_FLAG if BFLOAT16_VECTOR_FLAG in flags else None
+
+
+def cpu_int8_units(cpuinfo: str | os.PathLike = CPUINFO) -> str | None:
+    """The CPU's 8-bit dot-product instructions, by its flags: "amx_int8", "avx512_vnni" or
+    "avx_vnni", or None where int8 runs through multiply-and-widen sequences (AVX2-only CPUs such
+    as AMD Zen 3, where the int8 exports measured slower than float) or the flags cannot be read."""
+    flags = _cpu_flags(cpuinfo)
+    return next((flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags), None)

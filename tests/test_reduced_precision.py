@@ -2,7 +2,13 @@
 of one briefly trained tiny model, each run in its own runtime (TensorFlow, the LiteRT
 interpreter, onnxruntime) on the val images and matched against the float32 SavedModel's
 detections; the split TFLite graph in float32 against the whole one; the calibration data's
-checks and the refusals, through the export command."""
+checks and the refusals, through the export command.
+
+bfloat16 keeps every image's top row. int8 is held to what it promises: the COCO AP of the
+float model within INT8_AP_TOLERANCE on VAL_IMAGES held-out scenes, and most confident rows
+matched. Not every image's top row: with another training trajectory (another CPU's float
+rounding, or another seed on this one), a weak top row (score 0.47) can fall just below int8's
+noise while the AP moves by less than 0.006 (docs/benchmarks.md, "int8 on every CPU")."""
 
 from __future__ import annotations
 
@@ -26,13 +32,15 @@ PROBE_IMAGES = 12
 MIN_SCORE = 0.3  # the float rows compared: the confident ones
 IOU, SCORE_TOLERANCE = 0.8, 0.05
 MATCHED = 0.8  # of the confident float rows
+VAL_IMAGES = 100  # held out: the AP of the int8 files is measured on them
+INT8_AP_TOLERANCE = 0.02
 
 
 def _overrides(shapes_dir: pathlib.Path) -> list[str]:
     return [
         f"data.shapes_dir={shapes_dir}",
         "data.shapes_train=64",
-        "data.shapes_val=16",
+        f"data.shapes_val={VAL_IMAGES}",
         f"data.shapes_image_size={SIZE}",
         f"data.input_size=[{SIZE}, {SIZE}]",
         "model.depth=2",
@@ -67,10 +75,18 @@ def run(tmp_path_factory) -> dict:
 
     from cornernet_tf.data import shapes
 
-    folders = shapes.ensure_dataset(shapes_dir, 64, 16, SIZE)  # the run's dataset, cached by the training
-    val = sorted(folders["val"][1].iterdir())[:PROBE_IMAGES]
-    images = np.stack([cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in val])
-    return {"model_dir": root / "run", "images": images, "train_images": folders["train"][1]}
+    folders = shapes.ensure_dataset(shapes_dir, 64, VAL_IMAGES, SIZE)  # the run's dataset, cached by the training
+    annotations, val_folder = folders["val"]
+    entries = sorted(json.loads(pathlib.Path(annotations).read_text())["images"], key=lambda entry: entry["id"])
+    val = np.stack([cv2.cvtColor(cv2.imread(str(val_folder / e["file_name"])), cv2.COLOR_BGR2RGB) for e in entries])
+    return {
+        "model_dir": root / "run",
+        "images": val[:PROBE_IMAGES],
+        "val_images": val,
+        "val_ids": [entry["id"] for entry in entries],
+        "annotations": str(annotations),
+        "train_images": folders["train"][1],
+    }
 
 
 def _export(run: dict, export_dir: pathlib.Path, *flags: str) -> pathlib.Path:
@@ -84,9 +100,41 @@ def _saved_model(version: pathlib.Path):
 
 
 @pytest.fixture(scope="module")
-def float_outputs(run, tmp_path_factory) -> dict[str, np.ndarray]:
+def float_saved_model(run, tmp_path_factory):
+    return _saved_model(_export(run, tmp_path_factory.mktemp("float")))
+
+
+@pytest.fixture(scope="module")
+def float_outputs(run, float_saved_model) -> dict[str, np.ndarray]:
     """The float32 SavedModel's outputs on the probe images: the reference."""
-    return _saved_model(_export(run, tmp_path_factory.mktemp("float")))(run["images"])
+    return float_saved_model(run["images"])
+
+
+def held_out_ap(run: dict, detect, batch_size: int) -> float:
+    """COCO AP (pycocotools) of `detect` (uint8 [batch_size, H, W, 3] -> export outputs) on the
+    run's VAL_IMAGES held-out scenes."""
+    from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
+
+    images, records = run["val_images"], []
+    categories = [c["id"] for c in json.loads(pathlib.Path(run["annotations"]).read_text())["categories"]]
+    for start in range(0, len(images), batch_size):
+        out = detect(images[start : start + batch_size])
+        for row, image_id in enumerate(run["val_ids"][start : start + batch_size]):
+            count = int(out["num_detections"][row])
+            boxes = np.asarray(out["detection_boxes"][row][:count], np.float64)[:, [1, 0, 3, 2]] * SIZE
+            classes = np.asarray(out["detection_classes"][row][:count]).astype(int) - 1
+            records += detections_to_coco(image_id, boxes, out["detection_scores"][row][:count], classes, categories)
+    return coco_metrics(run["annotations"], records, image_ids=run["val_ids"])["AP"]
+
+
+@pytest.fixture(scope="module")
+def float_ap(run, float_saved_model) -> float:
+    return held_out_ap(run, float_saved_model, 4)
+
+
+def assert_keeps_the_float_ap(run: dict, detect, batch_size: int, float_ap: float) -> None:
+    ap = held_out_ap(run, detect, batch_size)
+    assert abs(ap - float_ap) <= INT8_AP_TOLERANCE, f"AP {ap:.4f} against float {float_ap:.4f}"
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,11 +145,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a) + area(b) - inter + 1e-12)
 
 
-def assert_matches_float(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> int:
+def assert_matches_float(got: dict[str, np.ndarray], want: dict[str, np.ndarray], every_top_row: bool = True) -> int:
     """The float rows scoring >= MIN_SCORE each need a row of `got` of their class with IoU >= IOU
-    and a score within SCORE_TOLERANCE: every image's top row, and MATCHED of all of them (a low
-    row's box may move one corner to a neighbouring peak of nearly the same score). Returns how
-    many rows were compared."""
+    and a score within SCORE_TOLERANCE: MATCHED of them (a low row's box may move one corner to a
+    neighbouring peak of nearly the same score), and with `every_top_row` every image's top row.
+    Returns how many rows were compared."""
     matched = []
     for image in range(len(want["num_detections"])):
         rows = int(got["num_detections"][image])
@@ -113,7 +161,8 @@ def assert_matches_float(got: dict[str, np.ndarray], want: dict[str, np.ndarray]
             if score < MIN_SCORE:
                 break
             same = (classes == label) & (_iou(box, boxes) >= IOU) & (np.abs(scores - score) <= SCORE_TOLERANCE)
-            assert rank > 0 or same.any(), f"image {image}: the top row {box.round(3)} score {score:.3f} is unmatched"
+            unmatched = f"image {image}: the top row {box.round(3)} score {score:.3f} is unmatched"
+            assert rank > 0 or not every_top_row or same.any(), unmatched
             matched.append(bool(same.any()))
     assert np.mean(matched) >= MATCHED, f"{sum(matched)} of {len(matched)} confident rows matched"
     return len(matched)
@@ -165,7 +214,7 @@ def test_bfloat16_export_warns_on_a_cpu_without_bfloat16_units(run, tmp_path, ca
     assert "bfloat16 units" not in capsys.readouterr().err
 
 
-def test_calibrated_int8_tflite_runs_an_integer_network_in_litert(int8_tflite, run, float_outputs):
+def test_calibrated_int8_tflite_runs_an_integer_network_in_litert(int8_tflite, run, float_outputs, float_ap):
     version = int8_tflite
     assert sorted(p.name for p in version.iterdir()) == ["decoding.tflite", "export_info.json", "model.tflite"]
     info = export_info.read(version)
@@ -179,13 +228,14 @@ def test_calibrated_int8_tflite_runs_an_integer_network_in_litert(int8_tflite, r
     interpreter = Interpreter(model_path=str(version / "model.tflite"))
     dtypes = {np.dtype(interpreter.get_tensor_details()[op["inputs"][0]]["dtype"]).name for op in convolutions}
     assert convolutions and dtypes == {"int8"}, dtypes
+    detect = tflite.runner(version / "model.tflite")
     got = {key: [] for key in float_outputs}
     for start in range(0, PROBE_IMAGES, 4):
-        for key, value in tflite.run(version / "model.tflite", run["images"][start : start + 4]).items():
+        for key, value in detect(run["images"][start : start + 4]).items():
             got[key].append(value)
-    assert (
-        assert_matches_float({key: np.concatenate(value) for key, value in got.items()}, float_outputs) >= PROBE_IMAGES
-    )
+    got = {key: np.concatenate(value) for key, value in got.items()}
+    assert assert_matches_float(got, float_outputs, every_top_row=False) >= PROBE_IMAGES
+    assert_keeps_the_float_ap(run, detect, 4, float_ap)
 
 
 def test_detector_and_predict_run_a_portable_export(int8_tflite, run, tmp_path):
@@ -217,14 +267,24 @@ def test_detector_and_predict_run_a_portable_export(int8_tflite, run, tmp_path):
     assert rows[0]["width"] == 2 * SIZE and len(rows[0]["detections"]) == (found_large[0].scores >= 0.3).sum()
 
 
-def test_calibrated_int8_onnx_matches_float_in_onnxruntime(run, float_outputs, tmp_path):
+def test_calibrated_int8_onnx_matches_float_in_onnxruntime(run, float_outputs, float_ap, tmp_path, capsys, monkeypatch):
+    from cornernet_tf import runtime
+
+    monkeypatch.setattr(runtime, "cpu_int8_units", lambda: None)  # an AVX2-only CPU: the export warns
     version = _export(
         run, tmp_path, "--format", "onnx", "--quantize", "int8", "--batch_size", "dynamic",
         "--representative_images", str(run["train_images"]), "--calibration_images", "32",
     )  # fmt: skip
+    assert "this CPU has no int8 dot-product units" in capsys.readouterr().err
     import onnx as onnx_lib
 
-    nodes = onnx_lib.load(str(version / "model.onnx")).graph.node
+    graph = onnx_lib.load(str(version / "model.onnx")).graph
+    nodes = graph.node
+    # 7-bit weights (|w| <= 64): a pair of 8-bit activations times them sums below 2^15, so CPUs
+    # without VNNI (16-bit pair sums) do not saturate and every CPU computes the same numbers
+    weights = [onnx_lib.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx_lib.TensorProto.INT8]
+    kernels = [w for w in weights if w.ndim == 4]
+    assert kernels and all(np.abs(w.astype(int)).max() <= 64 for w in kernels)
     quantized_outputs = {node.output[0] for node in nodes if node.op_type == "DequantizeLinear"}
     convolutions = [node for node in nodes if node.op_type == "Conv"]
     assert convolutions and all(
@@ -233,7 +293,9 @@ def test_calibrated_int8_onnx_matches_float_in_onnxruntime(run, float_outputs, t
     bodies = [attr.g for node in nodes if node.op_type == "Loop" for attr in node.attribute if attr.name == "body"]
     assert bodies and not any(n.op_type.endswith("QuantizeLinear") for body in bodies for n in body.node)
     assert export_info.read(version)["quantization"] == "int8"
-    assert assert_matches_float(onnx.run(version / "model.onnx", run["images"]), float_outputs) >= PROBE_IMAGES
+    detect = onnx.runner(version / "model.onnx")
+    assert assert_matches_float(detect(run["images"]), float_outputs, every_top_row=False) >= PROBE_IMAGES
+    assert_keeps_the_float_ap(run, detect, 8, float_ap)
 
 
 def test_the_split_tflite_graph_in_float_equals_the_whole_one(run):
@@ -305,10 +367,14 @@ def test_impossible_requests_are_one_error_line(run, tmp_path, capsys, flags, me
     assert not (tmp_path / "e").exists()
 
 
-def test_val_calibrates_on_the_runs_validation_images(run, tmp_path, capsys):
+def test_val_calibrates_on_the_runs_validation_images(run, tmp_path, capsys, monkeypatch):
+    from cornernet_tf import runtime
+
+    monkeypatch.setattr(runtime, "cpu_int8_units", lambda: "avx512_vnni")
     version = _export(
         run, tmp_path, "--format", "onnx", "--quantize", "int8", "--representative_images", "val",
         "--calibration_images", "8",
     )  # fmt: skip
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "int8 dot-product units" not in err
     assert "calibration: 8 images of" in out and json.loads((version / "export_info.json").read_text())["calibration"]

@@ -78,3 +78,20 @@ def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path, text, units):
     cpuinfo.write_text(text)
     assert runtime.cpu_bfloat16_units(cpuinfo) == units
     assert runtime.cpu_bfloat16_units(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    "text, units",
+    [
+        ("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_tile amx_int8\n", "amx_int8"),  # Intel SPR
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", "avx512_vnni"),  # AMD Zen 4
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx_vnni\n", "avx_vnni"),  # Intel Alder Lake
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n", None),  # AMD Zen 3: AVX2 only
+        ("processor\t: 0\nflags\t\t: fpu avx512_vnni_extra\n", None),  # whole flags only
+    ],
+)
+def test_int8_units_are_read_from_the_cpu_flags(tmp_path, text, units):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert runtime.cpu_int8_units(cpuinfo) == units
+    assert runtime.cpu_int8_units(tmp_path / "missing") is None
