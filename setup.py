@@ -129,6 +129,8 @@ SERVE = ["aiohttp>=3.9", "grpcio", "tensorflow-serving-api==2.21.*"]
 # portable exports; versions that install beside tensorflow 2.21 / protobuf 6-7 (docs/export_and_serving.md)
 TFLITE = ["ai-edge-litert>=2.3,<3"]
 ONNX = ["tf2onnx==1.17.0", "onnx>=1.17,<1.24", "onnxruntime>=1.20,<2"]
+# the official checkpoints of the named presets live on Google Drive (its large-file confirmation page)
+PRETRAINED = ["gdown>=5"]
 
 setup(
     name="cornernet-tf",
@@ -152,6 +154,7 @@ setup(
         "serve": SERVE,
         "tflite": TFLITE,
         "onnx": ONNX,
+        "pretrained": PRETRAINED,
         # ruff is pinned: its formatter's output is what CI compares against
         "test": [
             "pytest",
@@ -165,7 +168,7 @@ setup(
             *TFLITE,
             *ONNX,
         ],
-        "torch": ["torch==2.13.0"],
+        "torch": ["torch==2.13.0"],  # peer benchmarks only: checkpoints are read without PyTorch
     },
     cmdclass={"build_ext": BuildCornerPoolOp, "build_py": BuildPyWithConfigs},
     distclass=BinaryDistribution,

@@ -9,8 +9,10 @@ package calls `start_quietly()`: it sets TF_CPP_MIN_LOG_LEVEL=3, which hides Ten
 INFO (1), WARNING (2) and ERROR (3) lines, and holds back stderr until the command's `main`
 starts, because the lines absl writes while TensorFlow loads ignore that level. What was held
 back is dropped, or written out at exit if the command never got to `main` (an import error).
-Nothing changes when the command has `--verbose`, when TF_CPP_MIN_LOG_LEVEL is already set, or
-when cornernet_tf is imported as a library: a library user's TensorFlow logging is theirs.
+A TF_CPP_MIN_LOG_LEVEL the user set is kept; a non-zero one (most users set 3 to silence
+TensorFlow) still holds stderr back, since absl's start-up lines ignore it. Nothing changes when
+the command has `--verbose`, when TF_CPP_MIN_LOG_LEVEL is 0 (the user wants the log), or when
+cornernet_tf is imported as a library: a library user's TensorFlow logging is theirs.
 
 Errors. `@command` wraps a command's `main(argv) -> int`: a user error (a bad config, a missing
 file, an impossible value: ValueError, of which ConfigError is one, or OSError) becomes one
@@ -35,6 +37,11 @@ QUIET_LOG_LEVEL = "3"  # ERROR too ("failed call to cuInit" without a GPU); real
 VERBOSE_FLAG = "--verbose"
 USER_ERRORS = (ValueError, OSError)
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+# what --weights takes, in every command that loads weights
+WEIGHTS_HELP = (
+    "a preset name (python -m cornernet_tf.presets lists them), an original checkpoint (.pkl/.pth), a .weights.h5 "
+    "file, a model_dir, its checkpoints folder or a checkpoint prefix"
+)
 
 _held_stderr: tuple[int, BinaryIO] | None = None  # (saved fd 2, the file holding what was written)
 
@@ -49,10 +56,11 @@ def command_module(argv: Sequence[str], orig_argv: Sequence[str]) -> str | None:
 
 
 def wants_quiet_start(argv: Sequence[str], orig_argv: Sequence[str], environ: Mapping[str, str]) -> bool:
-    """True for `python -m cornernet_tf.<command>` without --verbose and without the user's own
-    TF_CPP_MIN_LOG_LEVEL."""
+    """True for `python -m cornernet_tf.<command>` without --verbose, unless the user's own
+    TF_CPP_MIN_LOG_LEVEL asks for TensorFlow's log (0)."""
     ours = (command_module(argv, orig_argv) or "").startswith("cornernet_tf.")
-    return ours and VERBOSE_FLAG not in argv[1:] and LOG_LEVEL_VARIABLE not in environ
+    wants_log = environ.get(LOG_LEVEL_VARIABLE, "").strip() == "0"
+    return ours and VERBOSE_FLAG not in argv[1:] and not wants_log
 
 
 def start_quietly() -> None:
@@ -60,7 +68,7 @@ def start_quietly() -> None:
     global _held_stderr
     if not wants_quiet_start(sys.argv, getattr(sys, "orig_argv", []), os.environ):
         return
-    os.environ[LOG_LEVEL_VARIABLE] = QUIET_LOG_LEVEL
+    os.environ.setdefault(LOG_LEVEL_VARIABLE, QUIET_LOG_LEVEL)
     sys.stderr.flush()
     held = tempfile.TemporaryFile()
     _held_stderr = (os.dup(2), held)

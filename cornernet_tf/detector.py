@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from cornernet_tf import pretrained
 from cornernet_tf.coco_metrics import detections_to_coco
 from cornernet_tf.config import Config, config_from_dict, load_config
 from cornernet_tf.data import image_header
@@ -286,6 +287,7 @@ class Detector:
                 (`ConfigError`, also when no saved config is found), export.corner_pool is "op"
                 without the compiled library, or `device` is missing.
         """
+        weights = pretrained.resolve(weights, None if isinstance(config, Config) else config)
         if isinstance(config, Config):
             config = config_from_dict(config.to_dict(), overrides)
         else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cornernet_tf import cli
+from cornernet_tf import cli, pretrained
 from cornernet_tf.coco_metrics import format_metrics, write_json
 from cornernet_tf.config import load_config
 from cornernet_tf.tasks.evaluation import evaluate_model
@@ -35,7 +35,7 @@ def _scales(text: str) -> list[float]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cornernet_tf.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", required=True, help=".weights.h5 file, model_dir, checkpoints folder or prefix")
+    parser.add_argument("--weights", required=True, help=cli.WEIGHTS_HELP)
     parser.add_argument(
         "--config",
         default=None,
@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.weights = pretrained.resolve(args.weights, args.config)
     config = load_config(config_for_weights(args.config, args.weights), args.overrides)
     model = build_model(config.model)
     print(f"loaded weights {load_weights(model, args.weights)}")

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import cli, runtime
+from cornernet_tf import cli, pretrained, runtime
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.data import image_header
 from cornernet_tf.detector import load_image
@@ -153,7 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"YAML file or bundled name (default: the run's {SAVED_CONFIG} beside --weights or above it)",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help=".weights.h5 file, model_dir, checkpoints folder or checkpoint prefix")
+    source.add_argument("--weights", help=cli.WEIGHTS_HELP)
     source.add_argument("--random_weights", action="store_true", help="export an untrained model (tests, demos)")
     parser.add_argument("--export_dir", required=True, help="model base path; the export is <export_dir>/<version>")
     parser.add_argument("--version", type=int, default=None, help="default: highest existing version + 1, or 1")
@@ -230,6 +230,8 @@ def _config_path(args: argparse.Namespace) -> str:
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.weights is not None:
+        args.weights = pretrained.resolve(args.weights, args.config)
     config = load_config(_config_path(args), [*args.overrides, *flag_overrides(args)])
     corner_pool = config.export.corner_pool
     _check_format_flags(args, config)
@@ -270,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             f"exported {config.name} to {target}: {args.format}, quantization {args.quantize}, batch "
             f"{args.batch_size or 'dynamic'}; corner pool {corner_pool}"
         )
+        if args.quantize == "int8" and runtime.cpu_int8_units() is None:
+            print(
+                "warning: this CPU has no int8 dot-product units (VNNI or AMX): here int8 runs through slower "
+                "instruction sequences and measured slower than float32 (docs/export_and_serving.md); serve this "
+                "export on a CPU with them, or use the float file here",
+                file=sys.stderr,
+            )
         return 0
     target = export_model(model, config, args.export_dir, args.version)
     print(

@@ -344,7 +344,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--export",
         help="export of python -m cornernet_tf.export: SavedModel, TFLite or ONNX (version folder or base path)",
     )
-    model.add_argument("--weights", help=".weights.h5 file, model_dir, checkpoints folder or checkpoint prefix")
+    model.add_argument("--weights", help=cli.WEIGHTS_HELP)
     parser.add_argument(
         "--config",
         default=None,

@@ -1,4 +1,5 @@
-"""Preset folders of `ObjectDetector`: save one, and open a detector from anything that holds one.
+"""Preset folders of `ObjectDetector`: save one, and open a detector from anything that holds one;
+`python -m cornernet_tf.presets` lists the named COCO presets (`pretrained`) and whether each is cached.
 
 A preset folder follows keras-hub's layout and is also a model_dir the command lines read:
 
@@ -11,7 +12,8 @@ A preset folder follows keras-hub's layout and is also a model_dir the command l
 It is written whole under a hidden sibling name and renamed into place, so a reader never sees
 half a preset. `load_preset` opens, besides such a folder: a bundled config name or YAML path (a
 new network), a training run folder or checkpoint (its config.yaml found as the commands find
-it), and a `.weights.h5` file with the config it belongs to. With `num_classes` other than the
+it), a `.weights.h5` file with the config it belongs to, and a named COCO preset or original
+checkpoint file (`pretrained.resolve`: fetched, converted and cached on first use). With `num_classes` other than the
 source's, the heads are new and every other weight is loaded (fine-tuning on other classes).
 """
 
@@ -23,12 +25,13 @@ import os
 import pathlib
 import secrets
 import shutil
+import sys
 from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
-from cornernet_tf import __version__
+from cornernet_tf import __version__, cli, pretrained
 from cornernet_tf.config import Config, ConfigError, config_from_dict, load_config
 from cornernet_tf.tasks.export import CLASS_NAMES_ASSET
 from cornernet_tf.tasks.model import build_model
@@ -144,6 +147,7 @@ def _source(preset: str | os.PathLike, config: Config | str | os.PathLike | None
     """(the config, the weights path or None, the bounding_box_format a preset was saved with,
     else "xyxy") of what `load_preset` was given."""
     given = None if config is None else config if isinstance(config, Config) else load_config(config)
+    preset = pretrained.resolve(preset, None if config is None or isinstance(config, Config) else config)
     path = pathlib.Path(preset).expanduser()
     if is_preset(path):
         saved = json.loads((path / PRESET_CONFIG).read_text())["config"]
@@ -181,3 +185,29 @@ def copy_matching_weights(source: keras.Model, target: keras.Model) -> list[str]
         else:
             kept.append(path)
     return kept
+
+
+@cli.command
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cornernet_tf.presets`: the named COCO presets, their published AP, size and cache state."""
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m cornernet_tf.presets",
+        description="List the pretrained COCO presets that --weights, --init_weights, Detector.from_weights and "
+        "ObjectDetector.from_preset accept by name.",
+    ).parse_args(argv)
+    rows = pretrained.describe()
+    width = max(len(str(row["name"])) for row in rows)
+    print(f"{'preset':<{width}}  {'box AP':>6}  {'size':>7}  {'cached':<6}  model")
+    for row in rows:
+        print(
+            f"{row['name']:<{width}}  {row['box_ap']:>6.1f}  {row['size_mb']:>4} MB  "
+            f"{'yes' if row['cached'] else 'no':<6}  {row['description']} [{row['ap_note']}]"
+        )
+    print(f"cache: {pretrained.home()} (set {pretrained.HOME_VARIABLE} to move it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

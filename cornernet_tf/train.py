@@ -1,6 +1,6 @@
 """Train CornerNet: `python -m cornernet_tf.train [--config FILE] [--set key=value ...]
 [--strategy default|one_device|mirrored|multi_worker|tpu] [--model_dir DIR] [--resume]
-[--allow_config_change] [--init_weights FILE.weights.h5] [--no_eval] [--verbose]`.
+[--allow_config_change] [--init_weights NAME|FILE] [--no_eval] [--verbose]`.
 
 With no config it trains `configs/shapes_tiny.yaml` on the built-in shapes dataset (generated on
 first use), then evaluates on its validation split and writes a picture of detections.
@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import cli, runtime
+from cornernet_tf import cli, pretrained, runtime
 from cornernet_tf.config import Config, ConfigError, TrainConfig, load_config
 from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG, CheckpointWriteError
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
@@ -74,8 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--init_weights",
         default=None,
-        metavar="FILE.weights.h5",
-        help="start a new run from these Keras weights (e.g. converted official ones); layers "
+        metavar="WEIGHTS",
+        help="start a new run from these weights: a preset name (python -m cornernet_tf.presets), an original "
+        "checkpoint (.pkl/.pth) or a .weights.h5 file; layers "
         "whose shapes differ, such as heads for another number of classes, keep their "
         "initial values",
     )
@@ -122,6 +123,17 @@ def evaluate_and_report(
     else:
         shutil.rmtree(pictures, ignore_errors=True)
     return metrics
+
+
+def init_weights_file(weights: str) -> str:
+    """The Keras weights file of --init_weights: a preset name or an original checkpoint (.pkl /
+    .pth) is fetched or converted first (`pretrained.resolve`), and a folder holding a
+    `model.weights.h5` (a converted preset, a preset folder) stands for that file."""
+    resolved = pretrained.resolve(weights)
+    folder = pathlib.Path(resolved).expanduser()
+    if folder.is_dir() and (folder / pretrained.WEIGHTS_FILE).is_file():
+        return str(folder / pretrained.WEIGHTS_FILE)
+    return resolved
 
 
 def check_init_weights(path: str | None) -> None:
@@ -240,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if args.init_weights:
+        args.init_weights = init_weights_file(args.init_weights)
     check_init_weights(args.init_weights)
     model_dir = pathlib.Path(args.model_dir or pathlib.Path("runs") / config.name)
     check_saved_config(model_dir, config, args.allow_config_change)

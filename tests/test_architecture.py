@@ -24,6 +24,7 @@ ENTRY_POINTS = {
     "detector",
     "object_detector",
     "presets",
+    "pretrained",
     "data.tfrecord",
     "data.shapes",
 }

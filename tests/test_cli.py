@@ -73,6 +73,9 @@ def tiny_config(tmp_path) -> pathlib.Path:
         (["-m"], ["python", "-u", "-mcornernet_tf.data.shapes"], {}, True),
         (["-m", "--verbose"], ["python", "-m", "cornernet_tf.train", "--verbose"], {}, False),
         (["-m"], ["python", "-m", "cornernet_tf.train"], {"TF_CPP_MIN_LOG_LEVEL": "0"}, False),
+        # the user's own quieting: absl's start-up lines ignore it, so they are held back too
+        (["-m"], ["python", "-m", "cornernet_tf.train"], {"TF_CPP_MIN_LOG_LEVEL": "3"}, True),
+        (["-m"], ["python", "-m", "cornernet_tf.train"], {"TF_CPP_MIN_LOG_LEVEL": "2"}, True),
         (["-m"], ["python", "-m", "other_tool"], {}, False),  # another command importing cornernet_tf
         (["script.py"], ["python", "script.py"], {}, False),  # a library import
         (["-c"], ["python", "-c", "import cornernet_tf"], {}, False),
@@ -80,6 +83,25 @@ def tiny_config(tmp_path) -> pathlib.Path:
 )
 def test_only_our_commands_start_quietly(argv, orig_argv, environ, quiet):
     assert cli.wants_quiet_start(argv, orig_argv, environ) is quiet
+
+
+def test_a_user_error_is_one_line_with_the_users_own_quiet_log_level():
+    """With TF_CPP_MIN_LOG_LEVEL=3, as most users set it, the error is the only output: absl's
+    "All log messages before absl::InitializeLog()" and cudart lines ignore that level."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "cornernet_tf.evaluate", "--weights", "/no/such/run"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        "error: --weights '/no/such/run': not found (no file, folder or checkpoint prefix of that name)"
+    ], done.stdout
 
 
 def test_a_command_starts_with_its_own_first_line_and_verbose_shows_tensorflows(tiny_config, tmp_path):

@@ -101,6 +101,7 @@ def test_inference_and_export(tmp_path, monkeypatch):
     text, pictures = outputs(notebook)
     assert pictures >= 2, "expected the Python and the REST detections as pictures"
     out = tmp_path / "inference_smoke"
+    assert "smoke run: cornernet_squeeze_coco is not downloaded" in text  # the preset cell needs the internet
     assert (out / "CornerNet_stand_in.npz").is_file() and (out / "converted.weights.h5").is_file()
     assert "converted vs. original network: 0.0" in text
     version = out / "exports" / "cornernet" / "1"

@@ -65,33 +65,21 @@ def test_no_cpuinfo_means_no_bfloat16_matrix_units(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text, units",
+    "units_of, text, units",
     [
-        ("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n", "amx"),
-        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", "avx512_bf16"),  # AMD Zen 4
-        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", None),
-        ("processor\t: 0\nflags\t\t: fpu avx512_bf16_extra\n", None),  # whole flags only
+        ("cpu_bfloat16_units", "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n", "amx"),
+        ("cpu_bfloat16_units", "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", "avx512_bf16"),  # Zen 4
+        ("cpu_bfloat16_units", "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", None),
+        ("cpu_bfloat16_units", "processor\t: 0\nflags\t\t: fpu avx512_bf16_extra\n", None),  # whole flags only
+        ("cpu_int8_units", "flags\t\t: fpu avx2 avx512f avx512_vnni amx_tile amx_int8\n", "amx_int8"),  # Intel SPR
+        ("cpu_int8_units", "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", "avx512_vnni"),  # AMD Zen 4
+        ("cpu_int8_units", "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx_vnni\n", "avx_vnni"),  # Intel Alder Lake
+        ("cpu_int8_units", "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n", None),  # AMD Zen 3: AVX2 only
+        ("cpu_int8_units", "processor\t: 0\nflags\t\t: fpu avx512_vnni_extra\n", None),  # whole flags only
     ],
 )
-def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path, text, units):
+def test_reduced_precision_units_are_read_from_the_cpu_flags(tmp_path, units_of, text, units):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(text)
-    assert runtime.cpu_bfloat16_units(cpuinfo) == units
-    assert runtime.cpu_bfloat16_units(tmp_path / "missing") is None
-
-
-@pytest.mark.parametrize(
-    "text, units",
-    [
-        ("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_tile amx_int8\n", "amx_int8"),  # Intel SPR
-        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", "avx512_vnni"),  # AMD Zen 4
-        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx_vnni\n", "avx_vnni"),  # Intel Alder Lake
-        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n", None),  # AMD Zen 3: AVX2 only
-        ("processor\t: 0\nflags\t\t: fpu avx512_vnni_extra\n", None),  # whole flags only
-    ],
-)
-def test_int8_units_are_read_from_the_cpu_flags(tmp_path, text, units):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(text)
-    assert runtime.cpu_int8_units(cpuinfo) == units
-    assert runtime.cpu_int8_units(tmp_path / "missing") is None
+    assert getattr(runtime, units_of)(cpuinfo) == units
+    assert getattr(runtime, units_of)(tmp_path / "missing") is None
