@@ -34,6 +34,7 @@ from cornernet_tf.coco_metrics import detections_to_coco
 from cornernet_tf.config import Config, config_from_dict, load_config
 from cornernet_tf.data import image_header
 from cornernet_tf.ops.corner_pool import compiled_available
+from cornernet_tf.portable import export_info
 from cornernet_tf.portable.export_info import FILE_NAME as PORTABLE_INFO
 from cornernet_tf.tasks.export import CLASS_NAMES_ASSET, class_names, detection_module, export_network
 from cornernet_tf.training.checkpoint import config_for_weights, load_weights
@@ -236,9 +237,15 @@ class Detector:
         """A detector on an export of `python -m cornernet_tf.export`: a version folder, or a
         model base path (its highest complete version). A SavedModel runs its `serving_tensor`; a
         TFLite or ONNX export runs in its own runtime (an extra), each image resized to the
-        export's fixed size first, the boxes mapped back to the image. Options as `Detector`'s."""
+        export's fixed size first, the boxes mapped back to the image; a network-only one (the
+        network's maps, no decoding) is refused with ValueError. Options as `Detector`'s."""
         version = find_export(path)
         if (version / PORTABLE_INFO).is_file():
+            if export_info.read(version).get("network_only"):
+                raise ValueError(
+                    f"{version}: a network-only export returns the network's maps, not detections; decode them "
+                    f"yourself (its {PORTABLE_INFO} says how) or export without --network_only"
+                )
             from cornernet_tf.portable import fixed_size_runner  # imported here: the formats are extras
 
             run, info = fixed_size_runner(version)

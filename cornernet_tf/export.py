@@ -5,9 +5,10 @@ CLI: `python -m cornernet_tf.export [--config C] (--weights W | --random_weights
 [--score_threshold X] [--max_detections N] [--corner_pool vectorized|scan|op]
 [--precision float32|bfloat16] [--verbose]
 [--format saved_model|tflite|onnx [--quantize none|fp16|int8] [--batch_size N|dynamic]
-[--image_size H W] [--representative_images DIR|val [--calibration_images N]]]`
+[--image_size H W] [--representative_images DIR|val [--calibration_images N]] [--network_only]]`
 (tflite / onnx: `cornernet_tf.portable`; int8 with --representative_images is a calibrated integer
-network, TFLite int8 without them dynamic range).
+network, TFLite int8 without them dynamic range; --network_only: the network alone, uint8 images in,
+its maps out, the decoding left to the caller, e.g. TensorRT's trtexec).
 W is what `python -m cornernet_tf.evaluate` accepts: a `.weights.h5`, a training model_dir (its
 latest checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix; as there,
 without --config the run's `config.yaml` beside W or above it is used, and --random_weights
@@ -127,6 +128,11 @@ def _batch_size(text: str) -> int | None:
 
 def _check_format_flags(args: argparse.Namespace, config: Config) -> None:
     """Refuse portable-only flags on a SavedModel and what a portable format cannot hold."""
+    if args.format == "saved_model" and args.network_only:
+        raise ValueError(
+            "--network_only is for --format tflite / onnx (a fixed-size file of the network alone); a SavedModel "
+            "holds the whole detector"
+        )
     if args.format == "saved_model":
         portable_only = (args.quantize != "none", args.image_size is not None, args.batch_size != 1)
         if any(portable_only) or args.representative_images is not None:
@@ -216,6 +222,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="how many representative images to calibrate on (default 100)",
     )
+    portable.add_argument(
+        "--network_only",
+        action="store_true",
+        help="write the network alone (TensorRT's trtexec, custom decoders): uint8 RGB images in (resize or pad "
+        "and normalization still inside), the network's maps out by name (heatmaps as logits, before the "
+        "sigmoid), no decoding or soft-NMS; export_info.json states how to decode them",
+    )
     cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -267,10 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             args.version,
             representative_images=calibration,
             on_progress=_print_progress,
+            network_only=args.network_only,
         )
         print(
-            f"exported {config.name} to {target}: {args.format}, quantization {args.quantize}, batch "
-            f"{args.batch_size or 'dynamic'}; corner pool {corner_pool}"
+            f"exported {config.name} to {target}: {args.format}{', network only' if args.network_only else ''}, "
+            f"quantization {args.quantize}, batch {args.batch_size or 'dynamic'}; corner pool {corner_pool}"
         )
         if args.quantize == "int8" and runtime.cpu_int8_units() is None:
             print(

@@ -132,12 +132,14 @@ def test_quantized_tflite_stores_smaller_weights_and_runs_in_litert(exports, sav
 def test_export_info_describes_each_export(exports):
     info = export_info.read(exports["tflite"])
     assert info["format"] == "tflite" and info["model_file"] == "model.tflite" and info["quantization"] == "none"
+    assert info["network_only"] is False and "test_inputs" not in info and "decoding" not in info
     assert info["input"] == {
         "name": "images",
         "dtype": "uint8",
         "layout": "NHWC",
         "color": "RGB",
         "shape": [3, 96, 120, 3],
+        "value_range": [0, 255],
     }
     assert info["outputs"]["order"] == ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
     assert info["outputs"]["detection_boxes"] == [3, 20, 4]
@@ -171,7 +173,7 @@ def test_cli_refuses_what_a_format_cannot_hold(weights, tmp_path, capsys, flags,
 
 
 def test_failed_write_leaves_no_version(config, tmp_path, monkeypatch):
-    monkeypatch.setattr(tflite, "convert", lambda *args: b"flatbuffer")
+    monkeypatch.setattr(tflite, "convert", lambda *args, **kwargs: b"flatbuffer")
 
     def fail(directory: pathlib.Path, info: dict) -> None:
         raise OSError("No space left on device")

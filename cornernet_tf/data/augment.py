@@ -500,6 +500,16 @@ def eval_resize(image: tf.Tensor, input_size: tuple[int, int]) -> tuple[tf.Tenso
     return resized, info_lib.make_image_info(scale, tf.zeros([2]), hw)
 
 
+def _height_width(image: tf.Tensor) -> tf.Tensor:
+    """[H, W] int32 of `image` [H, W, C]: a constant where its static shape holds both, so a graph of
+    fixed-size images computes the pad geometry when it is built. The portable exports' images have
+    a fixed [H, W] but, with a dynamic batch, no static channel count (`tf.shape` then stays an op);
+    ONNX opset 17 has no BitwiseOr to compute the canvas at run time."""
+    if image.shape[:2].is_fully_defined():
+        return tf.constant(image.shape[:2].as_list(), tf.int32)
+    return tf.shape(image)[:2]
+
+
 def eval_pad(image: tf.Tensor, size_divisor: int, scale: float = 1.0, fill: Fill = None) -> tuple[tf.Tensor, tf.Tensor]:
     """The original test transform: resize by `scale`, centre in a canvas of side s | (d - 1),
     black (zeros) or `fill` (mmdetection's test canvas is the normalization mean).
@@ -510,7 +520,7 @@ def eval_pad(image: tf.Tensor, size_divisor: int, scale: float = 1.0, fill: Fill
     """
     if size_divisor & (size_divisor - 1):
         raise ValueError(f"size_divisor must be a power of 2, got {size_divisor}")
-    hw = tf.shape(image)[:2]
+    hw = _height_width(image)
     pixels = tf.cast(image, tf.float32) / 255.0
     if scale != 1.0:
         new_hw = tf.cast(tf.cast(hw, tf.float32) * scale, tf.int32)

@@ -6,7 +6,9 @@ export_info.json) with the SavedModel export's atomic, versioned write. The grap
 preprocessing, network, decoding and soft-NMS inside, TF Object Detection API outputs out.
 Only the pure-TF corner pools convert; the compiled op is refused. int8 with representative
 images is calibrated, full-integer in the network (`tflite.convert_calibrated`, `onnx.quantize`);
-TFLite int8 without them is dynamic range.
+TFLite int8 without them is dynamic range. With `network_only` the file holds the network half
+alone (uint8 images in, preprocessing inside, the network's maps out: what TensorRT's trtexec and
+custom decoders take), its contract in export_info.json (`export_info.network_contract`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def export_portable(
     description: dict | None = None,
     representative_images: np.ndarray | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    network_only: bool = False,
 ) -> pathlib.Path:
     """Convert `module` (its network on a pure-TF corner pool) and write a new version of `export_dir`.
 
@@ -94,6 +97,8 @@ def export_portable(
         description: Keys for export_info.json (class names, model).
         representative_images: uint8 [N, H, W, 3] at `image_size` that int8 calibrates on.
         on_progress: Called with (images run, N) while calibrating.
+        network_only: Convert the network half alone (`PortableDetector.network_function`: the
+            preprocessing and the network, the maps out), no decoding.
 
     Returns:
         The version folder.
@@ -111,23 +116,31 @@ def export_portable(
     if fmt == "tflite":
         from cornernet_tf.portable import tflite  # imported here: each format's packages are an extra
 
-        if calibrated:
+        if calibrated and network_only:  # the calibrated export's first file, alone
+            content = tflite.convert_calibrated_network(detector, representative_images, on_progress)
+        elif calibrated:
             content, decoding = tflite.convert_calibrated(detector, representative_images, on_progress)
             files[tflite.DECODING_FILE] = decoding
             extra["decoding_file"] = tflite.DECODING_FILE
         else:
-            content = tflite.convert(detector, quantize)
+            content = tflite.convert(detector, quantize, network_only=network_only)
     else:
         from cornernet_tf.portable import onnx
 
-        content = onnx.convert(detector)
+        content = onnx.convert(detector, network_only=network_only)
         extra["opset"] = onnx.OPSET
         if quantize == "int8":
             content = onnx.quantize(content, representative_images, batch_size, on_progress)
     if calibrated:
         extra["calibration"] = {"images": len(representative_images)}
     info = export_info.export_info(
-        detector, fmt, MODEL_FILES[fmt], quantize, {**(description or {}), **extra}, calibrated=calibrated
+        detector,
+        fmt,
+        MODEL_FILES[fmt],
+        quantize,
+        {**(description or {}), **extra},
+        calibrated=calibrated,
+        network_only=network_only,
     )
 
     files[MODEL_FILES[fmt]] = content
@@ -143,10 +156,14 @@ def export_portable(
 def fixed_size_runner(version: str | os.PathLike) -> tuple[Callable[[np.ndarray], dict[str, np.ndarray]], dict]:
     """The runner of a portable export's version folder in its own runtime (the LiteRT
     interpreter, onnxruntime), and its export_info.json: uint8 [B, H, W, 3] at the export's batch
-    (any, for a dynamic ONNX one) and image size -> the four outputs by name."""
+    (any, for a dynamic ONNX one) and image size -> the outputs by name (the four detection
+    outputs; a network-only export's maps, `outputs.order`)."""
     info = export_info.read(version)
+    model = pathlib.Path(version) / info["model_file"]
     if info["format"] == "tflite":
-        from cornernet_tf.portable import tflite as runtime
-    else:
-        from cornernet_tf.portable import onnx as runtime
-    return runtime.runner(pathlib.Path(version) / info["model_file"]), info
+        from cornernet_tf.portable import tflite
+
+        return tflite.runner(model, output_names=info["outputs"]["order"]), info
+    from cornernet_tf.portable import onnx
+
+    return onnx.runner(model), info

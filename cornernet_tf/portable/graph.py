@@ -10,10 +10,13 @@ pad transform (channel-independent) treats exactly as it treats each image alone
 The same graph also comes in two halves, for an integer network beside float decoding: `network`
 (images -> the network's maps of every test input, in `map_names` order) and `decoding` (those
 maps -> the outputs); `decoding` replays the maps to `detect_multiscale` in place of the network.
+The network half alone is also an export of its own (`--network_only`: TensorRT's trtexec, custom
+decoders), its outputs named by `network_output_names` and described by `input_geometry`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -25,6 +28,28 @@ from cornernet_tf.inference import detect_multiscale, network_batch
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 COMPILED_OP_TYPES = ("FusedCornerPool", "CornerPool")  # the op library's TF-only kernels
+
+
+def network_output_name(map_name: str) -> str:
+    """A `map_names` entry (`<test input>/<map>`, e.g. 0/tl_heatmap) as an output name that ONNX,
+    TFLite and TensorRT's tools all take (no slash): `map_<test input>_<map>`, e.g. map_0_tl_heatmap."""
+    index, key = map_name.split("/", 1)
+    return f"map_{index}_{key}"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputGeometry:
+    """One test input (scale) of a fixed-size export, the same for every image of that size.
+
+    scale: the test scale; size: the network input's [height, width]; image_info: the [6]
+    `data/image_info.py` vector relating it to the image (input px = image px * scale + offset);
+    maps: each network output's shape [height, width, channels] by name.
+    """
+
+    scale: float
+    size: tuple[int, int]
+    image_info: tuple[float, ...]
+    maps: dict[str, tuple[int, ...]]
 
 
 def calibration_batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -77,7 +102,9 @@ class PortableDetector(tf.Module):
     # ---- the two halves ----
 
     @functools.cached_property
-    def _network_half(self) -> tuple[tf.types.experimental.ConcreteFunction, list[str]]:
+    def _network_half(self) -> tuple[tf.types.experimental.PolymorphicFunction, list[str]]:
+        """The network half as a tf.function (tf2onnx converts a tf.function, not a concrete
+        one) traced once at the input signature, and its map names."""
         names: list[str] = []
 
         def network(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -90,15 +117,53 @@ class PortableDetector(tf.Module):
             return tuple(maps)
 
         spec = tf.TensorSpec([self.batch_size, *self.image_size, 3], tf.uint8, name=INPUT_NAME)
-        return self._checked(tf.function(network).get_concrete_function(spec)), names
+        function = tf.function(network, input_signature=[spec])
+        self._checked(function.get_concrete_function())
+        return function, names
+
+    def network(self) -> tf.types.experimental.PolymorphicFunction:
+        """`network_function`'s tf.function (the same trace), for converters that take one."""
+        return self._network_half[0]
 
     def network_function(self) -> tf.types.experimental.ConcreteFunction:
         """uint8 images -> the network's maps of every test input, a tuple in `map_names` order."""
-        return self._network_half[0]
+        return self._network_half[0].get_concrete_function()
 
     def map_names(self) -> list[str]:
         """`<test input index>/<map name>` of each map `network_function` returns, in order."""
         return list(self._network_half[1])
+
+    def network_output_names(self) -> list[str]:
+        """The network-only export's output names, in `map_names` order (`network_output_name`)."""
+        return [network_output_name(name) for name in self.map_names()]
+
+    def input_geometry(self) -> list[InputGeometry]:
+        """Each test input's geometry and map shapes at this export's image size, in `map_names`'
+        index order: what a caller decoding the network's maps itself needs. The shapes are the
+        traced network's (static at a fixed image size); the geometry comes from transforming one
+        black image, without running the network.
+
+        Raises:
+            ValueError: A map's height, width or channels are not static.
+        """
+        detection = self.detection
+        maps: list[dict[str, tuple[int, ...]]] = [{} for _ in detection.test_scales]
+        for name, tensor in zip(self.map_names(), self.network_function().structured_outputs, strict=True):
+            index, key = name.split("/", 1)
+            if not tensor.shape[1:].is_fully_defined():
+                raise ValueError(f"the network's map {name} has no static shape at {self.image_size}: {tensor.shape}")
+            maps[int(index)][key] = tuple(tensor.shape[1:].as_list())
+        black = tf.zeros([*self.image_size, 3], tf.float32)
+        transforms = detection.transforms(black)
+        return [
+            InputGeometry(
+                scale=float(scale),
+                size=tuple(int(side) for side in pixels.shape[:2]),
+                image_info=tuple(float(value) for value in info.numpy()),
+                maps=shapes,
+            )
+            for scale, (pixels, info), shapes in zip(detection.test_scales, transforms, maps, strict=True)
+        ]
 
     def decoding_function(self) -> tf.types.experimental.ConcreteFunction:
         """The network half's maps (inputs `map_0`, `map_1`, ... in `map_names` order) -> the outputs."""

@@ -27,10 +27,14 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cornernet_tf.portable.graph import INPUT_NAME, PortableDetector, calibration_batches
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17
 # int8 network: its convolutions (their inputs, weights and biases). The corner pools' shifted maxima
@@ -45,23 +49,46 @@ def _where(ctx, node, name, args) -> None:
     node.type = "Where"
 
 
-def convert(detector: PortableDetector) -> bytes:
-    """The serialized ONNX model (opset `OPSET`), checked by onnx's checker."""
+def convert(detector: PortableDetector, network_only: bool = False) -> bytes:
+    """The serialized ONNX model (opset `OPSET`), checked by onnx's checker: the whole detector,
+    or with `network_only` its network half (outputs `detector.network_output_names()`, in
+    order; with a dynamic batch their first dimension is "batch", or "2*batch" with the flip
+    test, which runs the mirrored images as a second half of the batch)."""
     import onnx  # imported here: the onnx extra
     import tf2onnx
 
-    function = detector.concrete_function()
+    if network_only:
+        function, signature = detector.network(), detector.network_function().structured_input_signature[0]
+    else:
+        function, signature = detector.serve, detector.concrete_function().structured_input_signature[0]
     proto, _ = tf2onnx.convert.from_function(
-        detector.serve,
-        input_signature=function.structured_input_signature[0],
-        opset=OPSET,
-        custom_op_handlers={"SelectV2": (_where, [])},
+        function, input_signature=signature, opset=OPSET, custom_op_handlers={"SelectV2": (_where, [])}
     )
+    output_batch = "batch"
+    if network_only:
+        # a tuple's outputs come named by their TF tensors (Identity:0, ...): name them by their maps
+        _rename_outputs(proto.graph, detector.network_output_names())
+        output_batch = "2*batch" if detector.detection.settings.flip else "batch"
     if detector.batch_size is None:
-        for value in [*proto.graph.input, *proto.graph.output]:
+        for value in proto.graph.input:
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
+        for value in proto.graph.output:
+            value.type.tensor_type.shape.dim[0].dim_param = output_batch
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
+
+
+def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
+    """Give `graph`'s outputs (an onnx GraphProto's, in order) `names`, in the nodes that produce
+    or read them too. Only the top level: the outputs are the heads' results, which no subgraph
+    (a scan corner pool's Loop body) reads."""
+    renamed = {value.name: name for value, name in zip(graph.output, names, strict=True)}
+    for value in [*graph.output, *graph.value_info]:
+        value.name = renamed.get(value.name, value.name)
+    for node in graph.node:
+        for field in (node.input, node.output):
+            for position, name in enumerate(field):
+                field[position] = renamed.get(name, name)
 
 
 def quantize(

@@ -14,6 +14,10 @@ calibrator crashes (a segmentation fault) on soft-NMS's WHILE loop, so the graph
 its two halves (`PortableDetector.network_function` / `decoding_function`): the network,
 calibrated, with int8 kernels (uint8 images in, float maps out) in `model.tflite`, and the
 decoding with soft-NMS in float32 in `decoding.tflite`; `runner` runs one after the other.
+
+A network-only export (`convert(..., network_only=True)`, or `convert_calibrated_network` for
+int8 with representative images: the calibrated export's first file itself) is the network half
+alone; its outputs come in `PortableDetector.map_names` order, named in export_info.json.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import pathlib
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,15 +39,17 @@ DECODING_FILE = "decoding.tflite"  # a full-integer export's float decoding, bes
 _MAP_NUMBER = re.compile(r"map_(\d+)")  # the decoding's input names
 
 
-def convert(detector: PortableDetector, quantize: str = "none") -> bytes:
-    """The .tflite flatbuffer. fp16: float16 weights, float32 compute. int8: int8 weights
-    (dynamic range: the kernels that support it quantize their activations at run time; the
-    rest, decoding included, computes in float32); inputs and outputs keep their types."""
+def convert(detector: PortableDetector, quantize: str = "none", network_only: bool = False) -> bytes:
+    """The .tflite flatbuffer of the whole detector, or with `network_only` of its network half
+    (the maps in `detector.map_names()` order). fp16: float16 weights, float32 compute. int8:
+    int8 weights (dynamic range: the kernels that support it quantize their activations at run
+    time; the rest, decoding included, computes in float32); inputs and outputs keep their types."""
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if detector.batch_size is None:
         raise ValueError("TFLite needs a fixed batch size (soft-NMS's loop state has a static shape)")
-    converter = _converter(detector.concrete_function(), detector)
+    function = detector.network_function() if network_only else detector.concrete_function()
+    converter = _converter(function, detector)
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "fp16":
@@ -51,11 +57,12 @@ def convert(detector: PortableDetector, quantize: str = "none") -> bytes:
     return converter.convert()
 
 
-def convert_calibrated(
+def convert_calibrated_network(
     detector: PortableDetector, images: np.ndarray, on_progress: Callable[[int, int], None] | None = None
-) -> tuple[bytes, bytes]:
-    """(the network in int8, calibrated on uint8 `images` [N, H, W, 3]; the decoding in float32)
-    as .tflite flatbuffers; see the module doc. Ops without an int8 kernel stay float.
+) -> bytes:
+    """The network half in int8, calibrated on uint8 `images` [N, H, W, 3], as a .tflite
+    flatbuffer (uint8 images in, float maps out); ops without an int8 kernel stay float. The
+    network-only int8 export, and the first file of the calibrated one.
 
     Raises:
         ValueError: `images` fill no batch of the detector's.
@@ -75,7 +82,19 @@ def convert_calibrated(
     network.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     with warnings.catch_warnings():  # the uint8 image input needs no statistics: it is cast, then quantized
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        integer = network.convert()
+        return network.convert()
+
+
+def convert_calibrated(
+    detector: PortableDetector, images: np.ndarray, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[bytes, bytes]:
+    """(the network in int8, calibrated on uint8 `images` [N, H, W, 3] (`convert_calibrated_network`);
+    the decoding in float32) as .tflite flatbuffers; see the module doc.
+
+    Raises:
+        ValueError: `images` fill no batch of the detector's.
+    """
+    integer = convert_calibrated_network(detector, images, on_progress)
     return integer, _converter(detector.decoding_function(), detector).convert()
 
 
@@ -100,11 +119,15 @@ def _outputs(interpreter: Any) -> list[np.ndarray]:
 
 
 def runner(
-    model: str | os.PathLike | bytes, decoding: str | os.PathLike | bytes | None = None
+    model: str | os.PathLike | bytes,
+    decoding: str | os.PathLike | bytes | None = None,
+    output_names: Sequence[str] = OUTPUT_NAMES,
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """LiteRT interpreters of a .tflite file (or its bytes), allocated once, as a function of uint8
     images [B, H, W, 3] returning the outputs by name. A full-integer export's two files: `model`
-    (the network) and `decoding`, which a `model` path finds beside it (DECODING_FILE) when None."""
+    (the network) and `decoding`, which a `model` path finds beside it (DECODING_FILE) when None.
+    `output_names`: the names of the last file's outputs, in order (the file has none of its own:
+    see the module doc); a network-only export's are its export_info.json `outputs.order`."""
     if decoding is None and not isinstance(model, bytes):
         beside = pathlib.Path(model).with_name(DECODING_FILE)
         decoding = beside if beside.is_file() else None
@@ -114,6 +137,10 @@ def runner(
     if second is not None:  # its inputs map_0, map_1, ...: the network's outputs in order
         numbered = {int(_MAP_NUMBER.search(d["name"]).group(1)): d["index"] for d in second.get_input_details()}
         map_indices = [numbered[n] for n in sorted(numbered)]
+    names = list(output_names)
+    count = len((second or first).get_output_details())
+    if len(names) != count:
+        raise ValueError(f"the model has {count} outputs, {len(names)} names were given")
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
         first.set_tensor(index, np.asarray(images, np.uint8))
@@ -124,7 +151,7 @@ def runner(
                 second.set_tensor(map_index, tensor)
             second.invoke()
             outputs = _outputs(second)
-        return dict(zip(OUTPUT_NAMES, outputs))
+        return dict(zip(names, outputs))
 
     return run
 

@@ -117,6 +117,7 @@ def export_portable(
     version: int | None = None,
     representative_images: np.ndarray | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    network_only: bool = False,
 ) -> pathlib.Path:
     """`model` as a TFLite or ONNX version of `export_dir` (`portable.export_portable`), at
     `image_size` (default data.input_size); returns the version folder.
@@ -132,6 +133,7 @@ def export_portable(
         version: Version number to write; None: the highest existing + 1.
         representative_images: uint8 [N, H, W, 3] at the image size, for calibrated int8.
         on_progress: Called with (images run, N) while calibrating.
+        network_only: The network alone (preprocessing inside, its maps out), no decoding.
 
     Returns:
         The version folder.
@@ -164,4 +166,5 @@ def export_portable(
         description=described,
         representative_images=representative_images,
         on_progress=on_progress,
+        network_only=network_only,
     )
