@@ -15,18 +15,33 @@ cost accuracy and no time.
 Weights use 7 bits (`reduce_range`). On x86 CPUs without VNNI (AVX2-only ones such as AMD Zen 3,
 and AVX-512 ones before Cascade Lake) onnxruntime multiplies 8-bit pairs with VPMADDUBSW, which
 saturates their 16-bit sums; with 8-bit weights the same file gave other boxes there than on a
-VNNI CPU (scores up to 0.057 and boxes up to 1 px apart on the tests' model). With 7-bit weights
-no pair sum reaches the 16-bit limit, so every CPU computes the same numbers (bitwise, measured
-on AVX-512 VNNI and on an AVX2 CPU model, docs/benchmarks.md), and the scores were no further from
-float than with 8 bits.
+VNNI CPU (scores up to 0.14 apart on the tests' model). With 7-bit weights no pair sum reaches the
+16-bit limit, so every CPU computes the same numbers (bitwise, measured on AVX-512 VNNI and on an
+emulated AVX2 CPU, docs/benchmarks.md "int8 on every CPU"), and the AP is no worse.
+
+Memory: tf2onnx's graph optimizer (`optimizer.optimize_graph`) deep-copies the whole ONNX graph,
+weights included, before each of its 12 optimizers in every pass (to fall back to the copy if one
+raises), and a discarded copy is only freed by Python's cyclic collector (its nodes and the graph
+refer to each other), whose full collections are rare: on CornerNet-Squeeze (31.8 M parameters,
+113 MB of weights) up to 10 copies of 0.32 GiB each were alive at once, the conversion's peak
+(5.0 GiB whole, 6.0 GiB network only; Hourglass-104 passed 24 GiB). `convert` collects before
+each optimizer (`_collecting_between_optimizers`), so at most the graph and its copy are alive
+(3.1 GiB on Squeeze). Only for networks of COLLECT_FROM_PARAMETERS or more: a full collection costs
+time in proportion to every object of the process, and a small network's copies cost little.
+The copies themselves are needed: without them (tf2onnx's TF2ONNX_CATCH_ERRORS) each optimizer
+leaves about one more copy of the weights alive in the graph (0.1 GiB per optimizer on Squeeze,
+5.5 GiB in all), as protobuf keeps replaced tensor contents until their message is freed.
+benchmarks/onnx_export_memory.py measures each phase.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import pathlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +57,8 @@ OPSET = 17
 # and quantizing the ReLUs and additions between the convolutions too measured slower (5.2 against
 # 3.0 ms per image): onnxruntime then keeps more QuantizeLinear / DequantizeLinear pairs unfused.
 QUANTIZED_OPS = ["Conv"]
+# networks from this size (CornerNet-Squeeze has 31.8 M parameters) collect garbage between tf2onnx's optimizers
+COLLECT_FROM_PARAMETERS = 10_000_000
 
 
 def _where(ctx, node, name, args) -> None:
@@ -61,9 +78,16 @@ def convert(detector: PortableDetector, network_only: bool = False) -> bytes:
         function, signature = detector.network(), detector.network_function().structured_input_signature[0]
     else:
         function, signature = detector.serve, detector.concrete_function().structured_input_signature[0]
-    proto, _ = tf2onnx.convert.from_function(
-        function, input_signature=signature, opset=OPSET, custom_op_handlers={"SelectV2": (_where, [])}
-    )
+
+    def from_function() -> onnx.ModelProto:
+        return tf2onnx.convert.from_function(
+            function, input_signature=signature, opset=OPSET, custom_op_handlers={"SelectV2": (_where, [])}
+        )[0]
+
+    large = detector.detection.model.count_params() >= COLLECT_FROM_PARAMETERS
+    with _collecting_between_optimizers() if large else contextlib.nullcontext():
+        proto = from_function()
+    gc.collect()  # the TF and ONNX graphs of the conversion (reference cycles)
     output_batch = "batch"
     if network_only:
         # a tuple's outputs come named by their TF tensors (Identity:0, ...): name them by their maps
@@ -76,6 +100,28 @@ def convert(detector: PortableDetector, network_only: bool = False) -> bytes:
             value.type.tensor_type.shape.dim[0].dim_param = output_batch
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _collecting_between_optimizers() -> Iterator[None]:
+    """A full `gc.collect()` before each of tf2onnx's optimizers (module doc): its
+    `optimizer._get_optimizers`, which `optimize_graph` reads, wraps each factory, restored after."""
+    from tf2onnx import optimizer
+
+    original = optimizer._get_optimizers
+
+    def collecting(factory: Callable) -> Callable:
+        def collect_then_make():
+            gc.collect()
+            return factory()
+
+        return collect_then_make
+
+    optimizer._get_optimizers = lambda: {name: collecting(factory) for name, factory in original().items()}
+    try:
+        yield
+    finally:
+        optimizer._get_optimizers = original
 
 
 def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
