@@ -72,6 +72,9 @@ def graphs_alive() -> int:
 
 
 def build(config_name: str, network_only: bool):
+    import cornernet_tf  # noqa: F401 (first: the CPU runtime set-up a user of the package gets)
+
+    # isort: split
     import keras
 
     from cornernet_tf.config import load_config
