@@ -38,11 +38,11 @@ import time
 from collections.abc import Callable
 
 from cornernet_tf.config import CONFIG_DIR
+from cornernet_tf.training.checkpoint import PRESET_WEIGHTS as WEIGHTS_FILE  # what every weights loader reads
+from cornernet_tf.training.checkpoint import SAVED_CONFIG as CONFIG_FILE
 
 MIRROR_VARIABLE = "CORNERNET_TF_WEIGHTS_MIRROR"
 HOME_VARIABLE = "CORNERNET_TF_HOME"
-WEIGHTS_FILE = "model.weights.h5"  # = training.checkpoint.PRESET_WEIGHTS, read by every weights loader
-CONFIG_FILE = "config.yaml"  # = training.checkpoint.SAVED_CONFIG
 SOURCE_FILE = "source.json"
 CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt")
 _SCRATCH_MAX_AGE_S = 24 * 3600
