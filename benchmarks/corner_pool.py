@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     # isort: split
     import tensorflow as tf
 
-    from cornernet_tf import runtime
+    from cornernet_tf.utils import runtime
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -24,7 +24,7 @@ import cornernet_tf  # noqa: F401 (before TensorFlow: the CPU runtime set-up a u
 # isort: split
 import tensorflow as tf
 
-from cornernet_tf import decode
+from cornernet_tf.detection import decode
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:

@@ -30,9 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cornernet_tf.api.detector import Detector, find_export, load_image
 from cornernet_tf.config import load_config
 from cornernet_tf.data import shapes
-from cornernet_tf.detector import Detector, find_export, load_image
 from cornernet_tf.tasks.export import export_model
 from cornernet_tf.tasks.model import build_model
 

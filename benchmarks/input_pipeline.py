@@ -39,7 +39,7 @@ import tensorflow as tf
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment, coco
 from cornernet_tf.data.pipeline import TrainInputSpec
-from cornernet_tf.targets import build_batch_targets
+from cornernet_tf.objective.targets import build_batch_targets
 from cornernet_tf.tasks import data as data_tasks
 
 HEIGHT, WIDTH, NUM_CLASSES = 480, 640, 80

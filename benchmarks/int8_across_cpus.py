@@ -194,7 +194,7 @@ def held_out(val_dir: pathlib.Path, count: int) -> tuple[np.ndarray, list[int], 
 
 
 def average_precision(detect, images: np.ndarray, ids: list[int], annotations: str, batch: int) -> float:
-    from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
+    from cornernet_tf.utils.coco_metrics import coco_metrics, detections_to_coco
 
     categories = [c["id"] for c in json.loads(pathlib.Path(annotations).read_text())["categories"]]
     records = []

@@ -94,7 +94,7 @@ def score(
     run: Callable[[np.ndarray], dict], ids: list[int], images: np.ndarray, annotations: str, category_ids: list[int]
 ) -> tuple[float, float, float]:
     """(AP, AP50, median latency in ms) of `run` (uint8 [1, H, W, 3] -> detection outputs)."""
-    from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
+    from cornernet_tf.utils.coco_metrics import coco_metrics, detections_to_coco
 
     run(images[:1])  # warm-up
     records, times = [], []

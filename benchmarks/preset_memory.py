@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def arrays(config_name: str, work: pathlib.Path) -> None:
     from cornernet_tf.config import load_config
-    from cornernet_tf.convert import official_entries
     from cornernet_tf.tasks.model import build_model
+    from cornernet_tf.tasks.official_weights import official_entries
 
     model = build_model(load_config(config_name).model, corner_pool="vectorized")
     rng = np.random.default_rng(0)
@@ -77,7 +77,7 @@ def child(config_name: str, work: pathlib.Path) -> None:
 
         build_model(load_config(config_name).model, corner_pool="vectorized")
     else:
-        from cornernet_tf import pretrained
+        from cornernet_tf.api import pretrained
 
         pretrained.PRESETS["benchmark"] = pretrained.PretrainedPreset(
             name="benchmark",

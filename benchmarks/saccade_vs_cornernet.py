@@ -78,9 +78,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import inference, saccade
 from cornernet_tf.config import Config, load_config
 from cornernet_tf.data.image_info import ORIGINAL_HEIGHT, ORIGINAL_WIDTH
+from cornernet_tf.detection import inference, saccade
 from cornernet_tf.tasks.data import dataset_info, eval_dataset, split_files
 from cornernet_tf.tasks.evaluation import batch_detector, evaluate_model, with_test_overrides
 from cornernet_tf.tasks.model import build_model

@@ -1,9 +1,9 @@
 """CornerNet in PyTorch (NCHW, BGR input), the stand-in for the original code in benchmarks/train_step.py.
 
 The modules carry the original's names (pre, kps, cnvs, inters, inters_, cnvs_, tl_cnvs, tl_heats, ...),
-so `state_dict()` is an official-layout checkpoint that `cornernet_tf.convert.load_official_weights`
-loads into our Keras model; corner pools are `torch.cummax`. The loss is ours (`cornernet_tf.losses`)
-on our targets (`cornernet_tf.targets.build_batch_targets`), so both steps do the same work.
+so `state_dict()` is an official-layout checkpoint that `cornernet_tf.tasks.official_weights.load_official_weights`
+loads into our Keras model; corner pools are `torch.cummax`. The loss is ours (`cornernet_tf.objective.losses`)
+on our targets (`cornernet_tf.objective.targets.build_batch_targets`), so both steps do the same work.
 `check_same_network` proves it: same outputs after conversion, same loss on one batch.
 
     python benchmarks/torch_cornernet.py [--config shapes_tiny] [--threads 2]
@@ -27,13 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cornernet_tf.config import ModelConfig, load_config
-from cornernet_tf.convert import load_official_weights
-from cornernet_tf.losses import cornernet_loss
-from cornernet_tf.targets import build_batch_targets
+from cornernet_tf.objective.losses import cornernet_loss
+from cornernet_tf.objective.targets import build_batch_targets
 from cornernet_tf.tasks.model import build_model
+from cornernet_tf.tasks.official_weights import load_official_weights
 
 Maps = dict[str, torch.Tensor]
-_CLAMP = 1e-4  # as cornernet_tf.losses: probability clamp, and the eps added to every count
+_CLAMP = 1e-4  # as cornernet_tf.objective.losses: probability clamp, and the eps added to every count
 _GATHERED = {
     "tl_embedding": "tl_indices",
     "br_embedding": "br_indices",
@@ -236,7 +236,7 @@ def torch_cornernet_loss(
     push_weight: float = 0.1,
     offset_weight: float = 1.0,
 ) -> torch.Tensor:
-    """`cornernet_tf.losses.cornernet_loss`'s total on NCHW outputs and `to_torch_targets` targets."""
+    """`cornernet_tf.objective.losses.cornernet_loss`'s total on NCHW outputs and `to_torch_targets` targets."""
     mask = targets["mask"]
     total = 0.0
     for outputs in stack_outputs:

@@ -76,7 +76,7 @@ def make_batch(model: str, path: pathlib.Path) -> None:
     job's first batch for tiny; random pixels and targets of random boxes for hg104."""
     import numpy as np
 
-    from cornernet_tf.targets import build_batch_targets
+    from cornernet_tf.objective.targets import build_batch_targets
 
     config = _config(model)
     if model == "tiny":

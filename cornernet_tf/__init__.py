@@ -1,7 +1,8 @@
 """CornerNet and CenterNet keypoint detectors in TensorFlow / Keras 3."""
 
-from cornernet_tf import cli as _cli
-from cornernet_tf import runtime as _runtime
+from cornernet_tf.utils import cli as _cli
+from cornernet_tf.utils import moved_modules as _moved_modules
+from cornernet_tf.utils import runtime as _runtime
 
 __version__ = "0.1.0"
 
@@ -9,15 +10,17 @@ __version__ = "0.1.0"
 # of `python -m cornernet_tf.<command>` (never of a library import).
 _runtime.configure()
 _cli.start_quietly()
+# `cornernet_tf.decode` and the other modules that moved into sub-packages, for a release
+_moved_modules.install()
 
 __all__ = ["Detector", "ImageDetections", "ObjectDetector", "TrainingAugmentation", "CocoEvaluation"]
 # public name -> the module that defines it
 _HOMES = {
-    "Detector": "detector",
-    "ImageDetections": "detector",
-    "ObjectDetector": "object_detector",
+    "Detector": "api.detector",
+    "ImageDetections": "api.detector",
+    "ObjectDetector": "api.object_detector",
     "TrainingAugmentation": "data.keras_augment",
-    "CocoEvaluation": "callbacks",
+    "CocoEvaluation": "api.callbacks",
 }
 
 

@@ -21,12 +21,17 @@ from typing import Any, Literal
 
 import yaml
 
-from cornernet_tf.detection_config import MIN_SCORE_THRESHOLD, DetectionConfig
-from cornernet_tf.files import atomic_write_text
+from cornernet_tf.detection.settings import MIN_SCORE_THRESHOLD, DetectionConfig
+from cornernet_tf.model_types import MODEL_TYPES, ModelType, model_type
+from cornernet_tf.utils.files import atomic_write_text
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 # The copy an installed wheel ships, else the source tree's configs/ (checkouts, editable installs).
 CONFIG_DIR = next((d for d in (_PACKAGE / "configs", _PACKAGE.parent / "configs") if d.is_dir()), _PACKAGE / "configs")
+
+
+# the `model.type` values, checked when a config is read (`_coerce`)
+ModelTypeName = Literal[tuple(MODEL_TYPES)]
 
 
 class ConfigError(ValueError):
@@ -40,11 +45,10 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Network architecture. Defaults are the official Hourglass-104 CornerNet; type "squeeze" is
-    CornerNet-Squeeze (CornerNet-Lite: stride-8 stem, fire-module hourglasses, 1x1 heads), type
-    "saccade" CornerNet-Saccade (CornerNet-Lite: attention heads on every hourglass level)."""
+    """Network architecture. Defaults are the official Hourglass-104 CornerNet; `type` names a
+    record of `model_types.MODEL_TYPES` (cornernet, centernet, squeeze, saccade)."""
 
-    type: Literal["cornernet", "centernet", "squeeze", "saccade"] = "cornernet"
+    type: ModelTypeName = "cornernet"
     num_classes: int = 80
     depth: int = 5  # `n` of the original: number of downsamplings in one hourglass
     nstack: int = 2
@@ -83,14 +87,21 @@ class ModelConfig:
         _check(self.cnv_dim >= 1 and self.pool_dim >= 1, "model.cnv_dim and pool_dim must be >= 1")
         _check(self.head_dim is None or self.head_dim >= 1, f"model.head_dim must be >= 1 or null, got {self.head_dim}")
         _check(self.att_dim >= 1, f"model.att_dim must be >= 1, got {self.att_dim}")
-        if self.type == "squeeze":
-            odd = [d for d in self.dims if d % 2]
-            _check(not odd, f"model.dims must be even for type squeeze (fire modules halve them), got {odd}")
+        try:
+            problems = self.record.model_problems(self)
+        except ValueError as err:  # an unknown type
+            raise ConfigError(str(err)) from None
+        _check(not problems, "; ".join(problems))
+
+    @property
+    def record(self) -> ModelType:
+        """What `type` means to the package (`model_types.ModelType`)."""
+        return model_type(self.type)
 
     @property
     def stride(self) -> int:
-        """Input pixels per output-map pixel: the stem downsamples by 4 (squeeze: by 8)."""
-        return 8 if self.type == "squeeze" else 4
+        """Input pixels per output-map pixel: the stem's downsampling (4; squeeze: 8)."""
+        return self.record.stride
 
     @property
     def size_divisor(self) -> int:
@@ -262,28 +273,20 @@ class Config:
             section.validate()
         problems = self.detection.problems()
         _check(not problems, "; ".join(problems))
-        model = self.model
-        if model.type == "saccade":
+        model, procedure = self.model, self.detection.procedure
+        problems = model.record.config_problems(self)
+        _check(not problems, "; ".join(problems))
+        if procedure.needs_attention:
+            attention = [name for name, record in MODEL_TYPES.items() if record.attention]
             _check(
-                list(self.data.input_size) == [255, 255],
-                f"model.type saccade trains on 255 x 255 crops (the official sampler's object sizes are set for "
-                f"them): data.input_size must be [255, 255], got {self.data.input_size}",
-            )
-            ranges = self.data.att_ranges
-            _check(
-                len(ranges) == model.depth and all(len(r) == 2 and 0 <= r[0] <= r[1] for r in ranges),
-                f"data.att_ranges needs one [min, max] object side per attention map (model.depth = "
-                f"{model.depth}), got {ranges}",
-            )
-        if self.detection.test_mode == "saccade":
-            _check(
-                model.type == "saccade",
-                f"detection.test_mode saccade needs model.type saccade (attention maps), got {model.type!r}",
+                model.record.attention,
+                f"detection.test_mode {procedure.name} needs model.type {' or '.join(attention)} (attention maps), "
+                f"got {model.type!r}",
             )
             _check(
                 self.data.pad_value == "black",
-                "detection.test_mode saccade pads its crops black (the official test): data.pad_value must be "
-                f"black, got {self.data.pad_value!r}",
+                f"detection.test_mode {procedure.name} pads its crops black (the official test): data.pad_value must "
+                f"be black, got {self.data.pad_value!r}",
             )
             _check(
                 len(self.detection.att_nms_ks) == model.depth,

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cornernet_tf import cli, pretrained
-from cornernet_tf.coco_metrics import format_metrics, write_json
+from cornernet_tf.api import pretrained
 from cornernet_tf.config import load_config
 from cornernet_tf.tasks.evaluation import evaluate_model
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import SAVED_CONFIG, config_for_weights, load_weights
+from cornernet_tf.utils import cli
+from cornernet_tf.utils.coco_metrics import format_metrics, write_json
 
 
 def _scales(text: str) -> list[float]:

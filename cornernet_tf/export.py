@@ -34,14 +34,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import cli, pretrained, runtime
+from cornernet_tf.api import pretrained
+from cornernet_tf.api.detector import load_image
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.data import image_header
-from cornernet_tf.detector import load_image
 from cornernet_tf.ops.corner_pool import compiled_available
 from cornernet_tf.predict import IMAGE_EXTENSIONS
 from cornernet_tf.tasks.export import export_model, export_network, export_portable
 from cornernet_tf.training.checkpoint import SAVED_CONFIG, config_for_weights, load_weights
+from cornernet_tf.utils import cli, runtime
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:

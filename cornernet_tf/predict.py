@@ -40,11 +40,11 @@ from typing import TextIO
 import cv2
 import numpy as np
 
-from cornernet_tf import cli
-from cornernet_tf.detector import DEFAULT_BATCH_SIZE, Detector, ImageDetections, load_image
-from cornernet_tf.files import atomic_path, atomic_write_text
+from cornernet_tf.api.detector import DEFAULT_BATCH_SIZE, Detector, ImageDetections, load_image
 from cornernet_tf.training.checkpoint import SAVED_CONFIG
-from cornernet_tf.visualize import save_image
+from cornernet_tf.utils import cli
+from cornernet_tf.utils.files import atomic_path, atomic_write_text
+from cornernet_tf.utils.visualize import save_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")  # what tf.io.decode_image reads
 WRITABLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # what OpenCV writes

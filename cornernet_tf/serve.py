@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from cornernet_tf import cli
+from cornernet_tf.utils import cli
 
 try:
     from aiohttp import web

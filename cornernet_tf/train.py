@@ -23,12 +23,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import cli, pretrained, runtime
+from cornernet_tf.api import pretrained
 from cornernet_tf.config import Config, ConfigError, TrainConfig, load_config
 from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG, CheckpointWriteError
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import PEER_LOST_ERRORS, STRATEGIES, lost_workers, make_strategy
+from cornernet_tf.utils import cli, runtime
 
 # Config fields a resumed run may change: they touch neither the weights, nor the optimizer and
 # its learning rates, nor the training input stream (a function of the sample index, data.seed
@@ -103,8 +104,8 @@ def evaluate_and_report(
     Returns:
         The metrics of `evaluation.evaluate_model`.
     """
-    from cornernet_tf.coco_metrics import format_metrics, write_json
     from cornernet_tf.tasks.evaluation import evaluate_model
+    from cornernet_tf.utils.coco_metrics import format_metrics, write_json
 
     pictures = model_dir / ("detections" if final else f"detections_step_{step}")
     metrics, _ = evaluate_model(

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from cornernet_tf.config import load_config
-from cornernet_tf.convert import official_entries
 from cornernet_tf.tasks.model import build_model
+from cornernet_tf.tasks.official_weights import official_entries
 from tests.conftest import load_reference, reference_path
 
 

@@ -12,38 +12,43 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "cornernet_tf"
-# Command lines (`python -m cornernet_tf.<name>`) and the `Detector` factory: entry points, which
-# may read a Config and import anything.
-ENTRY_POINTS = {
-    "train",
-    "evaluate",
-    "export",
-    "serve",
-    "convert",
-    "predict",
-    "detector",
-    "object_detector",
-    "presets",
-    "pretrained",
-    "data.tfrecord",
-    "data.shapes",
-}
+# The import levels of docs/design.md, lowest first: a module imports its own level or lower ones,
+# never a higher one (the package's face, `__init__`, re-exports the API lazily and is exempt).
+LEVELS = (
+    ("utils",),
+    ("model_types", "detection.settings", "detection.saccade_settings"),
+    ("config",),
+    ("ops",),
+    ("models",),
+    ("objective",),
+    ("data",),
+    ("detection",),
+    ("training",),
+    ("serving",),
+    ("portable",),
+    ("tasks",),
+    ("api",),
+    ("train", "evaluate", "export", "predict", "serve", "convert", "presets"),
+)
+COMMANDS = set(LEVELS[-1])
+# Command lines (`python -m cornernet_tf.<name>`) and the user-facing API: entry points, which may
+# read a Config.
+ENTRY_POINTS = COMMANDS | {"api", "data.tfrecord", "data.shapes"}
+# The root holds the commands, the config and the model-type records; everything else is in a
+# sub-package named for its role.
+ROOT_MODULES = COMMANDS | {"__init__", "config", "model_types"}
 # Names kept importable from their old home for a release: (importing module, imported module).
 DEPRECATED_ALIASES = {("models", "tasks.model")}
 CONFIG_SECTIONS = {"model", "data", "train", "detection", "eval", "export"}
-# layer -> packages it must not import (besides the task layer and entry points, which no layer imports)
+# Siblings that stay apart whatever their levels: layer -> what it must not import.
 FORBIDDEN = {
-    "models": ("data", "training", "inference", "decode", "losses", "targets", "export", "serving", "portable"),
-    "data": ("models", "training", "inference", "decode", "losses", "serving", "portable"),
-    "ops": ("models", "data", "training", "inference", "decode", "losses", "targets", "serving", "portable"),
-    "losses": ("models", "data", "training", "inference", "serving", "portable"),
-    "targets": ("models", "data", "training", "inference", "serving", "portable"),
-    "decode": ("models", "data.pipeline", "training", "serving", "portable"),
-    "saccade": ("models", "data", "training", "inference", "serving", "portable"),
-    "saccade_settings": ("models", "data", "training", "inference", "decode", "losses", "targets", "serving"),
-    "inference": ("models", "data.pipeline", "training", "serving", "portable"),
-    "training": ("data", "inference", "decode", "serving", "portable"),
-    "serving": ("models", "data.pipeline", "training", "inference", "decode", "losses", "targets", "portable"),
+    "models": ("data", "objective", "detection", "training", "serving", "portable"),
+    "objective": ("models", "data", "detection", "training", "serving", "portable"),
+    "data": ("models", "detection", "training", "serving", "portable"),
+    "detection": ("models", "data.pipeline", "training", "serving", "portable"),
+    "training": ("data", "detection", "serving", "portable"),
+    "serving": ("models", "data.pipeline", "objective", "detection", "training", "portable"),
+    "utils": ("config", "model_types", "ops", "models", "objective", "data", "detection", "training", "serving"),
 }
 
 
@@ -83,7 +88,8 @@ def _imports(tree: ast.Module, name: str) -> list[tuple[str, list[str]]]:
 
 
 def _may_read_config(name: str) -> bool:
-    return name == "config" or name == "tasks" or name.startswith("tasks.") or name in ENTRY_POINTS
+    # config.py and the model-type records validate a Config; the task layer and entry points read one
+    return name in ("config", "model_types") or any(_within(name, layer) for layer in ("tasks", *ENTRY_POINTS))
 
 
 def _within(module: str, package: str) -> bool:
@@ -94,6 +100,7 @@ def test_the_walk_sees_the_package():
     assert {"config", "tasks", "tasks.data", "data.pipeline", "models.cornernet", "training.loop", "train"} <= set(
         MODULES
     )
+    assert {"detection.decode", "api.detector", "utils.files", "objective.losses"} <= set(MODULES)
 
 
 def _config_reads(tree: ast.Module, name: str) -> list[str]:
@@ -139,8 +146,8 @@ def test_libraries_import_neither_the_task_layer_nor_command_lines(name):
         if (name, module) in DEPRECATED_ALIASES:
             continue
         assert not _within(module, "tasks"), f"{name} imports the task layer ({module})"
-        allowed = {"detector"} if name == "__init__" else set()  # the package's face re-exports Detector
-        assert module not in ENTRY_POINTS - allowed, f"{name} imports the command line {module}"
+        entry = [point for point in ENTRY_POINTS if _within(module, point)]
+        assert not entry, f"{name} imports the entry point {module}"
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
@@ -151,6 +158,93 @@ def test_layers_import_only_what_the_design_allows(layer):
         for module, _ in _imports(MODULES[name], name):
             for forbidden in FORBIDDEN[layer]:
                 assert not _within(module, forbidden), f"{name} ({layer}) imports {module}"
+
+
+def _level(name: str) -> int:
+    """The index in LEVELS of a module's most specific layer."""
+    found = [(len(layer), index) for index, layers in enumerate(LEVELS) for layer in layers if _within(name, layer)]
+    assert found, f"{name} belongs to no level of LEVELS (docs/design.md)"
+    return max(found)[1]
+
+
+def _runtime_imports(tree: ast.Module, name: str) -> list[str]:
+    """The package modules a module imports outside `if TYPE_CHECKING:` blocks."""
+    checking = [
+        node for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+    ]
+    hidden = {id(inner) for block in checking for node in block.body for inner in ast.walk(node)}
+    visible = ast.Module(
+        body=[
+            node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in hidden
+        ],
+        type_ignores=[],
+    )
+    found = []
+    for module, names in _imports(visible, name):
+        submodules = [f"{module}.{imported}" for imported in names if f"{module}.{imported}" in MODULES]
+        found += submodules if submodules and len(submodules) == len(names) else [module]
+    return found
+
+
+def _resolve(module: str) -> str:
+    """An imported module's name in MODULES (`cornernet_tf.data.augment` -> data.augment; a name
+    imported from the package that is no module, `from cornernet_tf import __version__` -> __init__)."""
+    while module and module not in MODULES:
+        module = module.rpartition(".")[0]
+    return module or "__init__"
+
+
+def test_the_root_holds_the_commands_the_config_and_the_model_types():
+    root = {name for name in MODULES if "." not in name and (PACKAGE / f"{name}.py").is_file()}
+    root |= {"__init__"}
+    assert root == ROOT_MODULES, (
+        f"modules at the package root besides {sorted(ROOT_MODULES)}: {sorted(root - ROOT_MODULES)}"
+    )
+
+
+def test_every_sub_package_says_what_lives_there_and_what_it_may_import():
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert doc.split("\n")[0].strip(), f"{init.parent.name}/__init__.py has no first docstring line"
+        assert "import" in doc.lower(), f"{init.parent.name}/__init__.py does not say what it may import"
+
+
+@pytest.mark.parametrize("name", sorted(name for name in MODULES if name != "__init__"))
+def test_imports_point_to_the_same_level_or_a_lower_one(name):
+    for module in _runtime_imports(MODULES[name], name):
+        if (name, module) in DEPRECATED_ALIASES or module == "__init__" or module == "":
+            continue
+        target = _resolve(module)
+        if target == "__init__":
+            continue
+        assert _level(target) <= _level(name), (
+            f"{name} (level {_level(name)}) imports {module} (level {_level(target)})"
+        )
+
+
+def test_no_import_cycles_outside_type_checking():
+    graph = {
+        name: {_resolve(module) for module in _runtime_imports(tree, name)} - {name, "__init__", ""}
+        for name, tree in MODULES.items()
+        if name != "__init__"
+    }
+    graph = {
+        name: {target for target in targets if (name, target) not in DEPRECATED_ALIASES}
+        for name, targets in graph.items()
+    }
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph.get(name, ())):
+            assert state.get(target) != 1, f"import cycle: {' -> '.join([*path, name, target])}"
+            if target not in state:
+                visit(target, [*path, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
 
 
 BENCHMARKS = PACKAGE.parent / "benchmarks"

@@ -19,8 +19,8 @@ import tensorflow as tf
 from cornernet_tf import evaluate, export
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
-from cornernet_tf.detection_module import object_detection_outputs
-from cornernet_tf.inference import detect
+from cornernet_tf.detection.inference import detect
+from cornernet_tf.detection.module import object_detection_outputs
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import load_weights
 from tests.serving_helpers import REPO_ROOT, call, running

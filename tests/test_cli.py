@@ -12,8 +12,9 @@ import sys
 import pytest
 import yaml
 
-from cornernet_tf import cli, evaluate, export, serve, train
+from cornernet_tf import evaluate, export, serve, train
 from cornernet_tf.data import shapes, tfrecord
+from cornernet_tf.utils import cli
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # TensorFlow's C++ log lines (absl / glog format) and absl's note about them

@@ -10,8 +10,14 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cornernet_tf.coco_metrics import METRIC_NAMES, coco_metrics, detections_to_coco, format_metrics, write_results
 from cornernet_tf.data import shapes
+from cornernet_tf.utils.coco_metrics import (
+    METRIC_NAMES,
+    coco_metrics,
+    detections_to_coco,
+    format_metrics,
+    write_results,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cornernet_tf.config import CONFIG_DIR, Config, ConfigError, config_from_dict, load_config
-from cornernet_tf.detection_config import MIN_SCORE_THRESHOLD, DetectionConfig
+from cornernet_tf.detection.settings import MIN_SCORE_THRESHOLD, DetectionConfig
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))

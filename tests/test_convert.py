@@ -9,8 +9,9 @@ import yaml
 
 from cornernet_tf import convert
 from cornernet_tf.config import load_config
-from cornernet_tf.convert import config_from_official, load_official_weights
+from cornernet_tf.tasks import official_weights
 from cornernet_tf.tasks.model import build_model
+from cornernet_tf.tasks.official_weights import config_from_official, load_official_weights
 from tests.conftest import nhwc, reference_config
 from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, official_fixtures
 
@@ -84,7 +85,7 @@ def test_sources_npz_and_torch_checkpoints(tiny_model, tiny_params, tmp_path, mo
     config = load_config(str(PRETRAINED_FIXTURES / "tiny.yaml"))
     model = build_model(config.model, corner_pool="vectorized")
     load_official_weights(model, PRETRAINED_FIXTURES / "tiny_official.pkl")
-    state = convert.read_state_dict(PRETRAINED_FIXTURES / "tiny_official.pkl")
+    state = official_weights.read_state_dict(PRETRAINED_FIXTURES / "tiny_official.pkl")
     np.testing.assert_array_equal(model.tl_regrs[1].out.bias.numpy(), state["module.tl_regrs.1.1.bias"])
 
 

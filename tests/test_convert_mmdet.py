@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf import convert, decode
+from cornernet_tf import convert
 from cornernet_tf.config import ModelConfig, load_config
-from cornernet_tf.convert import (
+from cornernet_tf.data import augment
+from cornernet_tf.data import image_info as info_lib
+from cornernet_tf.detection import decode
+from cornernet_tf.tasks.export import detection_module
+from cornernet_tf.tasks.model import build_model
+from cornernet_tf.tasks.official_weights import (
     checkpoint_layout,
     load_official_weights,
     mmdetection_entries,
     official_entries,
 )
-from cornernet_tf.data import augment
-from cornernet_tf.data import image_info as info_lib
-from cornernet_tf.tasks.export import detection_module
-from cornernet_tf.tasks.model import build_model
 from tests.conftest import load_reference, nhwc, reference_config, reference_path
 from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, read_state_dict_tsv
 

@@ -7,9 +7,9 @@ import yaml
 
 from cornernet_tf import convert
 from cornernet_tf.config import load_config
-from cornernet_tf.convert import config_from_official, load_official_weights, official_model_type
 from cornernet_tf.models import CornerNetSaccade, CornerNetSqueeze
 from cornernet_tf.tasks.model import build_model
+from cornernet_tf.tasks.official_weights import config_from_official, load_official_weights, official_model_type
 from tests.conftest import load_reference, nhwc, reference_config
 from tests.convert_fixtures import check_every_official_key_maps, check_parameter_count, official_fixtures
 

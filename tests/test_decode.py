@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf import decode
+from cornernet_tf.detection import decode
 from tests.conftest import nhwc, reference_path
 
 

@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 
 import cornernet_tf
+from cornernet_tf.api.detector import Detector, ImageDetections, load_image
 from cornernet_tf.config import load_config
-from cornernet_tf.detector import Detector, ImageDetections, load_image
 from cornernet_tf.tasks.export import export_model
 from cornernet_tf.tasks.model import build_model
-from cornernet_tf.visualize import class_color
+from cornernet_tf.utils.visualize import class_color
 from tests.data.conftest import with_exif_orientation
 
 # A small, fast network; ae_threshold 1000 pairs corners whatever their embeddings, so a random

@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf import evaluate
-from cornernet_tf.coco_metrics import METRIC_NAMES
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
 from cornernet_tf.tasks.evaluation import evaluate_model, restore_image
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import find_saved_config, load_weights, training_checkpoint
+from cornernet_tf.utils.coco_metrics import METRIC_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,10 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from cornernet_tf import export
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
-from cornernet_tf.detection_config import MIN_SCORE_THRESHOLD, DetectionConfig
-from cornernet_tf.inference import detect, detect_multiscale
-from cornernet_tf.model_versions import write_version
+from cornernet_tf.detection.inference import detect, detect_multiscale
+from cornernet_tf.detection.settings import MIN_SCORE_THRESHOLD, DetectionConfig
 from cornernet_tf.ops.corner_pool import compiled_available
+from cornernet_tf.serving.version_writer import write_version
 from cornernet_tf.tasks.data import eval_dataset
 from cornernet_tf.tasks.export import CONFIG_ASSET, export_model
 from cornernet_tf.tasks.model import build_model

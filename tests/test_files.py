@@ -1,4 +1,4 @@
-"""Atomic writes (cornernet_tf/files.py): content lands whole, or the old file stays and no temporary is left."""
+"""Atomic writes (cornernet_tf/utils/files.py): content lands whole, or the old file stays and no temporary is left."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cornernet_tf.files import atomic_path, atomic_write_bytes, atomic_write_text
+from cornernet_tf.utils.files import atomic_path, atomic_write_bytes, atomic_write_text
 from tests.conftest import REPO_ROOT
 
 

@@ -8,13 +8,13 @@ import pytest
 import tensorflow as tf
 from pycocotools.coco import COCO
 
-from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
 from cornernet_tf.config import config_from_dict, load_config
 from cornernet_tf.data import augment, image_info
-from cornernet_tf.detection_config import DetectionConfig
-from cornernet_tf.inference import decode_to_image, detect, detect_multiscale
-from cornernet_tf.targets import build_targets
+from cornernet_tf.detection.inference import decode_to_image, detect, detect_multiscale
+from cornernet_tf.detection.settings import DetectionConfig
+from cornernet_tf.objective.targets import build_targets
 from cornernet_tf.tasks.data import dataset_info, eval_dataset
+from cornernet_tf.utils.coco_metrics import coco_metrics, detections_to_coco
 
 PEAK_LOGIT = 12.0
 SETTINGS = DetectionConfig(flip=False, k=20, num_dets=100, max_detections=20)

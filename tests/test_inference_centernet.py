@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
 from cornernet_tf.config import config_from_dict, load_config
 from cornernet_tf.data import augment, image_info
-from cornernet_tf.detection_config import DetectionConfig
-from cornernet_tf.inference import (
+from cornernet_tf.detection.inference import (
     CENTERS_KEY,
     detect,
     rescore_with_centers,
     unit_scale_centers,
 )
-from cornernet_tf.targets import build_targets
+from cornernet_tf.detection.settings import DetectionConfig
+from cornernet_tf.objective.targets import build_targets
+from cornernet_tf.utils.coco_metrics import coco_metrics, detections_to_coco
 from tests.test_inference import (
     ID_MARGIN,
     IMAGE_HW,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf.losses import (
+from cornernet_tf.objective.losses import (
     cornernet_loss,
     cornernet_loss_from_gathered,
     focal_loss,

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from cornernet_tf import export
 from cornernet_tf.config import load_config
-from cornernet_tf.inference import network_batch
+from cornernet_tf.detection.inference import network_batch
 from cornernet_tf.portable import export_info, fixed_size_runner, onnx
 from cornernet_tf.tasks.export import detection_module
 from cornernet_tf.tasks.model import build_model
@@ -186,7 +186,7 @@ def test_export_info_states_the_contract(exports):
 
 
 def test_detector_refuses_a_network_only_export(exports):
-    from cornernet_tf.detector import Detector
+    from cornernet_tf.api.detector import Detector
 
     with pytest.raises(ValueError, match="network-only export returns the network's maps"):
         Detector.from_export(exports["tflite"])
@@ -204,7 +204,7 @@ def calibration_folder(tmp_path_factory) -> pathlib.Path:
 
 def test_calibrated_int8_network_only(weights, calibration_folder, tmp_path, monkeypatch):
     """TFLite: the calibrated export's int8 network file alone; ONNX: the network-only graph in QDQ."""
-    from cornernet_tf import runtime
+    from cornernet_tf.utils import runtime
 
     monkeypatch.setattr(runtime, "cpu_int8_units", lambda: "avx512_vnni")
     calibrate = ["--quantize", "int8", "--representative_images", str(calibration_folder)]

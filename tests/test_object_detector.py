@@ -20,12 +20,12 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf import ObjectDetector
-from cornernet_tf.callbacks import CocoEvaluation
+from cornernet_tf.api.callbacks import CocoEvaluation
+from cornernet_tf.api.detector import Detector
+from cornernet_tf.api.presets import PRESET_CONFIG, is_preset
 from cornernet_tf.config import ConfigError, load_config
 from cornernet_tf.data import augment
-from cornernet_tf.detector import Detector
-from cornernet_tf.presets import PRESET_CONFIG, is_preset
-from cornernet_tf.targets import build_batch_targets
+from cornernet_tf.objective.targets import build_batch_targets
 from cornernet_tf.tasks.data import train_input
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.tasks.training import build_trainer

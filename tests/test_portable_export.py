@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from cornernet_tf import export
 from cornernet_tf.config import load_config
-from cornernet_tf.detection_config import MIN_SCORE_THRESHOLD
+from cornernet_tf.detection.settings import MIN_SCORE_THRESHOLD
 from cornernet_tf.portable import export_info, onnx, tflite
 from cornernet_tf.tasks.export import export_model, export_portable
 from cornernet_tf.tasks.model import build_model

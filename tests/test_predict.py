@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf import predict
-from cornernet_tf.detector import Detector
+from cornernet_tf.api.detector import Detector
 from tests.test_cli import TF_LOG_LINE, run_command
 from tests.test_detector import OVERRIDES, assert_same, pixels, signature_detections, tiny_model
 

@@ -21,8 +21,10 @@ import threading
 import numpy as np
 import pytest
 
-from cornernet_tf import convert, predict, pretrained
-from cornernet_tf.detector import Detector
+from cornernet_tf import convert, predict
+from cornernet_tf.api import pretrained
+from cornernet_tf.api.detector import Detector
+from cornernet_tf.tasks import official_weights
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "pretrained"
 TINY_CONFIG = str(FIXTURES / "tiny.yaml")
@@ -169,7 +171,7 @@ def test_object_detector_predict_and_train_take_a_preset_name(presets, mirror, i
 def test_an_original_checkpoint_file_is_converted_on_the_fly(presets, images, tmp_path):
     path = tmp_path / "CornerNet_toy.pkl"
     path.write_bytes((FIXTURES / "tiny_official.pkl").read_bytes())
-    state = convert.read_state_dict(path)
+    state = official_weights.read_state_dict(path)
     assert pretrained.config_for_checkpoint(state) == "cornernet_hg104_coco"  # its keys: an official CornerNet
     folder = pretrained.convert_checkpoint(path, config=TINY_CONFIG)
     assert folder.parent == pretrained.home() / "converted" and (folder / "model.weights.h5").is_file()

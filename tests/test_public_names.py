@@ -64,3 +64,33 @@ def test_build_model_from_its_old_home_still_works_and_warns():
     assert network.num_classes == 3
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         getattr(importlib.import_module("cornernet_tf.models"), "no_such_name")  # noqa: B009
+
+
+MOVED = sorted(__import__("cornernet_tf.utils.moved_modules", fromlist=["MOVED_MODULES"]).MOVED_MODULES.items())
+
+
+@pytest.mark.parametrize("old,new", MOVED, ids=[old for old, _ in MOVED])
+def test_a_moved_module_still_imports_from_its_old_name_and_warns(old, new):
+    import sys
+
+    sys.modules.pop(f"cornernet_tf.{old}", None)
+    with pytest.warns(DeprecationWarning, match=f"cornernet_tf.{old} moved to cornernet_tf.{new}"):
+        moved = importlib.import_module(f"cornernet_tf.{old}")
+    assert moved is importlib.import_module(f"cornernet_tf.{new}")
+
+
+def test_names_of_the_old_presets_and_convert_modules_still_import_and_warn():
+    from cornernet_tf.api import presets
+    from cornernet_tf.tasks import official_weights
+
+    with pytest.warns(DeprecationWarning, match="moved to cornernet_tf.api.presets.load_preset"):
+        from cornernet_tf.presets import load_preset
+    assert load_preset is presets.load_preset
+    with pytest.warns(DeprecationWarning, match="moved to cornernet_tf.tasks.official_weights.official_entries"):
+        from cornernet_tf.convert import official_entries
+    assert official_entries is official_weights.official_entries
+    with pytest.raises(ImportError):
+        from cornernet_tf.convert import no_such_name  # noqa: F401
+    with pytest.warns(DeprecationWarning, match="cornernet_tf.models.MODEL_TYPES moved"):
+        from cornernet_tf.models import MODEL_TYPES
+    assert MODEL_TYPES["squeeze"].__name__ == "CornerNetSqueeze"

@@ -113,7 +113,7 @@ def float_outputs(run, float_saved_model) -> dict[str, np.ndarray]:
 def held_out_ap(run: dict, detect, batch_size: int) -> float:
     """COCO AP (pycocotools) of `detect` (uint8 [batch_size, H, W, 3] -> export outputs) on the
     run's VAL_IMAGES held-out scenes."""
-    from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
+    from cornernet_tf.utils.coco_metrics import coco_metrics, detections_to_coco
 
     images, records = run["val_images"], []
     categories = [c["id"] for c in json.loads(pathlib.Path(run["annotations"]).read_text())["categories"]]
@@ -185,7 +185,7 @@ def test_bfloat16_saved_model_matches_float(run, float_outputs, tmp_path, capsys
     ), "the convolutions do not compute in bfloat16"
     got = _saved_model(version)(run["images"])
     assert assert_matches_float(got, float_outputs) >= PROBE_IMAGES
-    from cornernet_tf.detector import Detector
+    from cornernet_tf.api.detector import Detector
 
     in_process = Detector.from_weights(run["model_dir"], overrides=["export.precision=bfloat16"])
     assert in_process.model.compute_dtype == "bfloat16"
@@ -204,7 +204,7 @@ def int8_tflite(run, tmp_path_factory) -> pathlib.Path:
 
 
 def test_bfloat16_export_warns_on_a_cpu_without_bfloat16_units(run, tmp_path, capsys, monkeypatch):
-    from cornernet_tf import runtime
+    from cornernet_tf.utils import runtime
 
     monkeypatch.setattr(runtime, "cpu_bfloat16_units", lambda: None)
     _export(run, tmp_path, "--precision", "bfloat16")
@@ -244,7 +244,7 @@ def test_detector_and_predict_run_a_portable_export(int8_tflite, run, tmp_path):
     import cv2
 
     from cornernet_tf import predict
-    from cornernet_tf.detector import Detector
+    from cornernet_tf.api.detector import Detector
 
     detector = Detector.from_export(int8_tflite.parent)
     assert "tflite export" in detector.description
@@ -268,7 +268,7 @@ def test_detector_and_predict_run_a_portable_export(int8_tflite, run, tmp_path):
 
 
 def test_calibrated_int8_onnx_matches_float_in_onnxruntime(run, float_outputs, float_ap, tmp_path, capsys, monkeypatch):
-    from cornernet_tf import runtime
+    from cornernet_tf.utils import runtime
 
     monkeypatch.setattr(runtime, "cpu_int8_units", lambda: None)  # an AVX2-only CPU: the export warns
     version = _export(
@@ -368,7 +368,7 @@ def test_impossible_requests_are_one_error_line(run, tmp_path, capsys, flags, me
 
 
 def test_val_calibrates_on_the_runs_validation_images(run, tmp_path, capsys, monkeypatch):
-    from cornernet_tf import runtime
+    from cornernet_tf.utils import runtime
 
     monkeypatch.setattr(runtime, "cpu_int8_units", lambda: "avx512_vnni")
     version = _export(

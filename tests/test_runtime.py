@@ -1,4 +1,4 @@
-"""The CPU runtime set-up the package applies before TensorFlow starts (cornernet_tf/runtime.py)."""
+"""The CPU runtime set-up the package applies before TensorFlow starts (cornernet_tf/utils/runtime.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from cornernet_tf import runtime
+from cornernet_tf.utils import runtime
 
 PROBE = (
-    "import os, sys; {before}import cornernet_tf; from cornernet_tf import runtime; "
+    "import os, sys; {before}import cornernet_tf; from cornernet_tf.utils import runtime; "
     "print(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'), runtime.cpu_allocator(), 'tensorflow' in sys.modules)"
 )
 

@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf import evaluate, export, predict
+from cornernet_tf.api.detector import Detector
+from cornernet_tf.api.object_detector import ObjectDetector
 from cornernet_tf.config import load_config
-from cornernet_tf.detector import Detector
-from cornernet_tf.object_detector import ObjectDetector
 from cornernet_tf.tasks.evaluation import evaluate_model
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import load_weights

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf import decode, saccade
-from cornernet_tf.saccade_settings import RGB_MEAN, RGB_STD, SaccadeSettings
+from cornernet_tf.detection import decode, saccade
+from cornernet_tf.detection.saccade_settings import RGB_MEAN, RGB_STD, SaccadeSettings
 from tests.conftest import load_reference, nhwc
 
 NMS_METHODS = {"nms": 0, "linear_soft_nms": 1, "exp_soft_nms": 2}
@@ -265,13 +265,13 @@ def official_settings(case: dict) -> SaccadeSettings:
         att_nms_ks=tuple(config["att_nms_ks"]),
         att_max_crops=config["att_max_crops"],
         ref_dets=config["ref_dets"],
-        top_k=config["top_k"],
+        k=config["top_k"],
         num_dets=config["num_dets"],
         ae_threshold=config["ae_threshold"],
         nms_kernel=config["nms_kernel"],
         nms_threshold=config["nms_threshold"],
         nms_method=NMS_METHODS[config["nms_algorithm"]],
-        max_per_image=config["max_per_image"],
+        max_detections=config["max_per_image"],
         num_classes=config["categories"],
         mean=BGR_MEAN,
         std=BGR_STD,

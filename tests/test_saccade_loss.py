@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf.losses import attention_losses, focal_loss, positive_mask, saccade_loss
+from cornernet_tf.objective.losses import attention_losses, focal_loss, positive_mask, saccade_loss
 from tests.conftest import load_reference, nhwc
 
 RTOL = 1e-5

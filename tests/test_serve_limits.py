@@ -132,7 +132,7 @@ def test_in_graph_orientation_is_the_python_readers(name):
 
 
 def test_decode_bounded_turns_a_photo_as_training_does(tmp_path):
-    from cornernet_tf.detector import load_image
+    from cornernet_tf.api.detector import load_image
 
     decode = tf.function(
         lambda data: image_header_tf.decode_bounded(data, 10_000_000), input_signature=[tf.TensorSpec([], tf.string)]

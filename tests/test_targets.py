@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf.targets import (
+from cornernet_tf.objective.targets import (
     build_batch_targets,
     build_targets,
     centernet_gaussian_radius,

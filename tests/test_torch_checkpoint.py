@@ -1,4 +1,4 @@
-"""cornernet_tf.torch_checkpoint: PyTorch checkpoints read without PyTorch.
+"""cornernet_tf.utils.torch_checkpoint: PyTorch checkpoints read without PyTorch.
 
 The fixtures were written by real PyTorch (tests/fixtures/torch_checkpoints/make.py, run in a
 separate environment); this suite never imports torch. Damaged and crafted files are made here:
@@ -18,8 +18,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from cornernet_tf import torch_checkpoint
-from cornernet_tf.torch_checkpoint import read_state_dict
+from cornernet_tf.utils import torch_checkpoint
+from cornernet_tf.utils.torch_checkpoint import read_state_dict
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "torch_checkpoints"
 EXPECTED = dict(np.load(FIXTURES / "expected.npz"))

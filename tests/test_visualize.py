@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 
-from cornernet_tf import visualize
+from cornernet_tf.utils import visualize
 
 
 def test_draw_detections_marks_the_box_border_only():

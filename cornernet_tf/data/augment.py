@@ -45,6 +45,7 @@ show the network (its photometric distortion runs before its crop pads).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import tensorflow as tf
@@ -66,6 +67,25 @@ EIGENVECTORS_RGB = EIGENVECTORS_BGR[::-1]
 GRAY_WEIGHTS_RGB = (0.299, 0.587, 0.114)  # cv2.COLOR_BGR2GRAY, in RGB order
 # The canvas colour outside an image, RGB in [0, 1]; None: black, the original's (module doc).
 Fill = tuple[float, float, float] | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AugmentationSettings:
+    """The training augmentation's draws, one definition for the command line's pipeline
+    (`pipeline.TrainInputSpec`) and `fit` users' `TrainingAugmentation`, which both extend it.
+
+    scale_range: [min, max] random zoom; random_crop: crop at a random place (else centred);
+    flip: random horizontal flip; color_jitter: brightness, contrast and saturation; lighting: PCA
+    lighting noise (`sample_view`). fill: the crops' colour outside the image, RGB in [0, 1], kept
+    out of the colour change (`render_views`); None: black, jittered with the image.
+    """
+
+    scale_range: tuple[float, float] = (0.6, 1.4)
+    random_crop: bool = True
+    flip: bool = True
+    color_jitter: bool = True
+    lighting: bool = True
+    fill: Fill = None
 
 
 def crop_border(size: tf.Tensor, border: int = BORDER) -> tf.Tensor:
@@ -545,3 +565,25 @@ def eval_original(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     identity image_info [6])."""
     hw = tf.shape(image)[:2]
     return tf.cast(image, tf.float32) / 255.0, info_lib.make_image_info(tf.ones([2]), tf.zeros([2]), hw)
+
+
+# The test transforms a test procedure names (`detection.settings.TestProcedure.transform`).
+TEST_TRANSFORMS = ("resize", "pad", "original")
+
+
+def test_transform(
+    image: tf.Tensor,
+    transform: str,
+    input_size: tuple[int, int],
+    size_divisor: int,
+    scale: float = 1.0,
+    fill: Fill = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """`transform` of TEST_TRANSFORMS on one image: `eval_resize` to input_size, `eval_pad` at
+    `scale` to the size divisor, or `eval_original`; the one dispatch that the evaluation
+    pipeline and the export graph share."""
+    if transform == "resize":
+        return eval_resize(image, input_size)
+    if transform == "original":
+        return eval_original(image)
+    return eval_pad(image, size_divisor, scale, fill)

@@ -30,44 +30,34 @@ _RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean and std that leave pixels as t
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingAugmentation:
+class TrainingAugmentation(augment.AugmentationSettings):
     """Random scale + crop, flip, colour jitter and lighting of one (image, y) sample.
 
     input_size: (height, width) of the output, the network's input. bounding_box_format: of the
     boxes in and out (a `keras.utils.bounding_boxes` format; relative formats are relative to the
-    image they belong to). scale_range, random_crop, flip, color_jitter, lighting: as the config's
-    data.random_scale, data.random_crop, data.flip, data.color_jitter, data.lighting.
-    max_boxes: boxes per output sample, padded with -1 so that samples batch. seed: of all draws.
-    fill: the crops' colour outside the image, RGB in [0, 1], untouched by the colour change (the
-    config's data.pad_value mean: data.mean); None: black, jittered with the image.
+    image they belong to). max_boxes: boxes per output sample, padded with -1 so that samples
+    batch. seed: of all draws. The draws themselves (scale_range, random_crop, flip, color_jitter,
+    lighting, fill; keyword-only) are `augment.AugmentationSettings`, the command line's: the
+    config's data.random_scale, data.random_crop, data.flip, data.color_jitter, data.lighting and
+    data.pad_value (mean: fill = data.mean).
     """
 
     input_size: tuple[int, int]
     bounding_box_format: str = "xyxy"
-    scale_range: tuple[float, float] = (0.6, 1.4)
-    random_crop: bool = True
-    flip: bool = True
-    color_jitter: bool = True
-    lighting: bool = True
     max_boxes: int = 128
     seed: int = 0
-    fill: augment.Fill = None
 
     @classmethod
     def from_spec(cls, spec: TrainInputSpec, bounding_box_format: str = "xyxy", seed: int = 0) -> TrainingAugmentation:
         """The augmentation of a training input spec (`tasks.data.train_input(config)`): its input
         size, draws, canvas fill and most boxes per sample."""
+        draws = {field.name: getattr(spec, field.name) for field in dataclasses.fields(augment.AugmentationSettings)}
         return cls(
             input_size=tuple(spec.targets.input_size),
             bounding_box_format=bounding_box_format,
-            scale_range=tuple(spec.scale_range),
-            random_crop=spec.random_crop,
-            flip=spec.flip,
-            color_jitter=spec.color_jitter,
-            lighting=spec.lighting,
             max_boxes=spec.targets.max_objects,
             seed=seed,
-            fill=spec.fill,
+            **draws,
         )
 
     def __call__(

@@ -51,7 +51,7 @@ import tensorflow as tf
 
 from cornernet_tf.data import augment, coco, image_header, tfrecord
 from cornernet_tf.data.saccade_sampler import SaccadeSampling, saccade_targets, saccade_view
-from cornernet_tf.targets import SKIPPED, TargetSpec, build_batch_targets
+from cornernet_tf.objective.targets import SKIPPED, TargetSpec, build_batch_targets
 
 log = logging.getLogger(__name__)
 _ENDLESS = 2**62  # "forever" for Dataset.range
@@ -77,64 +77,57 @@ SplitFiles = CocoFiles | TFRecordFiles
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainInputSpec:
+class TrainInputSpec(augment.AugmentationSettings):
     """How training samples are made from a split's images.
 
     targets: what targets are drawn for (classes, input and heatmap sizes, CornerNet or CenterNet
     flavour); its input_size is also the samples' size and its max_objects the boxes a sample
-    keeps. mean, std: RGB normalization of pixels in [0, 1]. scale_range, random_crop, flip,
-    color_jitter, lighting: the augmentation (`augment.sample_view`). seed: with the sample
+    keeps. mean, std: RGB normalization of pixels in [0, 1]. The augmentation's draws (scale_range,
+    random_crop, flip, color_jitter, lighting, fill; keyword-only) are `augment.AugmentationSettings`'s
+    (`augment.sample_view`). seed: with the sample
     index, keys the image order and every random draw. shuffle_buffer: TFRecords are permuted in
     blocks of this many records. num_parallel_calls: of the decode and map stages (<= 0:
     tf.data.AUTOTUNE). deterministic: the same stream whatever the parallelism. saccade: when
     set, samples are CornerNet-Saccade's (`saccade_sampler.saccade_view`: a crop around a
     reference object at its official scale, flip, jitter and lighting as above; scale_range and
-    random_crop unused), with its ignore maps and attention targets. fill: the crops' colour
-    outside the image, kept out of the colour change (`augment.render_views`); None: black.
+    random_crop unused), with its ignore maps and attention targets.
     """
 
     targets: TargetSpec
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    scale_range: tuple[float, float] = (0.6, 1.4)
-    random_crop: bool = True
-    flip: bool = True
-    color_jitter: bool = True
-    lighting: bool = True
     seed: int = 0
     shuffle_buffer: int = 1000
     num_parallel_calls: int = -1
     deterministic: bool = True
     saccade: SaccadeSampling | None = None
-    fill: augment.Fill = None
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalInputSpec:
     """The test transform of evaluation images.
 
-    mode: "resize" (the whole image to input_size) or "pad" (the original's: the image at the
-    test scale, centred in a zero canvas of side s | (size_divisor - 1), size_divisor being the
-    network's stride * 2**depth), or "saccade" (the image as it is, in [0, 1] and not normalized:
-    CornerNet-Saccade's test crops and normalizes it itself). mean, std: RGB normalization of
-    pixels in [0, 1].
+    mode: the transform (`augment.test_transform`): "resize" (the whole image to input_size),
+    "pad" (the original's: the image at the test scale, centred in a zero canvas of side
+    s | (size_divisor - 1), size_divisor being the network's stride * 2**depth) or "original"
+    (the image as it is). mean, std: RGB normalization of pixels in [0, 1]; normalize: whether to
+    apply it (CornerNet-Saccade's test normalizes each crop it makes and takes images in [0, 1]).
     num_parallel_calls: of the decode and transform stages (<= 0: tf.data.AUTOTUNE).
     fill: the "pad" canvas colour and the batches' padding, RGB in [0, 1]; None: black (zeros).
     """
 
-    mode: Literal["resize", "pad", "saccade"]
+    mode: Literal["resize", "pad", "original"]
     input_size: tuple[int, int]
     size_divisor: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     num_parallel_calls: int = -1
     fill: augment.Fill = None
+    normalize: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in ("resize", "pad", "saccade"):
-            raise ValueError(f"mode must be 'resize', 'pad' or 'saccade', got {self.mode!r}")
-        if self.mode == "saccade" and self.fill is not None:
-            raise ValueError("mode 'saccade' pads its crops black (the official test): fill must be None")
+        if self.mode not in augment.TEST_TRANSFORMS:
+            raise ValueError(f"mode must be one of {list(augment.TEST_TRANSFORMS)}, got {self.mode!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -586,7 +579,7 @@ def eval_dataset(
 
     Returns:
         A dataset of (images, {"image_info", "image_id"}): images [B, H, W, 3] float32
-        normalized (mode "saccade": in [0, 1]); image_info [B, 6] (see `image_info.py`);
+        normalized (without spec.normalize: in [0, 1]); image_info [B, 6] (see `image_info.py`);
         image_id [B] int64.
 
     Raises:
@@ -599,12 +592,9 @@ def eval_dataset(
     parallel = _parallel_calls(spec.num_parallel_calls)
 
     def transform(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        if spec.mode == "resize":
-            image, info = augment.eval_resize(example["image"], spec.input_size)
-        elif spec.mode == "saccade":
-            image, info = augment.eval_original(example["image"])
-        else:
-            image, info = augment.eval_pad(example["image"], spec.size_divisor, scale, spec.fill)
+        image, info = augment.test_transform(
+            example["image"], spec.mode, spec.input_size, spec.size_divisor, scale, spec.fill
+        )
         return image, {"image_info": info, "image_id": example["image_id"]}
 
     ds = _decoded(_eval_examples(files, max_images, num_pipelines, pipeline_id), parallel)
@@ -613,6 +603,6 @@ def eval_dataset(
         ds = ds.batch(batch_size)
     else:
         ds = ds.ragged_batch(batch_size).map(lambda images, meta: (augment.pad_batch(images, spec.fill), meta))
-    if spec.mode != "saccade":
+    if spec.normalize:
         ds = ds.map(lambda images, meta: (augment.normalize(images, spec.mean, spec.std), meta))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(True, input_context))

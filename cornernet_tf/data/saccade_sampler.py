@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.data import augment
-from cornernet_tf.targets import TargetSpec, build_batch_targets
+from cornernet_tf.objective.targets import TargetSpec, build_batch_targets
 
 # np.arange(0.5, 1.1, 0.1): 7 values, the float arange overshoots to 1.1 (quirk S1).
 RAND_SCALES = tuple(np.arange(0.5, 1.1, 0.1).tolist())

@@ -31,7 +31,7 @@ import time
 import cv2
 import numpy as np
 
-from cornernet_tf import cli
+from cornernet_tf.utils import cli
 
 CLASS_NAMES = ("rectangle", "ellipse", "triangle")
 FORMAT_VERSION = 1

@@ -31,10 +31,10 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import cli
 from cornernet_tf.data import coco
-from cornernet_tf.files import atomic_path
-from cornernet_tf.write_errors import WRITE_ERRORS, reason
+from cornernet_tf.utils import cli
+from cornernet_tf.utils.files import atomic_path
+from cornernet_tf.utils.write_errors import WRITE_ERRORS, reason
 
 log = logging.getLogger(__name__)
 

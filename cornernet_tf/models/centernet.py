@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import keras
 
-from cornernet_tf.models.corner_pool import CascadeCornerPoolModule, CenterPoolModule
 from cornernet_tf.models.cornernet import OUTPUT_KEYS, CornerNet
+from cornernet_tf.models.pooling import CascadeCornerPoolModule, CenterPoolModule
 
 CENTERNET_OUTPUT_KEYS = OUTPUT_KEYS + ("ct_heatmap", "ct_offset")
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from cornernet_tf.models.corner_pool import CornerPoolModule
 from cornernet_tf.models.heads import PredictionHead
 from cornernet_tf.models.hourglass import HourglassBackbone
+from cornernet_tf.models.pooling import CornerPoolModule
 
 OUTPUT_KEYS = ("tl_heatmap", "br_heatmap", "tl_embedding", "br_embedding", "tl_offset", "br_offset")
 

@@ -3,7 +3,7 @@ Hourglass-54 whose every level also feeds an attention head, with 3x3 prediction
 
 Follows the official princeton-vl/CornerNet-Lite `CornerNet_Saccade.py` (`saccade_net`,
 `saccade_module`); `cornernet_tf.convert` maps its state_dict onto these layers. The test-time
-procedure that uses the attention maps (crops at the attended places) is `cornernet_tf.saccade`.
+procedure that uses the attention maps (crops at the attended places) is `cornernet_tf.detection.saccade`.
 """
 
 from __future__ import annotations

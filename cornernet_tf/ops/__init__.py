@@ -1,4 +1,5 @@
-"""Tensor operations used by the models: corner pooling (pure TF, or the compiled op)."""
+"""Tensor operations used by the models: corner pooling (pure TF, or the compiled op). Imports
+TensorFlow and `utils` only."""
 
 from cornernet_tf.ops.corner_pool import (
     CORNERS,

@@ -36,7 +36,7 @@ from types import ModuleType
 
 import tensorflow as tf
 
-from cornernet_tf.ops.corner_pool import check_corner, check_direction
+from cornernet_tf.ops.names import check_corner, check_direction
 
 LIBRARY_NAME = "_corner_pool_ops.so"
 BUILD_LOG_NAME = "_corner_pool_build.log"

@@ -28,9 +28,9 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-DIRECTIONS = ("top", "left", "bottom", "right")
+from cornernet_tf.ops.names import CORNERS, DIRECTIONS, check_choice, check_corner, check_direction  # noqa: F401 (public here)
+
 IMPLEMENTATIONS = ("auto", "op", "vectorized", "scan")
-CORNERS = ("top_left", "bottom_right")
 
 # direction -> (axis of [B, H, W, C], True when the window extends towards higher indices)
 _AXIS_AND_REVERSE = {
@@ -41,23 +41,6 @@ _AXIS_AND_REVERSE = {
 }
 # corner -> (direction applied to the first input, direction applied to the second)
 _CORNER_DIRECTIONS = {"top_left": ("top", "left"), "bottom_right": ("bottom", "right")}
-
-
-def _check_choice(op: str, kind: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ValueError(f"{op}: unknown {kind} {value!r}; valid values are {list(valid)}")
-    return value
-
-
-def check_direction(direction: str, op: str = "corner_pool") -> str:
-    """`direction` if it is one of DIRECTIONS, else ValueError naming `op` and the valid values.
-    Shared with `cornernet_tf.ops.compiled`, so both implementations accept the same names."""
-    return _check_choice(op, "direction", direction, DIRECTIONS)
-
-
-def check_corner(corner: str, op: str) -> str:
-    """`corner` if it is one of CORNERS, else ValueError naming `op` and the valid values."""
-    return _check_choice(op, "corner", corner, CORNERS)
 
 
 def _check_input(x: tf.Tensor, name: str) -> tf.Tensor:
@@ -87,7 +70,7 @@ def compiled_available() -> bool:
 
 def resolve_implementation(implementation: str) -> str:
     """Map "auto" to "op" or "vectorized"; validate the others. Raises ValueError if unknown."""
-    _check_choice("corner_pool", "implementation", implementation, IMPLEMENTATIONS)
+    check_choice("corner_pool", "implementation", implementation, IMPLEMENTATIONS)
     if implementation == "auto":
         return "op" if compiled_available() else "vectorized"
     return implementation

@@ -1,4 +1,5 @@
 """Portable exports: TFLite (float32, float16, int8) and ONNX of the export's tensor signature.
+May import `detection`, `data`, `serving` (the version-folder writer) and `utils`.
 
 `export_portable` writes `<export_dir>/<version>/` (model.tflite or model.onnx, and
 export_info.json) with the SavedModel export's atomic, versioned write. The graph is the
@@ -19,10 +20,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cornernet_tf.detection_module import DetectionModule
-from cornernet_tf.model_versions import write_version
+from cornernet_tf.detection.module import DetectionModule
 from cornernet_tf.portable import export_info
 from cornernet_tf.portable.graph import PortableDetector
+from cornernet_tf.serving.version_writer import write_version
 
 FORMATS = ("tflite", "onnx")
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}

@@ -238,8 +238,8 @@ def network_contract(detector: PortableDetector) -> dict:
             "in_graph": False,
             "settings": {name: getattr(settings, name) for name in names},
             "steps": steps,
-            "reference": "cornernet_tf.inference.detect_multiscale (cornernet_tf.decode), the decoding every other "
-            "export holds; PortableDetector.decoding_function replays these maps to it",
+            "reference": "cornernet_tf.detection.inference.detect_multiscale (cornernet_tf.detection.decode), the "
+            "decoding every other export holds; PortableDetector.decoding_function replays these maps to it",
         },
     }
 

@@ -22,8 +22,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf.detection_module import DetectionModule, object_detection_outputs
-from cornernet_tf.inference import detect_multiscale, network_batch
+from cornernet_tf.detection.inference import detect_multiscale, network_batch
+from cornernet_tf.detection.module import DetectionModule, object_detection_outputs
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")

@@ -4,5 +4,7 @@
 loading and hot-swapping versions), `codec` (TF Serving's JSON request/response format),
 `limits` (image pixel budgets, the in-flight bound), `runner` (running a signature with a
 deadline, alone or through `batching`), `rest` (the HTTP API) and `grpc_server` (the gRPC
-`PredictionService` / `ModelService`). Nothing here knows about CornerNet.
+`PredictionService` / `ModelService`); `version_writer` writes the numbered version folders that
+`versions` reads. Nothing here knows about CornerNet: it may import `data` (image headers) and
+`utils` only.
 """

@@ -19,7 +19,8 @@ from cornernet_tf.config import Config
 from cornernet_tf.data import augment, pipeline
 from cornernet_tf.data.pipeline import CocoFiles, DatasetInfo, EvalInputSpec, SplitFiles, TFRecordFiles, TrainInputSpec
 from cornernet_tf.data.saccade_sampler import SaccadeSampling
-from cornernet_tf.targets import TargetSpec
+from cornernet_tf.detection.settings import TEST_PROCEDURES
+from cornernet_tf.objective.targets import TargetSpec
 
 SPLITS = ("train", "val")
 
@@ -65,21 +66,21 @@ def canvas_fill(config: Config) -> augment.Fill:
 
 def train_input(config: Config) -> TrainInputSpec:
     """How the config's training samples are made: data.* augmentation and reading settings,
-    targets for model.num_classes on the model's heatmap size; model.type centernet adds center
-    targets and uses CenterNet's radius formula; model.type saccade samples crops around a
-    reference object and adds ignore maps and attention targets (`saccade_sampling`)."""
+    targets for model.num_classes on the model's heatmap size, flavoured by the model type's record:
+    center keypoints add center targets and CenterNet's radius formula; attention (CornerNet-Saccade)
+    samples crops around a reference object and adds ignore maps and attention targets
+    (`saccade_sampling`)."""
     data, model = config.data, config.model
-    centernet, saccade = model.type == "centernet", model.type == "saccade"
+    record = model.record
     targets = TargetSpec(
         num_classes=model.num_classes,
         input_size=tuple(data.input_size),
         output_size=tuple(model.output_size(data.input_size)),
         max_objects=data.max_objects,
         gaussian_iou=data.gaussian_iou,
-        with_centers=centernet,
-        radius_formula="centernet" if centernet else "cornernet",
-        # the official Saccade sampler ran on numpy 1, which computed corner positions in float64
-        coordinate_dtype="float64" if saccade else "float32",
+        with_centers=record.center_keypoints,
+        radius_formula=record.radius_formula,
+        coordinate_dtype=record.target_coordinate_dtype,
     )
     return TrainInputSpec(
         targets=targets,
@@ -94,7 +95,7 @@ def train_input(config: Config) -> TrainInputSpec:
         shuffle_buffer=data.shuffle_buffer,
         num_parallel_calls=data.num_parallel_calls,
         deterministic=data.deterministic,
-        saccade=saccade_sampling(config) if saccade else None,
+        saccade=saccade_sampling(config) if record.attention else None,
         fill=canvas_fill(config),
     )
 
@@ -116,11 +117,14 @@ def saccade_sampling(config: Config) -> SaccadeSampling:
 
 
 def eval_input(config: Config, mode: str | None = None) -> EvalInputSpec:
-    """The config's test transform in `mode` (default detection.test_mode): "resize" to
-    data.input_size, "pad" to the model's size divisor, or "saccade" (the image as it is)."""
+    """The test transform of the test procedure `mode` (a detection.test_mode; default the
+    config's): "resize" to data.input_size, "pad" to the model's size divisor, or the image as it
+    is, unnormalized, for "saccade" (`detection.settings.TEST_PROCEDURES`)."""
     data = config.data
+    procedure = TEST_PROCEDURES[mode or config.detection.test_mode]
     return EvalInputSpec(
-        mode=mode or config.detection.test_mode,
+        mode=procedure.transform,
+        normalize=procedure.normalized_input,
         input_size=tuple(data.input_size),
         size_divisor=config.model.size_divisor,
         mean=tuple(data.mean),

@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf.coco_metrics import METRIC_NAMES, coco_metrics, detections_to_coco, write_results
 from cornernet_tf.config import Config, DataConfig
 from cornernet_tf.data import image_info as info_lib
-from cornernet_tf.detection_config import DetectionConfig
-from cornernet_tf.inference import Model, detect_multiscale, detect_saccade
+from cornernet_tf.detection.inference import Model, detect_multiscale, detect_saccade
+from cornernet_tf.detection.settings import DetectionConfig
 from cornernet_tf.tasks.data import dataset_info, eval_dataset, eval_image_ids
-from cornernet_tf.visualize import draw_detections, save_png
+from cornernet_tf.utils.coco_metrics import METRIC_NAMES, coco_metrics, detections_to_coco, write_results
+from cornernet_tf.utils.visualize import draw_detections, save_png
 
 PROGRESS_EVERY_S = 5.0
 
@@ -53,11 +53,11 @@ def restore_image(image: np.ndarray, image_info: np.ndarray, mean: Sequence[floa
 
 
 def batch_detector(model: Model, settings: DetectionConfig, num_scales: int, data: DataConfig):
-    """`detect_multiscale` (test_mode "saccade": `detect_saccade`) as one tf.function for any
+    """`detect_multiscale` (the crop search of test_mode "saccade": `detect_saccade`) as one tf.function for any
     batch and image size (no retracing), called with [(images, image_info)] per test scale: what
     `evaluate_model` runs, and the benchmarks time."""
     spec = (tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, info_lib.IMAGE_INFO_SIZE]))
-    if settings.test_mode == "saccade":
+    if settings.procedure.crop_search:
         preprocessing = (tuple(data.input_size), tuple(data.mean), tuple(data.std))
         return tf.function(
             lambda inputs: detect_saccade(model, *inputs[0], settings, *preprocessing), input_signature=[[spec]]
@@ -132,8 +132,8 @@ def evaluate_model(
     detection, data, info = config.detection, config.data, dataset_info(config, split)
     datasets = [eval_dataset(config, split, batch_size, scale) for scale in detection.scales]
     detector = batch_detector(model, detection, len(datasets), data)
-    # the inputs drawn on: normalized, except the saccade test's images in [0, 1]
-    mean, std = ((0.0,) * 3, (1.0,) * 3) if detection.test_mode == "saccade" else (data.mean, data.std)
+    # the inputs drawn on: normalized, except the crop search's images in [0, 1]
+    mean, std = (data.mean, data.std) if detection.procedure.normalized_input else ((0.0,) * 3, (1.0,) * 3)
     shown = int(np.argmin([abs(scale - 1.0) for scale in detection.scales]))
     scored_ids = eval_image_ids(config, split)
     progress = _Progress(
@@ -207,7 +207,7 @@ def with_test_overrides(
         for key, value in (("flip", flip), ("scales", None if scales is None else list(scales)))
         if value is not None
     }
-    if changes.get("scales", [1.0]) != [1.0] and detection.test_mode != "pad":
+    if changes.get("scales", [1.0]) != [1.0] and not detection.procedure.multi_scale:
         print(
             f"test scales {changes['scales']} use the 'pad' transform (detection.test_mode is {detection.test_mode!r})"
         )

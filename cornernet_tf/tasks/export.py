@@ -17,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from cornernet_tf.config import Config
-from cornernet_tf.detection_module import DetectionModule, Preprocessing
-from cornernet_tf.inference import Model
-from cornernet_tf.model_versions import write_version
+from cornernet_tf.detection.inference import Model
+from cornernet_tf.detection.module import DetectionModule, Preprocessing
 from cornernet_tf.models import CornerNet
+from cornernet_tf.serving.version_writer import write_version
 from cornernet_tf.tasks.data import canvas_fill
 from cornernet_tf.tasks.model import build_model
 
@@ -143,9 +143,10 @@ def export_portable(
             on the compiled corner-pool op, or a version below 1 (see `portable.export_portable`).
         FileExistsError: The version already exists.
     """
-    if config.detection.test_mode == "saccade":
+    if not config.detection.procedure.portable:
         raise ValueError(
-            f"a {fmt} export cannot hold the saccade test (a varying number of crops per image, found in loops); "
+            f"a {fmt} export cannot hold the {config.detection.test_mode} test (a varying number of crops per image, "
+            "found in loops); "
             "export a SavedModel, or --set detection.test_mode=resize for the network's single-pass test at "
             "data.input_size"
         )

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from cornernet_tf.config import ModelConfig
-from cornernet_tf.models import MODEL_TYPES, CornerNet
+from cornernet_tf.models import CornerNet
 
 
 def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwargs) -> CornerNet:
-    """A built (weights created) CornerNet, CenterNet, CornerNetSqueeze or CornerNetSaccade
-    (model_config.type) from a validated ModelConfig.
+    """A built (weights created) network of model_config.type (its `model_types` record names the
+    class and the type's own arguments) from a validated ModelConfig.
 
     corner_pool overrides model_config.corner_pool (export uses "vectorized"); kwargs go to
     keras.Model (name, dtype).
     """
     model_config.validate()
-    if model_config.type not in MODEL_TYPES:
-        raise ValueError(f"build_model: unknown model.type {model_config.type!r}; valid values are {list(MODEL_TYPES)}")
-    model = MODEL_TYPES[model_config.type](
+    record = model_config.record
+    model = record.network_class()(
         num_classes=model_config.num_classes,
         nstack=model_config.nstack,
         dims=model_config.dims,
@@ -27,7 +26,7 @@ def build_model(model_config: ModelConfig, corner_pool: str | None = None, **kwa
         head_dim=model_config.head_dim,
         corner_pool=corner_pool or model_config.corner_pool,
         heatmap_bias=model_config.heatmap_bias,
-        **({"att_dim": model_config.att_dim} if model_config.type == "saccade" else {}),
+        **{name: getattr(model_config, name) for name in record.network_arguments},
         **kwargs,
     )
     model.build((None, None, None, 3))

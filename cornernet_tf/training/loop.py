@@ -32,8 +32,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from cornernet_tf.losses import attention_keys, cornernet_loss, positive_mask, saccade_loss
-from cornernet_tf.targets import SKIPPED
+from cornernet_tf.objective.losses import attention_keys, cornernet_loss, positive_mask, saccade_loss
+from cornernet_tf.objective.targets import SKIPPED
 from cornernet_tf.training.checkpoint import (
     CHECKPOINT_SUBDIR,
     READ_ERRORS,
@@ -45,7 +45,7 @@ from cornernet_tf.training.checkpoint import (
 )
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import is_chief, num_input_pipelines, worker_id
-from cornernet_tf.write_errors import WRITE_ERRORS, reason
+from cornernet_tf.utils.write_errors import WRITE_ERRORS, reason
 
 DatasetFn = Callable[[tf.distribute.InputContext, int, int], tf.data.Dataset]
 BatchFinisher = Callable[[Any], tuple[tf.Tensor, Mapping[str, tf.Tensor]]]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf import decode
 from cornernet_tf.data import augment, image_info
+from cornernet_tf.detection import decode
 
 INPUT = (64, 80)  # (height, width), deliberately not square
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # no normalization: pixels stay in [0, 1]

@@ -16,7 +16,7 @@ import tensorflow as tf
 from cornernet_tf.config import load_config
 from cornernet_tf.data import pipeline, shapes, tfrecord
 from cornernet_tf.data.coco import load_coco
-from cornernet_tf.targets import TargetSpec
+from cornernet_tf.objective.targets import TargetSpec
 from cornernet_tf.tasks import data as data_tasks
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -438,7 +438,7 @@ def test_unusable_settings_are_named(shapes_dir):
     records = _config("data.dataset=tfrecord", "data.train_tfrecords=train-*.tfrecord")
     with pytest.raises(ValueError, match="data.val_tfrecords must be set for dataset=tfrecord"):
         data_tasks.eval_dataset(records)
-    with pytest.raises(ValueError, match="mode must be 'resize', 'pad' or 'saccade', got 'crop'"):
+    with pytest.raises(ValueError, match=r"mode must be one of \['resize', 'pad', 'original'\], got 'crop'"):
         pipeline.EvalInputSpec("crop", (128, 128), 32, MEAN, STD)
     layout = shapes.ensure_dataset(shapes_dir, *SHAPES.values())
     val_files = pipeline.CocoFiles(str(layout["val"][0]), str(layout["val"][1]))

@@ -29,7 +29,7 @@ from cornernet_tf.data.saccade_sampler import (
     scale_size,
     target_size_range,
 )
-from cornernet_tf.targets import TargetSpec, gaussian_radius
+from cornernet_tf.objective.targets import TargetSpec, gaussian_radius
 from tests.conftest import load_reference, nhwc
 
 INPUT = 255

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf.convert import config_from_official, load_official_weights
 from cornernet_tf.tasks.model import build_model
+from cornernet_tf.tasks.official_weights import config_from_official, load_official_weights
 from tests.conftest import load_reference, nhwc, reference_config
 
 TOL = {"atol": 1e-3, "rtol": 1e-3}

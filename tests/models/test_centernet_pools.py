@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cornernet_tf.convert import _pool as pool_entries
-from cornernet_tf.models.corner_pool import (
+from cornernet_tf.models.pooling import (
     CascadeCornerPoolModule,
     CenterPoolModule,
     cascade_pool,
@@ -16,6 +15,7 @@ from cornernet_tf.models.corner_pool import (
     row_max,
 )
 from cornernet_tf.ops import compiled_available, corner_pool
+from cornernet_tf.tasks.official_weights import _pool as pool_entries
 from tests.conftest import assert_trains_under_xla, check_layer, load_reference, nhwc
 
 IMPLEMENTATIONS = [

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cornernet_tf.models.corner_pool import CornerPoolModule
+from cornernet_tf.models.pooling import CornerPoolModule
 from cornernet_tf.ops.corner_pool import corner_pool
 from tests.conftest import assert_trains_under_xla, check_layer
 

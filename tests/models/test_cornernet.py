@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from cornernet_tf.config import ModelConfig, load_config
-from cornernet_tf.models import MODEL_TYPES, OUTPUT_KEYS, CornerNet, PredictionHead
+from cornernet_tf.model_types import MODEL_TYPES
+from cornernet_tf.models import OUTPUT_KEYS, CornerNet, PredictionHead
 from cornernet_tf.tasks.model import build_model
 from tests.models.fidelity import (
     CORNERNET_ACTIVATIONS,

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cornernet_tf import runtime, train
+from cornernet_tf import train
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import load_weights
+from cornernet_tf.utils import runtime
 
 from .conftest import REPO_ROOT, run_module, tiny_overrides
 

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 
 from cornernet_tf.config import CONFIG_DIR
+from cornernet_tf.model_types import model_type
 from cornernet_tf.training.checkpoint import PRESET_WEIGHTS as WEIGHTS_FILE  # what every weights loader reads
 from cornernet_tf.training.checkpoint import SAVED_CONFIG as CONFIG_FILE
 
@@ -258,18 +259,19 @@ def convert_checkpoint(
 
 def config_for_checkpoint(state: dict) -> str:
     """The bundled COCO config whose network an official or mmdetection state_dict describes."""
-    from cornernet_tf.convert import checkpoint_layout, official_model_type
+    from cornernet_tf.tasks.official_weights import checkpoint_layout, official_model_type
 
     keys = list(state)
     if checkpoint_layout(keys) == "mmdetection":
         return "cornernet_hg104_mmdet_coco"
-    model_type = official_model_type(keys)
-    if model_type == "centernet":
-        stacks = {
-            key.removeprefix("module.").split(".")[1] for key in keys if key.removeprefix("module.").startswith("kps.")
-        }
-        return "centernet_hg104_coco" if len(stacks) > 1 else "centernet_hg52_coco"
-    return {"cornernet": "cornernet_hg104_coco", "squeeze": "squeeze_coco", "saccade": "saccade_coco"}[model_type]
+    record = model_type(official_model_type(keys))
+    stacks = {
+        key.removeprefix("module.").split(".")[1] for key in keys if key.removeprefix("module.").startswith("kps.")
+    }
+    config = record.coco_config(len(stacks))
+    if config is None:
+        raise ValueError(f"no bundled COCO config has a {len(stacks)}-stack {record.name} network")
+    return config
 
 
 def describe() -> list[dict[str, object]]:
@@ -391,7 +393,7 @@ def _download_drive(file_id: str, target: pathlib.Path) -> None:
 
 
 def _read_checkpoint(path: pathlib.Path) -> dict:
-    from cornernet_tf.torch_checkpoint import read_state_dict
+    from cornernet_tf.utils.torch_checkpoint import read_state_dict
 
     try:
         return read_state_dict(path)
@@ -409,8 +411,8 @@ def _convert_into(
     """Convert `source` (a checkpoint file or its state_dict) into `folder`: the weights, the
     config (with `class_names` when given) and where they came from."""
     from cornernet_tf.config import load_config
-    from cornernet_tf.convert import load_official_weights
     from cornernet_tf.tasks.model import build_model
+    from cornernet_tf.tasks.official_weights import load_official_weights
 
     state = _read_checkpoint(source) if isinstance(source, pathlib.Path) else source
     names = [] if class_names is None else [f"data.class_names={json.dumps(list(class_names))}"]

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf import pretrained
-from cornernet_tf.coco_metrics import detections_to_coco
+from cornernet_tf.api import pretrained
 from cornernet_tf.config import Config, config_from_dict, load_config
 from cornernet_tf.data import image_header
 from cornernet_tf.ops.corner_pool import compiled_available
@@ -38,7 +37,8 @@ from cornernet_tf.portable import export_info
 from cornernet_tf.portable.export_info import FILE_NAME as PORTABLE_INFO
 from cornernet_tf.tasks.export import CLASS_NAMES_ASSET, class_names, detection_module, export_network
 from cornernet_tf.training.checkpoint import config_for_weights, load_weights
-from cornernet_tf.visualize import draw_detections
+from cornernet_tf.utils.coco_metrics import detections_to_coco
+from cornernet_tf.utils.visualize import draw_detections
 
 SIGNATURE = "serving_tensor"  # uint8 RGB [B, H, W, 3] in, TF Object Detection API outputs out
 DEFAULT_BATCH_SIZE = 8

@@ -25,14 +25,16 @@ Nothing here is decorated; everything runs inside `tf.function` with unknown B, 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
-from cornernet_tf import decode, saccade
 from cornernet_tf.data import image_info as info_lib
-from cornernet_tf.detection_config import DetectionConfig
-from cornernet_tf.saccade_settings import SaccadeSettings
+from cornernet_tf.detection import decode, saccade
+from cornernet_tf.detection.saccade_settings import SaccadeSettings
+from cornernet_tf.detection.settings import DetectionConfig
 
 Model = Callable[..., dict]
 CENTERNET_MARGIN = 5.0  # CenterNet drops boxes reaching this many input px beyond the image
@@ -205,33 +207,28 @@ def saccade_settings(
     model: Model, settings: DetectionConfig, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]
 ) -> SaccadeSettings:
     """The `saccade.saccade_detect` settings of a CornerNet-Saccade model (its stride and attention
-    strides), the run's detection section, its square crop size (data.input_size) and RGB
-    normalization."""
+    strides), the run's detection section (every field both have, by its one name), its square
+    crop size (data.input_size) and RGB normalization."""
     height, width = input_size
     if height != width:
         raise ValueError(f"the saccade test needs a square data.input_size, got {list(input_size)}")
+    shared = {field.name for field in dataclasses.fields(SaccadeSettings)} & {
+        field.name for field in dataclasses.fields(settings)
+    }
     return SaccadeSettings(
-        init_sizes=tuple(settings.init_sizes),
+        **{name: _as_tuples(getattr(settings, name)) for name in shared},
         input_size=height,
         output_size=(height + 1) // model.stride,
-        att_thresholds=tuple(settings.att_thresholds),
-        att_scales=tuple(tuple(row) for row in settings.att_scales),
         att_ratios=tuple(model.attention_strides),
-        att_nms_ks=tuple(settings.att_nms_ks),
-        att_max_crops=settings.att_max_crops,
-        ref_dets=settings.ref_dets,
-        top_k=settings.k,
-        num_dets=settings.num_dets,
-        ae_threshold=settings.ae_threshold,
-        nms_kernel=settings.nms_kernel,
-        no_border=settings.no_border,
-        sigma=settings.soft_nms_sigma,
-        score_threshold=settings.score_threshold,
-        max_per_image=settings.max_detections,
         num_classes=model.num_classes,
         mean=tuple(mean),
         std=tuple(std),
     )
+
+
+def _as_tuples(value: Any) -> Any:
+    """Lists (nested too) as tuples: a config's lists in the frozen settings' form."""
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, list) else value
 
 
 def crop_detector(model: Model, settings: SaccadeSettings) -> saccade.DetectCrops:
@@ -242,7 +239,7 @@ def crop_detector(model: Model, settings: SaccadeSettings) -> saccade.DetectCrop
         outputs = model(crops, training=False)
         dets = decode.decode_corners(
             outputs,
-            k=settings.top_k,
+            k=settings.k,
             nms_kernel=settings.nms_kernel,
             ae_threshold=settings.ae_threshold,
             num_dets=settings.num_dets,

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 from pycocotools.coco import COCO
 
-from cornernet_tf.coco_metrics import coco_metrics, detections_to_coco
 from cornernet_tf.data.ground_truth import PADDING, densify
+from cornernet_tf.utils.coco_metrics import coco_metrics, detections_to_coco
 
 
 class CocoEvaluation(keras.callbacks.Callback):

@@ -40,8 +40,8 @@ import tensorflow as tf
 from cornernet_tf.config import Config, config_from_dict, load_config
 from cornernet_tf.data import augment, ground_truth
 from cornernet_tf.data.keras_augment import TrainingAugmentation
-from cornernet_tf.detection_module import DetectionModule
-from cornernet_tf.targets import SKIPPED, build_batch_targets
+from cornernet_tf.detection.module import DetectionModule
+from cornernet_tf.objective.targets import SKIPPED, build_batch_targets
 from cornernet_tf.tasks import data as task_data
 from cornernet_tf.tasks.export import class_names, detection_module
 from cornernet_tf.tasks.model import build_model
@@ -156,7 +156,7 @@ class ObjectDetector(keras.Model):
         """A detector from a bundled config name ("shapes_tiny", "cornernet_hg104_coco", ...: no
         weights), a preset folder (`save_to_preset`), a training run folder, a checkpoint, or a
         `.weights.h5` file of converted weights (with `config`). See `presets.load_preset`."""
-        from cornernet_tf import presets  # presets builds detectors: imported on use
+        from cornernet_tf.api import presets  # presets builds detectors: imported on use
 
         return presets.load_preset(
             cls, preset, num_classes=num_classes, load_weights=load_weights, config=config, **kwargs
@@ -166,7 +166,7 @@ class ObjectDetector(keras.Model):
         """Write a preset folder that `from_preset` and the command lines (`--weights DIR`) open:
         config.json, model.weights.h5 (the network's), config.yaml, class_names.txt,
         metadata.json. See `presets.save_preset`."""
-        from cornernet_tf import presets
+        from cornernet_tf.api import presets
 
         presets.save_preset(self, directory)
 
@@ -300,7 +300,7 @@ class ObjectDetector(keras.Model):
         CornerNet-Saccade trains with `python -m cornernet_tf.train` only: its samples are crops
         around a reference object, with ignore maps and attention targets, which the Keras-style
         {"boxes", "labels"} batches and `TrainingAugmentation` do not make."""
-        if self.config.model.type == "saccade":
+        if not self.config.model.record.trains_with_fit:
             raise ValueError(
                 "ObjectDetector.fit does not train CornerNet-Saccade (its sampler crops around reference objects "
                 "and draws attention targets); train it with python -m cornernet_tf.train --config <saccade config>, "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from cornernet_tf.files import atomic_write_bytes
+from cornernet_tf.utils.files import atomic_write_bytes
 
 _FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
 

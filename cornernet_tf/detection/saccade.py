@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from cornernet_tf import decode
-from cornernet_tf.saccade_settings import SaccadeSettings
+from cornernet_tf.detection import decode
+from cornernet_tf.detection.saccade_settings import SaccadeSettings
 
 # (normalized crops [n, S, S, 3], with_attention) -> (detections [n, K, 8], attention maps or None)
 DetectCrops = Callable[[tf.Tensor, bool], tuple[tf.Tensor, Sequence[tf.Tensor] | None]]
@@ -488,7 +488,7 @@ def _run_network(
     count = tf.shape(crops)[0]
     mean = tf.constant(settings.mean, tf.float32)
     std = tf.constant(settings.std, tf.float32)
-    rows = min(settings.num_dets, settings.top_k**2)
+    rows = min(settings.num_dets, settings.k**2)
     sides = [settings.output_size * settings.att_ratios[-1] // ratio for ratio in settings.att_ratios]
 
     def run() -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -590,10 +590,10 @@ def saccade_detect(
     boxes, scores, classes = merge_detections(
         tf.concat(detections, axis=0),
         settings.num_classes,
-        settings.sigma,
+        settings.soft_nms_sigma,
         settings.nms_threshold,
         settings.nms_method,
         settings.score_threshold,
-        settings.max_per_image,
+        settings.max_detections,
     )
     return {"boxes": boxes, "scores": scores, "classes": classes, **rounds}

@@ -1,10 +1,11 @@
 """Test-time settings of CornerNet-Saccade (`saccade.saccade_detect`), the official values by default.
 
-Standard library only, as `detection_config`: `inference.saccade_settings` fills one from a run's
-`DetectionConfig` and its model's geometry, and a direct caller of `saccade_detect` can build one
-without a config. The defaults are those of the official `configs/CornerNet_Saccade.json` and
-`core/dbs/detection.py` (tests/fixtures/official/README.md, "Official hyperparameters"), plus
-the values the official test code hard-codes (`no_border`, soft-NMS sigma 0.7).
+Standard library only, as `settings`: `inference.saccade_settings` fills one from a run's
+`DetectionConfig` (every field of the same name, so a setting has one name in a config and here) and
+its model's geometry, and a direct caller of `saccade_detect` can build one without a config. The
+defaults are those of the official `configs/CornerNet_Saccade.json` and `core/dbs/detection.py`
+(tests/fixtures/official/README.md, "Official hyperparameters"), plus the values the official test
+code hard-codes (`no_border`, soft-NMS sigma 0.7).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ class SaccadeSettings:
         attention map (coarsest map first); att_ratios: input px per cell of each attention map;
         att_nms_ks: max-pool window of each map's NMS; att_max_crops: crops after the first pass.
     ref_dets: also zoom on the detections scored above 0.5 (reference locations).
-    top_k, num_dets, ae_threshold, nms_kernel, no_border: corner decoding per crop.
-    sigma, nms_threshold, nms_method (0 hard, 1 linear, 2 Gaussian), score_threshold: the
-        per-class soft-NMS of the merge; max_per_image: boxes kept (ties at the cut stay).
+    k, num_dets, ae_threshold, nms_kernel, no_border: corner decoding per crop.
+    soft_nms_sigma, nms_threshold, nms_method (0 hard, 1 linear, 2 Gaussian), score_threshold: the
+        per-class soft-NMS of the merge; max_detections: boxes kept (ties at the cut stay).
     num_classes: categories merged; mean, std: per-channel statistics, in the channel order
         of the images given to `saccade_detect` (RGB by default).
     """
@@ -44,16 +45,16 @@ class SaccadeSettings:
     att_nms_ks: tuple[int, ...] = (3, 3, 3)
     att_max_crops: int = 30
     ref_dets: bool = True
-    top_k: int = 12
+    k: int = 12
     num_dets: int = 12
     ae_threshold: float = 0.3
     nms_kernel: int = 3
     no_border: bool = True
-    sigma: float = 0.7
+    soft_nms_sigma: float = 0.7
     nms_threshold: float = 0.5
     nms_method: int = 2
     score_threshold: float = 0.001
-    max_per_image: int = 100
+    max_detections: int = 100
     num_classes: int = 80
     mean: tuple[float, float, float] = RGB_MEAN
     std: tuple[float, float, float] = RGB_STD
@@ -76,7 +77,7 @@ class SaccadeSettings:
             (all(k >= 1 and k % 2 == 1 for k in self.att_nms_ks), f"att_nms_ks must be odd, got {self.att_nms_ks}"),
             (self.att_max_crops >= 0, f"att_max_crops must be >= 0, got {self.att_max_crops}"),
             (self.nms_method in (0, 1, 2), f"nms_method must be 0, 1 or 2, got {self.nms_method}"),
-            (self.max_per_image >= 1, f"max_per_image must be >= 1, got {self.max_per_image}"),
+            (self.max_detections >= 1, f"max_detections must be >= 1, got {self.max_detections}"),
             (self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}"),
             (len(self.mean) == 3 and len(self.std) == 3, "mean and std need 3 values"),
         ]

@@ -15,6 +15,51 @@ MIN_SCORE_THRESHOLD = 0.001  # the original's soft-NMS threshold
 
 
 @dataclasses.dataclass(frozen=True)
+class TestProcedure:
+    """One `detection.test_mode`: how an image reaches the network and how detections come back.
+
+    transform: the evaluation pipeline's and the export graph's test transform ("pad": the
+    original's, the image at each scale padded to the network's size divisor; "resize": to
+    data.input_size; "original": the image as it is). multi_scale: detection.scales may hold more
+    than [1.0]. flip: detection.flip may be on. normalized_input: the network input is normalized
+    by data.mean / data.std before detection (the crop search normalizes each crop itself).
+    crop_search: CornerNet-Saccade's test (`inference.detect_saccade`) instead of
+    `detect_multiscale`. needs_attention: only for a model type with attention maps. portable: a
+    fixed-size TFLite / ONNX graph can hold it (the crop search loops over a varying number of
+    crops).
+    """
+
+    name: str
+    transform: Literal["pad", "resize", "original"]
+    multi_scale: bool = False
+    flip: bool = True
+    normalized_input: bool = True
+    crop_search: bool = False
+    needs_attention: bool = False
+    portable: bool = True
+
+
+TEST_PROCEDURES: dict[str, TestProcedure] = {
+    procedure.name: procedure
+    for procedure in (
+        TestProcedure("pad", transform="pad", multi_scale=True),
+        TestProcedure("resize", transform="resize"),
+        TestProcedure(
+            "saccade",
+            transform="original",
+            flip=False,
+            normalized_input=False,
+            crop_search=True,
+            needs_attention=True,
+            portable=False,
+        ),
+    )
+}
+# the `detection.test_mode` values, checked when a config is read (`config._coerce`)
+TestModeName = Literal[tuple(TEST_PROCEDURES)]
+
+
+@dataclasses.dataclass(frozen=True)
 class DetectionConfig:
     """Decoding and test-time augmentation (the official CornerNet test values by default).
 
@@ -31,7 +76,7 @@ class DetectionConfig:
     original keeps boxes scored below 0.001 before any decay; they rank below every other
     detection, so dropping them cannot change a COCO metric measurably.
 
-    test_mode "saccade" (CornerNet-Saccade's own test, `cornernet_tf.saccade`): the whole image
+    test_mode "saccade" (CornerNet-Saccade's own test, `cornernet_tf.detection.saccade`): the whole image
     downsized to each of `init_sizes` (longer side, px) is the first pass; its attention maps
     (cells above `att_thresholds[0]`, after a max-pool NMS of `att_nms_ks[j]` per map, zoomed by
     `att_scales[0][j]`, coarsest map first) and, with `ref_dets`, its detections above 0.5 give
@@ -48,7 +93,7 @@ class DetectionConfig:
     max_detections: int = 100
     flip: bool = True
     scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
-    test_mode: Literal["pad", "resize", "saccade"] = "pad"
+    test_mode: TestModeName = "pad"
     soft_nms_sigma: float = 0.5
     score_threshold: float = MIN_SCORE_THRESHOLD
     center_area_threshold: float = 22500.0
@@ -76,9 +121,8 @@ class DetectionConfig:
                 f"detection.scales must be positive, got {self.scales}",
             ),
             (
-                self.test_mode == "pad" or list(self.scales) == [1.0],
-                f"detection.scales {self.scales} need detection.test_mode=pad; 'resize' always resizes to "
-                f"data.input_size",
+                self.procedure.multi_scale or list(self.scales) == [1.0],
+                f"detection.scales {self.scales} need detection.test_mode=pad; {self.test_mode!r} tests at one scale",
             ),
             (self.soft_nms_sigma > 0, f"detection.soft_nms_sigma must be > 0, got {self.soft_nms_sigma}"),
             (
@@ -87,15 +131,22 @@ class DetectionConfig:
                 f"below it), got {self.score_threshold}",
             ),
         ]
-        if self.test_mode == "saccade":
-            checks += self._saccade_checks()
+        if not self.procedure.flip:
+            checks.append(
+                (not self.flip, f"detection.flip must be false with test_mode {self.test_mode} (its test has no flip)")
+            )
+        if self.procedure.crop_search:
+            checks += self._crop_search_checks()
         return [message for ok, message in checks if not ok]
 
-    def _saccade_checks(self) -> list[tuple[bool, str]]:
+    @property
+    def procedure(self) -> TestProcedure:
+        """The record of `test_mode`."""
+        return TEST_PROCEDURES[self.test_mode]
+
+    def _crop_search_checks(self) -> list[tuple[bool, str]]:
         levels = len(self.att_nms_ks)
         return [
-            (not self.flip, "detection.flip must be false with test_mode saccade (its test has no flip)"),
-            (list(self.scales) == [1.0], f"detection.scales must be [1.0] with test_mode saccade, got {self.scales}"),
             (
                 len(self.init_sizes) >= 1 and all(size >= 1 for size in self.init_sizes),
                 f"detection.init_sizes must be positive sides, got {self.init_sizes}",

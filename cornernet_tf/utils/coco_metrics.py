@@ -13,7 +13,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cornernet_tf.files import atomic_write_text
+from cornernet_tf.utils.files import atomic_write_text
 
 METRIC_NAMES = (
     "AP",

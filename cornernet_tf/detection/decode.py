@@ -31,7 +31,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from cornernet_tf.data import image_info as info_lib
-from cornernet_tf.losses import gather_at
+from cornernet_tf.objective.losses import gather_at
 
 Detections = dict[str, tf.Tensor]
 

@@ -27,8 +27,8 @@ import tensorflow as tf
 
 from cornernet_tf.data import augment, image_header_tf
 from cornernet_tf.data import image_info as info_lib
-from cornernet_tf.detection_config import DetectionConfig
-from cornernet_tf.inference import Model, detect_multiscale, detect_saccade
+from cornernet_tf.detection.inference import Model, detect_multiscale, detect_saccade
+from cornernet_tf.detection.settings import DetectionConfig
 
 _IMAGE_SPEC = tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
 
@@ -82,26 +82,25 @@ class DetectionModule(tf.Module):
 
     @property
     def test_scales(self) -> list[float]:
-        """The scales `transforms` makes inputs at: detection.scales in "pad" mode; "resize"
-        makes the one input at the network's size, "saccade" the image as it is."""
-        return list(self.settings.scales) if self.settings.test_mode == "pad" else [1.0]
+        """The scales `transforms` makes inputs at: detection.scales for a multi-scale test
+        procedure ("pad"); one input otherwise ("resize": at the network's size, "saccade": the
+        image as it is)."""
+        return list(self.settings.scales) if self.settings.procedure.multi_scale else [1.0]
 
     def transforms(self, image: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
         """One image [H, W, 3] (uint8, or float in 0..255) -> per test scale of the settings
-        (network input [h, w, 3] in [0, 1], image_info [6]): resized to the network's input size
-        (test_mode "resize"), the original's padded transform at that scale ("pad"), or the image
-        as it is ("saccade")."""
-        if self.settings.test_mode == "resize":
-            return [augment.eval_resize(image, self.preprocessing.input_size)]
-        if self.settings.test_mode == "saccade":
-            return [augment.eval_original(image)]
-        pre = self.preprocessing
-        return [augment.eval_pad(image, pre.size_divisor, scale, pre.fill) for scale in self.test_scales]
+        (network input [h, w, 3] in [0, 1], image_info [6]) by the test procedure's transform
+        (`augment.test_transform`)."""
+        pre, transform = self.preprocessing, self.settings.procedure.transform
+        return [
+            augment.test_transform(image, transform, pre.input_size, pre.size_divisor, scale, pre.fill)
+            for scale in self.test_scales
+        ]
 
     def normalize(self, images: tf.Tensor) -> tf.Tensor:
-        """Network inputs in [0, 1] -> what the network was trained on ("saccade": unchanged, its
-        test normalizes every crop it makes)."""
-        if self.settings.test_mode == "saccade":
+        """Network inputs in [0, 1] -> what the network was trained on (unchanged for the crop
+        search, which normalizes every crop it makes)."""
+        if not self.settings.procedure.normalized_input:
             return images
         return augment.normalize(images, self.preprocessing.mean, self.preprocessing.std)
 
@@ -125,7 +124,7 @@ class DetectionModule(tf.Module):
         fill = self.preprocessing.fill
         inputs = [(self.normalize(augment.pad_batch(parts[2 * s], fill)), parts[2 * s + 1]) for s in range(num_scales)]
         image_info = inputs[0][1]
-        if self.settings.test_mode == "saccade":
+        if self.settings.procedure.crop_search:
             pre = self.preprocessing
             dets = detect_saccade(self.model, *inputs[0], self.settings, pre.input_size, pre.mean, pre.std)
         else:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
-from cornernet_tf.write_errors import WRITE_ERRORS, reason
+from cornernet_tf.utils.write_errors import WRITE_ERRORS, reason
 
 TEMP_PREFIX = ".tmp-"  # not a number: TF Serving and `serve` skip it
 
