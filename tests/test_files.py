@@ -75,7 +75,7 @@ def test_importing_it_loads_no_tensorflow():
         "spec.loader.exec_module(importlib.util.module_from_spec(spec)); print('tensorflow' in sys.modules)"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(REPO_ROOT / "cornernet_tf" / "files.py")],
+        [sys.executable, "-c", code, str(REPO_ROOT / "cornernet_tf" / "utils" / "files.py")],
         capture_output=True,
         text=True,
         check=True,
