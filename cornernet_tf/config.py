@@ -118,7 +118,7 @@ class ModelConfig:
 class DataConfig:
     """Where images come from and how training samples are made."""
 
-    dataset: Literal["shapes", "coco", "tfrecord"] = "shapes"
+    dataset: Literal["shapes", "coco", "voc", "yolo", "tfrecord"] = "shapes"
     # shapes: generated on first use into `shapes_dir` (cached).
     shapes_dir: str = "~/.cache/cornernet_tf/shapes"
     shapes_train: int = 2000
@@ -131,6 +131,14 @@ class DataConfig:
     train_images: str = ""
     val_annotations: str = ""
     val_images: str = ""
+    # voc: a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/<set>.txt) and its image
+    # sets; `difficult` objects are ignored in evaluation, and in training unless voc_train_difficult.
+    voc_dir: str = ""
+    voc_train_set: str = "train"
+    voc_val_set: str = "val"
+    voc_train_difficult: bool = False
+    # yolo: an Ultralytics data.yaml (path, train, val, names).
+    yolo_yaml: str = ""
     # tfrecord: file patterns written by `python -m cornernet_tf.data.tfrecord`.
     train_tfrecords: str = ""
     val_tfrecords: str = ""

@@ -2,7 +2,7 @@
 
 CLI: `python -m cornernet_tf.evaluate --weights W [--config C] [--set key=value ...]
 [--flip/--no-flip] [--scales 0.5,0.75,1,1.25,1.5] [--max_images N] [--split val]
-[--results out.json] [--metrics metrics.json] [--visualize DIR] [--verbose]`. W is a Keras `.weights.h5`
+[--results out.json] [--metrics metrics.json] [--visualize DIR] [--plots DIR] [--verbose]`. W is a Keras `.weights.h5`
 (`model.save_weights`, `python -m cornernet_tf.convert`), a training model_dir (its latest
 checkpoint under `checkpoints/`), a checkpoints folder or a checkpoint prefix. Without --config,
 the run's saved `config.yaml` beside W or above it is used (`checkpoint.find_saved_config`); when
@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--visualize", default=None, metavar="DIR", help="write PNGs of detections here")
     parser.add_argument("--num_visualize", type=int, default=8, help="how many images --visualize draws")
+    parser.add_argument(
+        "--plots",
+        default=None,
+        metavar="DIR",
+        help="write precision-recall curves (per class, IoU 0.5 and 0.5:0.95) and the confusion matrix here",
+    )
     cli.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -81,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         visualize_dir=args.visualize,
         num_visualize=args.num_visualize,
         batch_size=args.batch_size,
+        plots_dir=args.plots,
     )
     print(format_metrics(metrics))
+    if args.plots:
+        print(f"plots: {args.plots}")
     if args.results:
         print(f"results: {args.results}")
     if args.metrics:

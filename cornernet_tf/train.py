@@ -104,23 +104,30 @@ def evaluate_and_report(
     Returns:
         The metrics of `evaluation.evaluate_model`.
     """
-    from cornernet_tf.tasks.evaluation import evaluate_model
+    from cornernet_tf.tasks.evaluation import PLOT_FILES, evaluate_model
     from cornernet_tf.utils.coco_metrics import format_metrics, write_json
 
     pictures = model_dir / ("detections" if final else f"detections_step_{step}")
+    plots = model_dir / "eval" if final else pictures / "plots"
     metrics, _ = evaluate_model(
         trainer.model,
         config,
         visualize_dir=pictures,
         num_visualize=8,
         results_path=model_dir / "eval" / "results.json" if final else None,
+        plots_dir=plots,
     )
     progress.message(f"validation at step {step}:\n{format_metrics(metrics)}")
     progress.scalars(step, metrics, prefix="val")
     progress.images(step, sorted(pictures.glob("*.png"))[:4], name="val/detections")
+    for name in PLOT_FILES:
+        progress.images(step, [plots / name], name=f"val/{pathlib.Path(name).stem}")
     if final:
         write_json(model_dir / "eval" / "metrics.json", {"step": step, **metrics}, indent=2)
-        progress.message(f"metrics in {model_dir / 'eval' / 'metrics.json'}, pictures of detections in {pictures}")
+        progress.message(
+            f"metrics, precision-recall curves and the confusion matrix in {model_dir / 'eval'}, pictures of "
+            f"detections in {pictures}"
+        )
     else:
         shutil.rmtree(pictures, ignore_errors=True)
     return metrics

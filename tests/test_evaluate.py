@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import tensorflow as tf
 from cornernet_tf import evaluate
 from cornernet_tf.config import load_config
 from cornernet_tf.data import augment
-from cornernet_tf.tasks.evaluation import evaluate_model, restore_image
+from cornernet_tf.tasks.evaluation import PLOT_FILES, evaluate_model, restore_image
 from cornernet_tf.tasks.model import build_model
 from cornernet_tf.training.checkpoint import find_saved_config, load_weights, training_checkpoint
 from cornernet_tf.utils.coco_metrics import METRIC_NAMES
@@ -144,9 +145,14 @@ def test_cli_with_saved_weights(model, overrides, tmp_path, capsys):
             str(tmp_path / "vis"),
             "--metrics",
             str(tmp_path / "metrics.json"),
+            "--plots",
+            str(tmp_path / "plots"),
         ]
     )
     assert code == 0
+    for name in PLOT_FILES:  # precision-recall curves and the confusion matrix, as valid pictures
+        picture = cv2.imread(str(tmp_path / "plots" / name))
+        assert picture is not None and picture.shape[0] >= 400 and picture.std() > 0, name
     out = capsys.readouterr().out
     assert all(name in out for name in METRIC_NAMES)
     assert results.is_file() and len(list((tmp_path / "vis").iterdir())) == 2

@@ -49,6 +49,11 @@ COUNT_KEYS = (
     "degenerate_boxes",
     "outside_boxes",
     "clipped_boxes",  # kept, but clipped to the image
+    # sources converted in memory (`source_from_dataset`: data/voc.py, data/yolo.py)
+    "unreadable_annotation_files",  # VOC: a missing or malformed XML file (its image left out)
+    "malformed_boxes",  # VOC: an object without a numeric bndbox
+    "images_without_label_file",  # YOLO: usable negatives, as Ultralytics counts them
+    "malformed_label_lines",  # YOLO: a line that is not `class cx cy w h` or a polygon
 )
 _SKIP_KEYS = {UNREADABLE: "unreadable_images", UNDECODABLE: "undecodable_images", SIZE_MISMATCH: "size_mismatch_images"}
 _PROBE_THREADS = 16  # header reads are I/O bound
@@ -62,8 +67,10 @@ class CocoSource:
     (height, width) from the json, `boxes[i]` [N_i, 4] float32 (x1, y1, x2, y2, image px,
     clipped to the image), `classes[i]` [N_i] int32 (0-based), `status[i]` (USABLE,
     UNREADABLE, UNDECODABLE or SIZE_MISMATCH), `orientation[i]` (the EXIF orientation to apply
-    after decoding, 1 = none). `problems` names each unusable image and why; `counts` holds
-    the `COUNT_KEYS`.
+    after decoding, 1 = none). `problems` names each unusable image (and each annotation a
+    converting reader could not read) and why; `counts` holds the `COUNT_KEYS`. `annotations`
+    names the split in messages; `ground_truth` is what pycocotools scores it against: the json's
+    path, or the annotation set of a source converted in memory (VOC, YOLO).
     """
 
     annotations: str
@@ -78,6 +85,7 @@ class CocoSource:
     status: np.ndarray  # [I] int8
     orientation: np.ndarray  # [I] int8
     problems: list[str]
+    ground_truth: str | COCO = ""
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -107,6 +115,25 @@ class CocoSource:
 def _load_json(annotations: str) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
         return COCO(annotations)
+
+
+def coco_from_dataset(dataset: dict) -> COCO:
+    """A pycocotools annotation set of a COCO dataset dict held in memory."""
+    ground_truth = COCO()
+    ground_truth.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth.createIndex()
+    return ground_truth
+
+
+def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as displayed (EXIF orientation applied), from its header;
+    (0, 0) when it cannot be read (the image check then marks and counts it)."""
+    try:
+        height, width = image_header.probe_file(str(path)).displayed_size
+    except (image_header.UnreadableImageError, image_header.UndecodableImageError):
+        return 0, 0
+    return width, height
 
 
 def _annotation_arrays(coco: COCO, row_of_image: dict[int, int], class_of_category: dict[int, int]):
@@ -188,8 +215,44 @@ def load_coco(annotations: str | os.PathLike, images_dir: str | os.PathLike, che
     naming the folder. Without it every image is taken as usable, as stored.
     """
     annotations = str(annotations)
+    source = _read(_load_json(annotations), images_dir, annotations, check_files)
+    source.ground_truth = annotations
+    log.info("%s", source.summary())  # the commands print it (train, tfrecord): once, not twice
+    return source
+
+
+def source_from_dataset(
+    dataset: dict,
+    images_dir: str | os.PathLike,
+    name: str,
+    check_files: bool = True,
+    counts: dict[str, int] | None = None,
+    problems: list[str] | None = None,
+) -> CocoSource:
+    """`load_coco` of a COCO dataset dict that a reader converted in memory (VOC, YOLO), named
+    `name` in messages; `counts` (of `COUNT_KEYS`) and `problems` are what the conversion could
+    not read, added to the source's own. Its `ground_truth` is the dict's annotation set."""
+    ground_truth = coco_from_dataset(dataset)
+    source = _read(ground_truth, images_dir, name, check_files)
+    if problems:
+        log.warning(
+            "%s: %d annotations could not be read and are left out: %s%s",
+            name,
+            len(problems),
+            "; ".join(problems[:5]),
+            " ..." if len(problems) > 5 else "",
+        )
+    for key, value in (counts or {}).items():
+        source.counts[key] += value
+    source.problems = [*(problems or []), *source.problems]
+    source.ground_truth = ground_truth
+    log.info("%s", source.summary())
+    return source
+
+
+def _read(coco: COCO, images_dir: str | os.PathLike, annotations: str, check_files: bool) -> CocoSource:
+    """The `CocoSource` of a loaded annotation set (`load_coco`, `source_from_dataset`)."""
     images_dir = pathlib.Path(images_dir).expanduser()
-    coco = _load_json(annotations)
     category_ids = sorted(coco.getCatIds())
     class_names = [coco.cats[c]["name"] for c in category_ids]
     class_of_category = {c: i for i, c in enumerate(category_ids)}
@@ -251,5 +314,4 @@ def load_coco(annotations: str | os.PathLike, images_dir: str | os.PathLike, che
         orientation=orientation,
         problems=problems,
     )
-    log.info("%s", source.summary())  # the commands print it (train, tfrecord): once, not twice
     return source

@@ -48,8 +48,9 @@ from typing import Literal
 import keras
 import numpy as np
 import tensorflow as tf
+from pycocotools.coco import COCO
 
-from cornernet_tf.data import augment, coco, image_header, tfrecord
+from cornernet_tf.data import augment, coco, image_header, tfrecord, voc, yolo
 from cornernet_tf.data.saccade_sampler import SaccadeSampling, saccade_targets, saccade_view
 from cornernet_tf.objective.targets import SKIPPED, TargetSpec, build_batch_targets
 
@@ -66,6 +67,26 @@ class CocoFiles:
 
 
 @dataclasses.dataclass(frozen=True)
+class VocFiles:
+    """A split as an image set of a Pascal VOC folder (`data/voc.py`): the folder holding
+    `Annotations/`, `JPEGImages/` and `ImageSets/Main/`, the image set's name, the class names
+    (their order is the class index), and whether `difficult` objects are trained on."""
+
+    root: str
+    image_set: str
+    class_names: tuple[str, ...]
+    train_difficult: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class YoloFiles:
+    """A split of an Ultralytics YOLO dataset (`data/yolo.py`): its data.yaml and the split's key."""
+
+    yaml: str
+    split: str
+
+
+@dataclasses.dataclass(frozen=True)
 class TFRecordFiles:
     """A split as TFRecord shards: their file pattern (e.g. `out/train-*.tfrecord`), with the
     sidecar json the writer put beside them."""
@@ -73,7 +94,9 @@ class TFRecordFiles:
     pattern: str
 
 
-SplitFiles = CocoFiles | TFRecordFiles
+# Where a split is, for each kind of source: the annotation sources (COCO json, VOC, YOLO) are read
+# into a `coco.CocoSource` (`annotated_source`), TFRecords are read as records.
+SplitFiles = CocoFiles | VocFiles | YoloFiles | TFRecordFiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,14 +156,15 @@ class EvalInputSpec:
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What training and evaluation need about a split: class names, the COCO category id of
-    each class index, the ground-truth json (for pycocotools), the ids of every image of the
+    each class index, the ground truth pycocotools scores against (a json's path, or the
+    annotation set of a VOC or YOLO split converted in memory), the ids of every image of the
     split in id order (usable or not: evaluation scores them all), the images the pipeline
     cannot use (`"file: reason"`, left out by the reader or the TFRecord writer) and a
     one-line summary."""
 
     class_names: list[str]
     category_ids: list[int]
-    annotations: str
+    annotations: str | COCO
     image_ids: list[int]
     unusable: list[str]
     summary: str
@@ -151,8 +175,13 @@ class DatasetInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def _coco(files: CocoFiles) -> coco.CocoSource:
-    """The split read once per process: every image's header is probed (`coco.load_coco`)."""
+def annotated_source(files: CocoFiles | VocFiles | YoloFiles) -> coco.CocoSource:
+    """The split of an annotation source, read once per process (every image's header is probed):
+    `coco.load_coco`, `voc.load_voc` or `yolo.load_yolo`."""
+    if isinstance(files, VocFiles):
+        return voc.load_voc(files.root, files.image_set, files.class_names, files.train_difficult)
+    if isinstance(files, YoloFiles):
+        return yolo.load_yolo(files.yaml, files.split)
     return coco.load_coco(files.annotations, files.images)
 
 
@@ -175,11 +204,11 @@ def dataset_info(files: SplitFiles) -> DatasetInfo:
             meta.get("skipped", []),
             tfrecord.summary(files.pattern, meta),
         )
-    source = _coco(files)
+    source = annotated_source(files)
     return DatasetInfo(
         source.class_names,
         source.category_ids,
-        source.annotations,
+        source.ground_truth,
         source.image_ids.tolist(),
         source.problems,
         source.summary(),
@@ -326,7 +355,7 @@ def _eval_examples(files: SplitFiles, max_images: int, num_pipelines: int, pipel
         ds = ds.map(tfrecord.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.take_while(lambda example: example["image_id"] <= last_id)  # records are in id order
     else:
-        source = _coco(files)
+        source = annotated_source(files)
         rows = source.usable_rows[source.image_ids[source.usable_rows] <= last_id]
         table = _source_tensors(source, rows[pipeline_id::num_pipelines])
         splits = table.pop("splits")
@@ -529,7 +558,7 @@ def train_dataset(
     if isinstance(files, TFRecordFiles):
         ds = _train_records(spec.seed, spec.shuffle_buffer, files.pattern, num_pipelines, pipeline_id, first_sample)
     else:
-        ds = _train_files(spec.seed, _coco(files), num_pipelines, pipeline_id, first_sample)
+        ds = _train_files(spec.seed, annotated_source(files), num_pipelines, pipeline_id, first_sample)
     ds = _with_skip_counts(_decoded(ds, parallel), first_sample)
     ds = ds.map(make_view, num_parallel_calls=parallel, deterministic=spec.deterministic)
     padded_shapes = {

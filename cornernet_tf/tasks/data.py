@@ -17,7 +17,16 @@ import tensorflow as tf
 
 from cornernet_tf.config import Config
 from cornernet_tf.data import augment, pipeline
-from cornernet_tf.data.pipeline import CocoFiles, DatasetInfo, EvalInputSpec, SplitFiles, TFRecordFiles, TrainInputSpec
+from cornernet_tf.data.pipeline import (
+    CocoFiles,
+    DatasetInfo,
+    EvalInputSpec,
+    SplitFiles,
+    TFRecordFiles,
+    TrainInputSpec,
+    VocFiles,
+    YoloFiles,
+)
 from cornernet_tf.data.saccade_sampler import SaccadeSampling
 from cornernet_tf.detection.settings import TEST_PROCEDURES
 from cornernet_tf.objective.targets import TargetSpec
@@ -28,7 +37,8 @@ SPLITS = ("train", "val")
 def split_files(config: Config, split: str = "val") -> SplitFiles:
     """Where `split` ("train" or "val") of data.dataset is: the shapes dataset's COCO json and
     folder (generated into data.shapes_dir on first use), data.{split}_annotations and
-    data.{split}_images, or the data.{split}_tfrecords pattern; `~` is expanded."""
+    data.{split}_images, an image set of data.voc_dir (data.voc_{split}_set), a split of
+    data.yolo_yaml, or the data.{split}_tfrecords pattern; `~` is expanded."""
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     data = config.data
@@ -49,10 +59,33 @@ def split_files(config: Config, split: str = "val") -> SplitFiles:
             object_size=tuple(data.shapes_object_size) or None,
         )[split]
         return CocoFiles(str(annotations), str(images))
+    if data.dataset == "voc":
+        if not data.voc_dir:
+            raise ValueError("data.voc_dir must be set for dataset=voc (the folder holding Annotations/)")
+        root = os.path.expanduser(data.voc_dir)
+        names = tuple(data.class_names) or voc_class_names(root, (data.voc_train_set, data.voc_val_set))
+        train_difficult = data.voc_train_difficult and split == "train"  # evaluation ignores them always
+        return VocFiles(root, getattr(data, f"voc_{split}_set"), names, train_difficult)
+    if data.dataset == "yolo":
+        if not data.yolo_yaml:
+            raise ValueError("data.yolo_yaml must be set for dataset=yolo (an Ultralytics data.yaml)")
+        return YoloFiles(os.path.expanduser(data.yolo_yaml), split)
     annotations, images = getattr(data, f"{split}_annotations"), getattr(data, f"{split}_images")
     if not (annotations and images):
         raise ValueError(f"data.{split}_annotations and data.{split}_images must be set for dataset=coco")
     return CocoFiles(os.path.expanduser(annotations), os.path.expanduser(images))
+
+
+@functools.lru_cache(maxsize=4)
+def voc_class_names(root: str, image_sets: tuple[str, ...]) -> tuple[str, ...]:
+    """The class names found in a VOC folder's image sets (sorted; read once per process), for a
+    config without data.class_names: training saves them into the run's config."""
+    from cornernet_tf.data import voc
+
+    names = voc.class_names_of(root, image_sets)
+    if not names:
+        raise ValueError(f"{root}: no object in the annotation files of image sets {list(image_sets)}")
+    return tuple(names)
 
 
 def canvas_fill(config: Config) -> augment.Fill:

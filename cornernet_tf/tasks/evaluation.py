@@ -16,14 +16,28 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import tensorflow as tf
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from cornernet_tf.config import Config, DataConfig
 from cornernet_tf.data import image_info as info_lib
 from cornernet_tf.detection.inference import Model, detect_multiscale, detect_saccade
 from cornernet_tf.detection.settings import DetectionConfig
 from cornernet_tf.tasks.data import dataset_info, eval_dataset, eval_image_ids
-from cornernet_tf.utils.coco_metrics import METRIC_NAMES, coco_metrics, detections_to_coco, write_results
+from cornernet_tf.utils import eval_plots
+from cornernet_tf.utils.coco_metrics import (
+    METRIC_NAMES,
+    coco_evaluation,
+    detections_to_coco,
+    load_ground_truth,
+    metrics_of,
+    write_results,
+)
 from cornernet_tf.utils.visualize import draw_detections, save_png
+from cornernet_tf.utils.voc_metrics import format_voc_metrics, voc_metrics
+
+# the pictures `evaluate_model(plots_dir=...)` writes, by file name
+PLOT_FILES = ("precision_recall_50.png", "precision_recall.png", "confusion_matrix.png")
 
 PROGRESS_EVERY_S = 5.0
 
@@ -93,6 +107,7 @@ def evaluate_model(
     visualize_dir: str | os.PathLike | None = None,
     num_visualize: int = 8,
     batch_size: int = 1,
+    plots_dir: str | os.PathLike | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """COCO metrics of `model` on `split`; returns (metrics, the COCO result records).
 
@@ -115,12 +130,15 @@ def evaluate_model(
             detections (drawn on the input nearest scale 1, mapped back to the original image).
         num_visualize: Images drawn into `visualize_dir`.
         batch_size: Images per batch.
+        plots_dir: When given, receives the evaluation's pictures (`write_plots`: precision-recall
+            curves per class at IoU 0.5 and over 0.5:0.95, the confusion matrix).
 
     Returns:
         (metrics, records). metrics: the 12 COCO numbers (`METRIC_NAMES`), then "num_images"
         (scored) and "num_unusable_images" (of those, the ones that could not be read or
         decoded), then "AP/<class>" and "AP50/<class>" of every category
-        (`coco_metrics.per_class_ap`); flat floats, so the trainer logs them all to TensorBoard
+        (`coco_metrics.per_class_ap`), and for data.dataset voc VOC's own mAP ("mAP_voc",
+        "mAP_voc07", "AP_voc/<class>"); flat floats, so the trainer logs them all to TensorBoard
         and metrics.json. records: the COCO result records of every detection.
 
     Raises:
@@ -164,10 +182,48 @@ def evaluate_model(
     if results_path is not None:
         write_results(results_path, records)
     # pycocotools' loadRes adds keys to the records it is given: hand it copies
-    metrics = coco_metrics(info.annotations, [dict(r) for r in records], image_ids=scored_ids, per_class=True)
+    ground_truth = load_ground_truth(info.annotations)
+    evaluator = coco_evaluation(ground_truth, [dict(r) for r in records], image_ids=scored_ids)
+    metrics = metrics_of(evaluator, ground_truth, per_class=True)
+    if plots_dir is not None:
+        write_plots(plots_dir, evaluator, ground_truth, records, scored_ids)
+    if data.dataset == "voc":
+        metrics.update(_voc_metrics(ground_truth, records, scored_ids))
     counts = {"num_images": len(scored_ids), "num_unusable_images": len(set(scored_ids) - set(image_ids))}
     summary = {name: metrics.pop(name) for name in METRIC_NAMES}
     return {**summary, **counts, **metrics}, records
+
+
+def write_plots(
+    directory: str | os.PathLike,
+    evaluator: COCOeval | None,
+    ground_truth: COCO,
+    records: list[dict],
+    image_ids: Sequence[int],
+) -> list[pathlib.Path]:
+    """The evaluation's pictures in `directory` (`PLOT_FILES`): precision-recall curves per class
+    and overall at IoU 0.5 and averaged over IoU 0.5:0.95 (pycocotools' arrays, so their AP is the
+    reported one), and the confusion matrix with background (detections scored >= 0.25, IoU 0.5).
+    Without detections the curves are empty axes. Returns the written paths."""
+    directory = pathlib.Path(directory)
+    paths = [directory / name for name in PLOT_FILES]
+    curves = eval_plots.precision_recall_curves(evaluator) if evaluator is not None else eval_plots.empty_curves()
+    for path, iou in zip(paths[:2], ("0.5", "0.5:0.95")):
+        eval_plots.draw_precision_recall(curves, path, iou=iou)
+    matrix, names = eval_plots.confusion_matrix(ground_truth, records, image_ids)
+    eval_plots.draw_confusion_matrix(matrix, names, paths[2])
+    return paths
+
+
+def _voc_metrics(ground_truth: COCO, records: list[dict], image_ids: Sequence[int]) -> dict[str, float]:
+    """Pascal VOC's own mAP at IoU 0.5 beside COCO's, for a VOC source: "mAP_voc" (area under the
+    precision envelope, VOC2010+), "mAP_voc07" (11-point, VOC2007) and "AP_voc/<class>" (area; -1
+    for a class without positives, as the COCO numbers mark it); printed as one extra line."""
+    area = voc_metrics(ground_truth, records, image_ids)
+    eleven = voc_metrics(ground_truth, records, image_ids, use_07_metric=True)["mAP_voc"]
+    print(f"{format_voc_metrics(area)}; VOC2007 11-point mAP {eleven:.4f}", flush=True)
+    values = {**area, "mAP_voc07": eleven}
+    return {key: -1.0 if np.isnan(value) else float(value) for key, value in values.items()}
 
 
 def _account(split: str, scored_ids: Sequence[int], decoded_ids: Sequence[int]) -> str:

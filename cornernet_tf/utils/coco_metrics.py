@@ -104,11 +104,30 @@ def per_class_ap(evaluator: COCOeval) -> dict[str, float]:
     return values
 
 
-def _load_ground_truth(ground_truth: COCO | str | os.PathLike) -> COCO:
+def load_ground_truth(ground_truth: COCO | str | os.PathLike) -> COCO:
+    """A loaded annotation set, or the one of an annotations json (pycocotools' prints held back)."""
     if isinstance(ground_truth, COCO):
         return ground_truth
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(str(ground_truth))
+
+
+def coco_evaluation(
+    ground_truth: COCO, records: list[dict], image_ids: Sequence[int] | None = None, verbose: bool = False
+) -> COCOeval | None:
+    """pycocotools' accumulated bbox evaluation of `records` (None when there are none: pycocotools
+    cannot load an empty result list); what `coco_metrics` summarizes and `eval_plots` draws."""
+    return _summarize(ground_truth, records, image_ids, verbose) if records else None
+
+
+def metrics_of(evaluator: COCOeval | None, ground_truth: COCO, per_class: bool = False) -> dict[str, float]:
+    """The 12 numbers (`METRIC_NAMES`) of a `coco_evaluation`, with `per_class` AP and AP50 of every
+    category; every metric 0 without an evaluation (no detections at all)."""
+    if evaluator is None:
+        names = [f"{key}/{cat['name']}" for cat in ground_truth.cats.values() for key in ("AP", "AP50")]
+        return {name: 0.0 for name in [*METRIC_NAMES, *(names if per_class else [])]}
+    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    return {**metrics, **per_class_ap(evaluator)} if per_class else metrics
 
 
 def coco_metrics(
@@ -135,13 +154,8 @@ def coco_metrics(
     Returns:
         Metric name (`METRIC_NAMES`, then the per-class keys) to value.
     """
-    ground_truth = _load_ground_truth(ground_truth)
-    if not records:
-        names = [f"{key}/{cat['name']}" for cat in ground_truth.cats.values() for key in ("AP", "AP50")]
-        return {name: 0.0 for name in [*METRIC_NAMES, *(names if per_class else [])]}
-    evaluator = _summarize(ground_truth, records, image_ids, verbose)
-    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
-    return {**metrics, **per_class_ap(evaluator)} if per_class else metrics
+    ground_truth = load_ground_truth(ground_truth)
+    return metrics_of(coco_evaluation(ground_truth, records, image_ids, verbose), ground_truth, per_class)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
