@@ -4,7 +4,9 @@ Each record is one usable image: its encoded file bytes as they are on disk (nev
 re-encoded), COCO id, size, file name, EXIF orientation to apply, boxes (flattened x1, y1, x2,
 y2 in image px, already filtered and clipped by `coco.load_coco`) and 0-based classes. Shards
 are `NAME-00000-of-00008.tfrecord` in the output folder; a sidecar `NAME.json` keeps the class
-names, COCO category ids, the source annotation file, the ids of every image of the split, the
+names, COCO category ids, the source annotation file (for a split converted in memory, VOC or
+YOLO, its ground truth written beside the shards as `NAME_ground_truth.json`, so evaluation of the
+records has a json to score against), the ids of every image of the split, the
 number of records per shard (the training pipeline needs them to resume mid-stream), the
 counts and every image left out with its reason. Images are left out when the reader found
 them unusable, and when their bytes fail to decode here (each is decoded once, so a truncated
@@ -30,6 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from pycocotools.coco import COCO
 
 from cornernet_tf.data import coco
 from cornernet_tf.utils import cli
@@ -218,7 +221,7 @@ def write_tfrecords(
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> list[str]:
     """Write the usable images of `source` as `num_shards` (at most one per image) shards plus
-    `NAME.json`.
+    `NAME.json` (and `NAME_ground_truth.json` for a source converted in memory).
 
     Shards hold contiguous runs of images in id order. Each image is decoded once; one that
     fails (or decodes to another size) is left out, counted and named in the sidecar like the
@@ -248,11 +251,15 @@ def write_tfrecords(
     skipped, written, num_boxes = list(source.problems), [], 0
     counts = dict(source.counts)
     try:
-        # Shards and sidecar are written under temporary names and renamed into place once all are
-        # written, the sidecar last (an ExitStack exits in reverse); a failed write (a full disk)
-        # removes them all and leaves the folder as it was.
+        # Shards, sidecar and ground truth are written under temporary names and renamed into place
+        # once all are written, the sidecar last (an ExitStack exits in reverse); a failed write (a
+        # full disk) removes them all and leaves the folder as it was.
         with contextlib.ExitStack() as stack:
             sidecar_temp = stack.enter_context(atomic_path(os.path.join(out_dir, f"{name}.json")))
+            annotations = os.path.abspath(source.annotations)
+            if isinstance(source.ground_truth, COCO):  # converted in memory: evaluation needs it as a file
+                annotations = os.path.abspath(os.path.join(out_dir, f"{name}_ground_truth.json"))
+                stack.enter_context(atomic_path(annotations)).write_text(json.dumps(source.ground_truth.dataset))
             for shard, (path, rows) in enumerate(zip(paths, np.array_split(usable, num_shards))):
                 with tf.io.TFRecordWriter(str(stack.enter_context(atomic_path(path)))) as writer:
                     examples, boxes = _write_shard(writer, source, rows, skipped, counts)
@@ -267,7 +274,7 @@ def write_tfrecords(
                 "format_version": FORMAT_VERSION,
                 "class_names": source.class_names,
                 "category_ids": source.category_ids,
-                "annotations": os.path.abspath(source.annotations),
+                "annotations": annotations,
                 "num_examples": sum(written),
                 "num_boxes": num_boxes,
                 "shard_sizes": {os.path.basename(p): count for p, count in zip(paths, written)},
