@@ -28,7 +28,7 @@ LEVELS = (
     ("portable",),
     ("tasks",),
     ("api",),
-    ("train", "evaluate", "export", "predict", "serve", "convert", "presets"),
+    ("train", "evaluate", "export", "predict", "serve", "convert", "presets", "data.convert", "data.inspect"),
 )
 COMMANDS = set(LEVELS[-1])
 # Command lines (`python -m cornernet_tf.<name>`) and the user-facing API: entry points, which may
@@ -36,7 +36,7 @@ COMMANDS = set(LEVELS[-1])
 ENTRY_POINTS = COMMANDS | {"api", "data.tfrecord", "data.shapes"}
 # The root holds the commands, the config and the model-type records; everything else is in a
 # sub-package named for its role.
-ROOT_MODULES = COMMANDS | {"__init__", "config", "model_types"}
+ROOT_MODULES = {name for name in COMMANDS if "." not in name} | {"__init__", "config", "model_types"}
 # Names kept importable from their old home for a release: (importing module, imported module).
 DEPRECATED_ALIASES = {("models", "tasks.model")}
 CONFIG_SECTIONS = {"model", "data", "train", "detection", "eval", "export"}
