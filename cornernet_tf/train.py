@@ -16,6 +16,7 @@ import json
 import pathlib
 import shutil
 import sys
+import tempfile
 import warnings
 from typing import Any
 
@@ -25,7 +26,13 @@ import tensorflow as tf
 
 from cornernet_tf.api import pretrained
 from cornernet_tf.config import Config, ConfigError, TrainConfig, load_config
-from cornernet_tf.training.checkpoint import CHECKPOINT_SUBDIR, SAVED_CONFIG, CheckpointWriteError
+from cornernet_tf.training.checkpoint import (
+    CHECKPOINT_SUBDIR,
+    SAVED_CONFIG,
+    CheckpointWriteError,
+    find_saved_config,
+    load_weights,
+)
 from cornernet_tf.training.loop import NonFiniteLossError, StopRequested, Trainer
 from cornernet_tf.training.progress import ProgressLogger
 from cornernet_tf.training.strategy import PEER_LOST_ERRORS, STRATEGIES, lost_workers, make_strategy
@@ -36,6 +43,8 @@ from cornernet_tf.utils import cli, runtime
 # and the batch size), so the run still sees the batches and takes the steps an uninterrupted
 # run would have. A section name covers all its fields. Any other change breaks that; a change of
 # the model is refused even with --allow_config_change, since the checkpoint could not load.
+# the temporary folder of a training run's weights written for --init_weights (`_run_weights_file`)
+INIT_WEIGHTS_PREFIX = "cornernet_tf_init_"
 RESUMABLE_CHANGES = frozenset(
     {
         "name",
@@ -135,13 +144,30 @@ def evaluate_and_report(
 
 def init_weights_file(weights: str) -> str:
     """The Keras weights file of --init_weights: a preset name or an original checkpoint (.pkl /
-    .pth) is fetched or converted first (`pretrained.resolve`), and a folder holding a
-    `model.weights.h5` (a converted preset, a preset folder) stands for that file."""
+    .pth) is fetched or converted first (`pretrained.resolve`), a folder holding a
+    `model.weights.h5` (a converted preset, a preset folder) stands for that file, and a training
+    run (its model_dir, checkpoints folder or a checkpoint prefix: fine-tuning your own detector)
+    is written as one with the run's own config (`_run_weights_file`)."""
     resolved = pretrained.resolve(weights)
     folder = pathlib.Path(resolved).expanduser()
     if folder.is_dir() and (folder / pretrained.WEIGHTS_FILE).is_file():
         return str(folder / pretrained.WEIGHTS_FILE)
+    if not resolved.endswith(".weights.h5") and find_saved_config(resolved) is not None:
+        return _run_weights_file(resolved)
     return resolved
+
+
+def _run_weights_file(run: str) -> str:
+    """The latest checkpoint of a training run as a `.weights.h5` in a fresh temporary folder
+    (`INIT_WEIGHTS_PREFIX`, removed once loaded): its network is the run's, built from its saved
+    config, so layers another config changes are skipped by name and shape as for any file."""
+    from cornernet_tf.tasks.model import build_model
+
+    model = build_model(load_config(find_saved_config(run)).model)
+    load_weights(model, run)
+    path = pathlib.Path(tempfile.mkdtemp(prefix=INIT_WEIGHTS_PREFIX)) / pretrained.WEIGHTS_FILE
+    model.save_weights(str(path))
+    return str(path)
 
 
 def check_init_weights(path: str | None) -> None:
@@ -290,6 +316,8 @@ def train(args: argparse.Namespace) -> int:
             f"initialized from {args.init_weights}; {len(kept)} of {len(trainer.model.weights)} variables kept "
             f"their initial values" + (f": {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else "")
         )
+    if args.init_weights and pathlib.Path(args.init_weights).parent.name.startswith(INIT_WEIGHTS_PREFIX):
+        shutil.rmtree(pathlib.Path(args.init_weights).parent, ignore_errors=True)  # a run's weights, written for this
     if trainer.chief:
         config.save(model_dir / SAVED_CONFIG)
     print(

@@ -298,6 +298,12 @@ def test_init_weights_starts_a_run_from_other_weights_skipping_mismatched_heads(
     assert kept == sorted(f"{corner}_heats_0/out/{name}" for corner in ("tl", "br") for name in ("kernel", "bias"))
     again = run_module([*_train_args(tmp_path / "run", shapes_dir, steps=1), "--init_weights", str(weights)])
     assert again.returncode == 0 and "--init_weights" in again.stdout and "is not used" in again.stdout
+    # a training run fine-tunes too: its latest checkpoint, read with the run's own config, every variable loaded
+    from_run = run_module(
+        [*_train_args(tmp_path / "from_run", shapes_dir, steps=1), "--init_weights", str(tmp_path / "run")]
+    )
+    assert from_run.returncode == 0, from_run.stdout + from_run.stderr
+    assert "0 of" in [line for line in from_run.stdout.splitlines() if line.startswith("initialized from")][0]
     for bad, reason in [(tmp_path / "missing.weights.h5", "no such file"), (tmp_path / "x.h5", ".weights.h5")]:
         refused = run_module([*_train_args(tmp_path / "other", shapes_dir, steps=1), "--init_weights", str(bad)])
         assert refused.returncode == 2 and reason in refused.stderr
