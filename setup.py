@@ -131,6 +131,8 @@ TFLITE = ["ai-edge-litert>=2.3,<3"]
 ONNX = ["tf2onnx==1.17.0", "onnx>=1.17,<1.24", "onnxruntime>=1.20,<2"]
 # the official checkpoints of the named presets live on Google Drive (its large-file confirmation page)
 PRETRAINED = ["gdown>=5"]
+# TensorFlow Datasets builders as a source (data.dataset: tfds)
+TFDS = ["tensorflow-datasets>=4.9"]
 
 setup(
     name="cornernet-tf",
@@ -155,6 +157,7 @@ setup(
         "tflite": TFLITE,
         "onnx": ONNX,
         "pretrained": PRETRAINED,
+        "tfds": TFDS,
         # ruff is pinned: its formatter's output is what CI compares against
         "test": [
             "pytest",
@@ -167,6 +170,7 @@ setup(
             *SERVE,
             *TFLITE,
             *ONNX,
+            *TFDS,
         ],
         "torch": ["torch==2.13.0"],  # peer benchmarks only: checkpoints are read without PyTorch
     },

@@ -118,7 +118,7 @@ class ModelConfig:
 class DataConfig:
     """Where images come from and how training samples are made."""
 
-    dataset: Literal["shapes", "coco", "voc", "yolo", "tfrecord"] = "shapes"
+    dataset: Literal["shapes", "coco", "voc", "yolo", "tfds", "tfrecord"] = "shapes"
     # shapes: generated on first use into `shapes_dir` (cached).
     shapes_dir: str = "~/.cache/cornernet_tf/shapes"
     shapes_train: int = 2000
@@ -139,6 +139,12 @@ class DataConfig:
     voc_train_difficult: bool = False
     # yolo: an Ultralytics data.yaml (path, train, val, names).
     yolo_yaml: str = ""
+    # tfds: a prepared TensorFlow Datasets builder with objects/bbox and a class label (voc/2007,
+    # coco/2017, kitti, ...); its images are cached as files on first use. Needs the tfds extra.
+    tfds_name: str = ""
+    tfds_data_dir: str = ""
+    tfds_train_split: str = "train"
+    tfds_val_split: str = "validation"
     # tfrecord: file patterns written by `python -m cornernet_tf.data.tfrecord`.
     train_tfrecords: str = ""
     val_tfrecords: str = ""

@@ -87,6 +87,16 @@ class YoloFiles:
 
 
 @dataclasses.dataclass(frozen=True)
+class TfdsFiles:
+    """A split of a prepared TensorFlow Datasets builder (`data/tfds_source.py`): its name, split and
+    data_dir (None: TFDS' default); its images are cached as files on first use."""
+
+    name: str
+    split: str
+    data_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class TFRecordFiles:
     """A split as TFRecord shards: their file pattern (e.g. `out/train-*.tfrecord`), with the
     sidecar json the writer put beside them."""
@@ -96,7 +106,7 @@ class TFRecordFiles:
 
 # Where a split is, for each kind of source: the annotation sources (COCO json, VOC, YOLO) are read
 # into a `coco.CocoSource` (`annotated_source`), TFRecords are read as records.
-SplitFiles = CocoFiles | VocFiles | YoloFiles | TFRecordFiles
+SplitFiles = CocoFiles | VocFiles | YoloFiles | TfdsFiles | TFRecordFiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +185,13 @@ class DatasetInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def annotated_source(files: CocoFiles | VocFiles | YoloFiles) -> coco.CocoSource:
+def annotated_source(files: CocoFiles | VocFiles | YoloFiles | TfdsFiles) -> coco.CocoSource:
     """The split of an annotation source, read once per process (every image's header is probed):
-    `coco.load_coco`, `voc.load_voc` or `yolo.load_yolo`."""
+    `coco.load_coco`, `voc.load_voc`, `yolo.load_yolo` or `tfds_source.load_tfds`."""
+    if isinstance(files, TfdsFiles):
+        from cornernet_tf.data import tfds_source  # tensorflow_datasets is an extra
+
+        return tfds_source.load_tfds(files.name, files.split, files.data_dir)
     if isinstance(files, VocFiles):
         return voc.load_voc(files.root, files.image_set, files.class_names, files.train_difficult)
     if isinstance(files, YoloFiles):

@@ -22,6 +22,7 @@ from cornernet_tf.data.pipeline import (
     DatasetInfo,
     EvalInputSpec,
     SplitFiles,
+    TfdsFiles,
     TFRecordFiles,
     TrainInputSpec,
     VocFiles,
@@ -38,7 +39,8 @@ def split_files(config: Config, split: str = "val") -> SplitFiles:
     """Where `split` ("train" or "val") of data.dataset is: the shapes dataset's COCO json and
     folder (generated into data.shapes_dir on first use), data.{split}_annotations and
     data.{split}_images, an image set of data.voc_dir (data.voc_{split}_set), a split of
-    data.yolo_yaml, or the data.{split}_tfrecords pattern; `~` is expanded."""
+    data.yolo_yaml, a split of the TFDS builder data.tfds_name (data.tfds_{split}_split), or the
+    data.{split}_tfrecords pattern; `~` is expanded."""
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     data = config.data
@@ -66,6 +68,11 @@ def split_files(config: Config, split: str = "val") -> SplitFiles:
         names = tuple(data.class_names) or voc_class_names(root, (data.voc_train_set, data.voc_val_set))
         train_difficult = data.voc_train_difficult and split == "train"  # evaluation ignores them always
         return VocFiles(root, getattr(data, f"voc_{split}_set"), names, train_difficult)
+    if data.dataset == "tfds":
+        if not data.tfds_name:
+            raise ValueError("data.tfds_name must be set for dataset=tfds (a TFDS builder, e.g. voc/2007)")
+        data_dir = os.path.expanduser(data.tfds_data_dir) if data.tfds_data_dir else None
+        return TfdsFiles(data.tfds_name, getattr(data, f"tfds_{split}_split"), data_dir)
     if data.dataset == "yolo":
         if not data.yolo_yaml:
             raise ValueError("data.yolo_yaml must be set for dataset=yolo (an Ultralytics data.yaml)")
