@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    named_weights = args.init_weights  # what the user named, for the messages
     if args.init_weights:
         args.init_weights = init_weights_file(args.init_weights)
     check_init_weights(args.init_weights)
@@ -309,11 +310,11 @@ def train(args: argparse.Namespace) -> int:
     for damaged in trainer.damaged:
         print(f"warning: checkpoint {damaged} cannot be read; set aside as damaged-*, resuming from the one before")
     if args.init_weights and start:
-        print(f"resuming at step {start}: --init_weights {args.init_weights} is not used")
+        print(f"resuming at step {start}: --init_weights {named_weights} is not used")
     elif args.init_weights:
         kept = load_init_weights(trainer.model, args.init_weights)
         print(
-            f"initialized from {args.init_weights}; {len(kept)} of {len(trainer.model.weights)} variables kept "
+            f"initialized from {named_weights}; {len(kept)} of {len(trainer.model.weights)} variables kept "
             f"their initial values" + (f": {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else "")
         )
     if args.init_weights and pathlib.Path(args.init_weights).parent.name.startswith(INIT_WEIGHTS_PREFIX):

@@ -263,3 +263,29 @@ def test_draw_confusion_matrix(tmp_path):
     assert image.shape[0] > 600 and image.shape[1] > 600
     with pytest.raises(ValueError, match="expected"):
         eval_plots.draw_confusion_matrix(big, names[:-1], tmp_path / "bad.png")
+
+
+def test_boxes_of_a_category_the_ground_truth_does_not_list_are_not_scored():
+    """A reader's unknown class (category id 0 in VOC/YOLO ground truth) is left out, as pycocotools does."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from cornernet_tf.utils.voc_metrics import voc_metrics
+
+    truth = COCO()
+    truth.dataset = {
+        "images": [{"id": 1, "width": 50, "height": 50}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 0, "bbox": [20, 20, 10, 10], "area": 100, "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth.createIndex()
+    records = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
+    matrix, names = eval_plots.confusion_matrix(truth, records)
+    assert matrix.tolist() == [[1, 0], [0, 0]] and names == ["a"]
+    assert voc_metrics(truth, records) == {"mAP_voc": 1.0, "AP_voc/a": 1.0}

@@ -113,27 +113,38 @@ def test_inference_and_export(tmp_path, monkeypatch):
 def test_custom_dataset(tmp_path, monkeypatch):
     notebook = execute("03_custom_dataset.ipynb", tmp_path, monkeypatch)
     text, pictures = outputs(notebook)
-    assert pictures >= 2, "expected the annotated images and the evaluation pictures"
-    assert "unreadable images 2, undecodable images 1" in text  # lost.png, empty.png; notes.png
-    assert "crowd boxes 1, unknown category boxes 1, degenerate boxes 1, outside boxes 1" in text
-    assert "skipped: cut.jpg" not in text  # its header is sound: the writer finds it
-    sidecar = json.loads((tmp_path / "tfrecords_smoke" / "train.json").read_text())
-    assert sorted(item.split(":")[0] for item in sidecar["skipped"]) == [
-        "cut.jpg",
-        "empty.png",
-        "lost.png",
-        "notes.png",
-    ]
-    records = tmp_path / "tfrecords_smoke"
+    assert pictures >= 2, "expected the inspection pictures and the precision-recall / confusion matrix pictures"
+    voc = tmp_path / "my_voc_smoke"
+    assert sorted(p.name for p in (voc / "ImageSets" / "Main").iterdir()) == ["train.txt", "val.txt"]
+    assert (tmp_path / "my_yolo_smoke" / "data.yaml").is_file()
+    # the planted faults: a missing JPEG, a difficult object, a class name typo, an XML file cut short
+    assert "unreadable images 1, crowd boxes 1, unknown category boxes 1, unreadable annotation files 1" in text
+    assert "same classes: True, largest corner difference 0.0000 px" in text  # val read as VOC and as YOLO
+    assert "class names found in the XML files: ['box', 'disc', 'dsic', 'wedge']" in text
+    inspected = tmp_path / "inspect_my_voc_smoke"
+    for name in ("summary.txt", "train_augmented.png", "train_box_size.png"):
+        assert (inspected / name).is_file(), name
+    assert "skipped: unreadable annotation files" in text  # the summary table
+    train = json.loads((inspected / "summary.json").read_text())["splits"]["train"]
+    assert train["images"]["listed"] == 17 and train["images"]["usable"] == 15  # less the cut XML, lost_000001
+    records = tmp_path / "records_my_voc_smoke"
     for split in ("train", "val"):
         assert len(list(records.glob(f"{split}-0000?-of-00002.tfrecord"))) == 2
         assert (records / f"{split}.json").is_file()
-    assert (tmp_path / "my_dataset_smoke.yaml").is_file()
-    run = tmp_path / "my_dataset_run_smoke"
-    assert list((run / "checkpoints").glob("ckpt-12.index")) and (run / "val_results.json").is_file()
-    assert len(list((run / "pictures").glob("*.png"))) == 4
+    assert "data.dataset=tfrecord" in text
+    assert (tmp_path / "my_voc_smoke.yaml").is_file()
+    run = tmp_path / "my_voc_run_smoke"
+    assert list((run / "checkpoints").glob("ckpt-12.index")) and (run / "val_metrics.json").is_file()
+    for name in ("precision_recall_50.png", "precision_recall.png", "confusion_matrix.png"):
+        assert (run / "plots" / name).is_file(), name
+    assert "VOC2007 11-point mAP" in text and "VOC mAP at IoU 0.5:" in text
     for metric in ("AP50", "AR100"):
         assert metric in text
+    finetune = tmp_path / "my_voc_finetune_smoke"
+    assert "kept their initial values: tl_heats_0/out/kernel" in text  # the heads for 2 classes start fresh
+    assert list((finetune / "checkpoints").glob("ckpt-6.index"))
+    for name in ("metrics.json", "precision_recall_50.png", "confusion_matrix.png"):
+        assert (finetune / "eval" / name).is_file(), name
 
 
 def test_keras_api(tmp_path, monkeypatch):

@@ -23,6 +23,9 @@ import yaml
 
 from cornernet_tf.data import coco
 
+# how far past the image edge a normalized coordinate may be and still be taken as the edge (labels
+# are commonly written with 6 decimals)
+_ROUNDING = 1e-5
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
@@ -116,6 +119,8 @@ def _boxes(text: str, file_name: str, problems: list[str]) -> list[tuple[int, li
         else:
             problems.append(f"{file_name} line {number}: {len(values)} values, not 'class cx cy w h' or a polygon")
             continue
+        # labels written with few decimals overshoot the image edge by a rounding error: snap those
+        corners = [min(max(v, 0.0), 1.0) if -_ROUNDING < v < 1.0 + _ROUNDING else v for v in corners]
         boxes.append((int(values[0]), corners))
     return boxes
 

@@ -221,7 +221,8 @@ def _voc_metrics(ground_truth: COCO, records: list[dict], image_ids: Sequence[in
     for a class without positives, as the COCO numbers mark it); printed as one extra line."""
     area = voc_metrics(ground_truth, records, image_ids)
     eleven = voc_metrics(ground_truth, records, image_ids, use_07_metric=True)["mAP_voc"]
-    print(f"{format_voc_metrics(area)}; VOC2007 11-point mAP {eleven:.4f}", flush=True)
+    print(f"VOC, area under the precision curve (VOC2010+): {format_voc_metrics(area)}", flush=True)
+    print(f"VOC2007 11-point mAP {eleven:.4f}", flush=True)
     values = {**area, "mAP_voc07": eleven}
     return {key: -1.0 if np.isnan(value) else float(value) for key, value in values.items()}
 

@@ -131,7 +131,9 @@ def confusion_matrix(
                 raise ValueError(f"detection of category {record['category_id']}, not in the ground truth")
             detections[int(record["image_id"])].append(record)
     for image, found in detections.items():
-        annotations = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=[image]))
+        # boxes of a category the ground truth does not list (a reader's unknown class) are not
+        # scored, as pycocotools leaves them out
+        annotations = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=[image], catIds=category_ids))
         truth = [ann for ann in annotations if not ann.get("iscrowd", 0)]
         crowd = [ann for ann in annotations if ann.get("iscrowd", 0)]
         found = [found[i] for i in np.argsort([-r["score"] for r in found], kind="mergesort")]

@@ -176,7 +176,8 @@ def voc_metrics(
     categories = sorted(coco.cats)
 
     per_class: dict[int, dict[int, tuple[list, list]]] = {c: defaultdict(lambda: ([], [])) for c in categories}
-    for ann in coco.loadAnns(coco.getAnnIds(imgIds=sorted(images & set(coco.imgs)))):
+    # boxes of a category the ground truth does not list (a reader's unknown class) are not scored
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=sorted(images & set(coco.imgs)), catIds=categories)):
         gt_boxes, ignored = per_class[int(ann["category_id"])][int(ann["image_id"])]
         gt_boxes.append(ann["bbox"])
         ignored.append(bool(ann.get("difficult", 0)) or bool(ann.get("iscrowd", 0)))
