@@ -61,6 +61,11 @@ def test_counts_and_summary(source):
         "degenerate_boxes": 1,
         "outside_boxes": 1,
         "clipped_boxes": 1,
+        # what only the converting readers (VOC, YOLO) can meet
+        "unreadable_annotation_files": 0,
+        "malformed_boxes": 0,
+        "images_without_label_file": 0,
+        "malformed_label_lines": 0,
     }
     assert source.num_boxes == 3  # the missing image's box stays ground truth for evaluation
     assert list(source.status) == [coco.USABLE, coco.USABLE, coco.UNREADABLE]
