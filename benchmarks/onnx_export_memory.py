@@ -1,17 +1,20 @@
-"""Peak resident memory of the ONNX conversion (tf2onnx), phase by phase.
+"""Peak resident memory of the ONNX conversion, as the export runs it or phase by phase.
 
-    python benchmarks/onnx_export_memory.py --config squeeze_coco                 # whole detector
+    python benchmarks/onnx_export_memory.py --config cornernet_hg104_coco --limit_gib 20   # the export's conversion
     python benchmarks/onnx_export_memory.py --config squeeze_coco --network_only
-    python benchmarks/onnx_export_memory.py --config shapes_tiny --mode convert --save /tmp/a.onnx
+    python benchmarks/onnx_export_memory.py --config squeeze_coco --mode phases            # the frozen route
 
 Runs the conversion in a child process that a watchdog (this process) kills once its resident
-memory passes `--limit_gib` (default 10). `--mode phases` replays `tf2onnx.convert.from_function`
-step by step (freezing, grappler, import, handlers, each optimizer pass, make_model, check,
-serialization) and prints each phase's peak and end RSS, the Python objects' size and how many
-tf2onnx graphs are alive after it; `--mode convert` times `cornernet_tf.portable.onnx.convert` as
-the export calls it (`--trace`: a line after each tf2onnx step, which collects and trims there,
-lowering the peaks a little; `--save` writes the file, to compare two conversions' outputs with
-`--compare A B`). Random weights, the config's input size, batch 1.
+memory passes `--limit_gib` (default 10), and prints the child's peak. `--mode convert` (default)
+times `cornernet_tf.portable.onnx.convert` as the export calls it: the network converted without
+its weights, which are added afterwards (`--trace`: a line after each tf2onnx step, which
+collects and trims there, lowering the peaks a little; `--save` writes the file, to compare two
+conversions' outputs with `--compare A B`). `--mode phases` replays tf2onnx's conversion of the
+frozen graph (`tf2onnx.convert.from_function` of the network with its weights, the route the
+export took before) step by step (freezing, grappler, import, handlers, each optimizer pass,
+make_model, check, serialization) and prints each phase's peak and end RSS, the Python objects'
+size and how many tf2onnx graphs are alive after it. Random weights, the config's input size,
+batch 1.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def build(config_name: str, network_only: bool):
     model = export_network(config)
     detector = PortableDetector(detection_module(model, config), 1, tuple(config.data.input_size))
     if network_only:
-        return detector, detector.network(), detector.network_function().structured_input_signature[0]
+        return detector, detector._network_half[0], detector.network_function().structured_input_signature[0]
     return detector, detector.serve, detector.concrete_function().structured_input_signature[0]
 
 
@@ -252,7 +255,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="shapes_tiny")
     parser.add_argument("--network_only", action="store_true")
-    parser.add_argument("--mode", choices=("phases", "convert"), default="phases")
+    parser.add_argument("--mode", choices=("convert", "phases"), default="convert")
     parser.add_argument("--no_catch", action="store_true", help="phases: no deepcopy per optimizer")
     parser.add_argument("--gc", action="store_true", help="phases: gc.collect() after each optimizer")
     parser.add_argument("--release", action="store_true", help="phases: drop the model after freezing")

@@ -39,6 +39,7 @@ from cornernet_tf.api.detector import load_image
 from cornernet_tf.config import Config, ConfigError, load_config
 from cornernet_tf.data import image_header
 from cornernet_tf.ops.corner_pool import compiled_available
+from cornernet_tf.portable import conversion_memory
 from cornernet_tf.predict import IMAGE_EXTENSIONS
 from cornernet_tf.tasks.export import export_model, export_network, export_portable
 from cornernet_tf.training.checkpoint import SAVED_CONFIG, config_for_weights, load_weights
@@ -58,6 +59,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 MIN_CALIBRATION_IMAGES = 8  # fewer cannot give activation ranges worth an export
+LARGE_NETWORK_PARAMETERS = 10_000_000  # from here the export says the memory a conversion needs
+GB = 1e9
 
 
 def calibration_folder(source: str, config: Config) -> pathlib.Path:
@@ -261,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"loaded weights {load_weights(model, args.weights)}")
     if args.format != "saved_model":
+        _say_memory_needed(args.format, model.count_params())
         calibration = None
         if args.representative_images is not None:
             folder = calibration_folder(args.representative_images, config)
@@ -313,6 +317,25 @@ def main(argv: list[str] | None = None) -> int:
             "first, and a stock TF Serving cannot load it"
         )
     return 0
+
+
+def _say_memory_needed(fmt: str, parameters: int) -> None:
+    """Before a large network's conversion: the memory it is expected to need, and a warning
+    when this machine has less available, rather than a conversion killed for memory later."""
+    if parameters < LARGE_NETWORK_PARAMETERS:
+        return
+    needed, available = conversion_memory(fmt, parameters), runtime.available_memory()
+    print(
+        f"converting {parameters / 1e6:.0f} M parameters to {fmt} needs about {needed / GB:.1f} GB of memory "
+        "beyond what this process holds"
+        + ("" if available is None else f"; this machine has {available / GB:.1f} GB available")
+    )
+    if available is not None and available < needed:
+        print(
+            f"warning: the {fmt} conversion may be killed for lack of memory ({needed / GB:.1f} GB needed, "
+            f"{available / GB:.1f} GB available): close other programs or export on a machine with more memory",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

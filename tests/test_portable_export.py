@@ -104,6 +104,23 @@ def test_onnx_in_onnxruntime_matches_the_saved_model_at_any_batch(exports, saved
     assert_close_detections(single, {key: value[1:2] for key, value in saved_model.items()})
 
 
+def test_onnx_holds_its_weights_folded_as_constants(exports):
+    """Converted without its weights and given them afterwards (portable/onnx.py): the images are
+    the only input, and every convolution reads its kernel straight from an initializer in ONNX's
+    [out, in, kh, kw] layout, the layout transposes and batch normalizations folded in."""
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load(str(exports["onnx"] / "model.onnx")).graph
+    assert [value.name for value in graph.input] == ["images"]
+    initializers = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    assert convolutions and not [node for node in graph.node if node.op_type == "BatchNormalization"]
+    for node in convolutions:
+        kernel = initializers[node.input[1]]
+        assert len(kernel) == 4 and list(kernel[2:]) == next(a.ints for a in node.attribute if a.name == "kernel_shape")
+        assert len(node.input) == 3 and node.input[2] in initializers  # the bias, batch normalization folded in
+
+
 def _weight_types(path: pathlib.Path) -> set[str]:
     """numpy dtype names of the model's constant tensors of 1000+ elements (the weights)."""
     interpreter = Interpreter(model_path=str(path))

@@ -271,11 +271,17 @@ def test_calibrated_int8_onnx_matches_float_in_onnxruntime(run, float_outputs, f
     from cornernet_tf.utils import runtime
 
     monkeypatch.setattr(runtime, "cpu_int8_units", lambda: None)  # an AVX2-only CPU: the export warns
+    # a machine short of memory for a network taken as large: the export says so before converting
+    monkeypatch.setattr(export, "LARGE_NETWORK_PARAMETERS", 0)
+    monkeypatch.setattr(runtime, "available_memory", lambda: 1_000_000)
     version = _export(
         run, tmp_path, "--format", "onnx", "--quantize", "int8", "--batch_size", "dynamic",
         "--representative_images", str(run["train_images"]), "--calibration_images", "32",
     )  # fmt: skip
-    assert "this CPU has no int8 dot-product units" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "this CPU has no int8 dot-product units" in said.err
+    assert "to onnx needs about" in said.out and "this machine has 0.0 GB available" in said.out
+    assert "the onnx conversion may be killed for lack of memory" in said.err
     import onnx as onnx_lib
 
     graph = onnx_lib.load(str(version / "model.onnx")).graph

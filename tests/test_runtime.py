@@ -83,3 +83,12 @@ def test_reduced_precision_units_are_read_from_the_cpu_flags(tmp_path, units_of,
     cpuinfo.write_text(text)
     assert getattr(runtime, units_of)(cpuinfo) == units
     assert getattr(runtime, units_of)(tmp_path / "missing") is None
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   20480000 kB\n")
+    assert runtime.available_memory(meminfo) == 20480000 * 1024
+    meminfo.write_text("MemTotal:       24576000 kB\n")  # kernels before 3.14 have no estimate
+    assert runtime.available_memory(meminfo) is None
+    assert runtime.available_memory(tmp_path / "missing") is None

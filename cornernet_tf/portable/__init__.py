@@ -27,6 +27,12 @@ from cornernet_tf.serving.version_writer import write_version
 
 FORMATS = ("tflite", "onnx")
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+# Peak memory a float conversion adds to the process, per byte of the network's float32 weights,
+# measured on Hourglass-104 (803 MB of weights; docs/benchmarks.md "Export memory"): ONNX 4.9x
+# (its process peaked at 5.4 GiB after building the network at 1.5 GiB), TFLite 19x (the
+# converter held 12-17 GB). int8 calibration adds its own: the ONNX calibrator keeps every
+# convolution input of every calibration image.
+CONVERSION_MEMORY_PER_WEIGHT_BYTE = {"onnx": 4.9, "tflite": 19.0}
 
 
 def check_request(
@@ -70,6 +76,13 @@ def check_request(
         raise ValueError("--batch_size dynamic is for --format onnx; TFLite needs a fixed batch size")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1 or 'dynamic', got {batch_size}")
+
+
+def conversion_memory(fmt: str, parameters: int) -> int:
+    """Bytes a float conversion of a network of `parameters` float32 weights to `fmt` is expected
+    to add to the process's memory (CONVERSION_MEMORY_PER_WEIGHT_BYTE), for the export to say before
+    it starts."""
+    return round(CONVERSION_MEMORY_PER_WEIGHT_BYTE[fmt] * 4 * parameters)
 
 
 def export_portable(

@@ -12,12 +12,18 @@ The same graph also comes in two halves, for an integer network beside float dec
 maps -> the outputs); `decoding` replays the maps to `detect_multiscale` in place of the network.
 The network half alone is also an export of its own (`--network_only`: TensorRT's trtexec, custom
 decoders), its outputs named by `network_output_names` and described by `input_geometry`.
+
+Either graph also comes with the network's weights as inputs after the images
+(`weights_as_inputs`, through Keras' `stateless_call`): a graph without weight constants, which
+a converter can rewrite without copying the weights (ONNX: `portable/onnx.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +34,7 @@ from cornernet_tf.detection.module import DetectionModule, object_detection_outp
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 COMPILED_OP_TYPES = ("FusedCornerPool", "CornerPool")  # the op library's TF-only kernels
+WEIGHT_INPUT = "weight_{:04d}"  # `weights_as_inputs`' input names, by position in the model's variables
 
 
 def network_output_name(map_name: str) -> str:
@@ -35,6 +42,20 @@ def network_output_name(map_name: str) -> str:
     TFLite and TensorRT's tools all take (no slash): `map_<test input>_<map>`, e.g. map_0_tl_heatmap."""
     index, key = map_name.split("/", 1)
     return f"map_{index}_{key}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightInputs:
+    """A traced graph taking the network's weights as inputs (`PortableDetector.weights_as_inputs`).
+
+    function: a tf.function traced once at `signature` (converters such as tf2onnx take a
+    tf.function and its signature); signature: the images' spec, then one per weight, named as
+    in `weights` (in order); weights: the variable each weight input stands for, by input name.
+    """
+
+    function: tf.types.experimental.PolymorphicFunction
+    signature: list[tf.TensorSpec]
+    weights: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +97,7 @@ class PortableDetector(tf.Module):
         self.detection = module
         self.batch_size = batch_size
         self.image_size = tuple(image_size)
-        spec = tf.TensorSpec([batch_size, *self.image_size, 3], tf.uint8, name=INPUT_NAME)
-        self.serve = tf.function(self._serve, input_signature=[spec])
+        self.serve = tf.function(self._serve, input_signature=[self._image_spec()])
 
     def _inputs(self, images: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
         """(normalized images, image_info) of each test input (scale) of uint8 `images`."""
@@ -95,35 +115,41 @@ class PortableDetector(tf.Module):
         return inputs
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._detect(images, self.detection.model)
+
+    def _detect(self, images: tf.Tensor, model: Callable[..., dict[str, tf.Tensor]]) -> dict[str, tf.Tensor]:
+        """The export's outputs of uint8 `images`, the maps computed by `model` (the network, or
+        a stand-in computing it from weights given as inputs)."""
         inputs = self._inputs(images)
-        dets = detect_multiscale(self.detection.model, inputs, self.detection.settings)
+        dets = detect_multiscale(model, inputs, self.detection.settings)
         return object_detection_outputs(dets, inputs[0][1])
+
+    def _maps(self, images: tf.Tensor, model: Callable[..., dict[str, tf.Tensor]]) -> dict[str, tf.Tensor]:
+        """The network's maps of every test input of uint8 `images`, by `map_names` entry, in order."""
+        maps = {}
+        for index, (pixels, _) in enumerate(self._inputs(images)):
+            outputs = model(network_batch(pixels, self.detection.settings), training=False)
+            maps.update((f"{index}/{key}", outputs[key]) for key in sorted(outputs))
+        return maps
+
+    def _image_spec(self) -> tf.TensorSpec:
+        return tf.TensorSpec([self.batch_size, *self.image_size, 3], tf.uint8, name=INPUT_NAME)
 
     # ---- the two halves ----
 
     @functools.cached_property
     def _network_half(self) -> tuple[tf.types.experimental.PolymorphicFunction, list[str]]:
-        """The network half as a tf.function (tf2onnx converts a tf.function, not a concrete
-        one) traced once at the input signature, and its map names."""
+        """The network half as a tf.function traced once at the input signature, and its map names."""
         names: list[str] = []
 
         def network(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            settings, maps = self.detection.settings, []
-            names.clear()
-            for index, (pixels, _) in enumerate(self._inputs(images)):
-                outputs = self.detection.model(network_batch(pixels, settings), training=False)
-                names.extend(f"{index}/{key}" for key in sorted(outputs))
-                maps.extend(outputs[key] for key in sorted(outputs))
-            return tuple(maps)
+            maps = self._maps(images, self.detection.model)
+            names[:] = maps
+            return tuple(maps.values())
 
-        spec = tf.TensorSpec([self.batch_size, *self.image_size, 3], tf.uint8, name=INPUT_NAME)
-        function = tf.function(network, input_signature=[spec])
+        function = tf.function(network, input_signature=[self._image_spec()])
         self._checked(function.get_concrete_function())
         return function, names
-
-    def network(self) -> tf.types.experimental.PolymorphicFunction:
-        """`network_function`'s tf.function (the same trace), for converters that take one."""
-        return self._network_half[0]
 
     def network_function(self) -> tf.types.experimental.ConcreteFunction:
         """uint8 images -> the network's maps of every test input, a tuple in `map_names` order."""
@@ -182,6 +208,29 @@ class PortableDetector(tf.Module):
 
         specs = [tf.TensorSpec(shape, tf.float32, name=f"map_{i}") for i, shape in enumerate(shapes)]
         return tf.function(decoding).get_concrete_function(*specs)
+
+    def weights_as_inputs(self, network_only: bool = False) -> WeightInputs:
+        """The whole detector (`concrete_function`), or with `network_only` its network half
+        (`network_function`), traced with the network's weights as inputs after the images: the
+        model runs through Keras' `stateless_call` on the weight inputs, so the graph holds no
+        weight constant. Weights the outputs do not use (the heads of intermediate stacks) stay
+        inputs of the function; a converter drops them."""
+        model = self.detection.model
+        trainable, non_trainable = list(model.trainable_variables), list(model.non_trainable_variables)
+        weights = {WEIGHT_INPUT.format(index): variable for index, variable in enumerate(trainable + non_trainable)}
+        specs = [tf.TensorSpec(variable.shape, variable.dtype, name=name) for name, variable in weights.items()]
+
+        def traced(images: tf.Tensor, *values: tf.Tensor) -> dict[str, tf.Tensor] | tuple[tf.Tensor, ...]:
+            def network(batch: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+                trained, statistics = list(values[: len(trainable)]), list(values[len(trainable) :])
+                return model.stateless_call(trained, statistics, batch, training=training)[0]
+
+            return tuple(self._maps(images, network).values()) if network_only else self._detect(images, network)
+
+        signature = [self._image_spec(), *specs]
+        function = tf.function(traced, input_signature=signature)
+        self._checked(function.get_concrete_function())
+        return WeightInputs(function, signature, weights)
 
     def concrete_function(self) -> tf.types.experimental.ConcreteFunction:
         """The traced function; refuses a graph holding the compiled corner-pool op."""

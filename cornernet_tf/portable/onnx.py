@@ -19,30 +19,26 @@ VNNI CPU (scores up to 0.14 apart on the tests' model). With 7-bit weights no pa
 16-bit limit, so every CPU computes the same numbers (bitwise, measured on AVX-512 VNNI and on an
 emulated AVX2 CPU, docs/benchmarks.md "int8 on every CPU"), and the AP is no worse.
 
-Memory: tf2onnx's graph optimizer (`optimizer.optimize_graph`) deep-copies the whole ONNX graph,
-weights included, before each of its 12 optimizers in every pass (to fall back to the copy if one
-raises), and a discarded copy is only freed by Python's cyclic collector (its nodes and the graph
-refer to each other), whose full collections are rare: on CornerNet-Squeeze (31.8 M parameters,
-113 MB of weights) up to 10 copies of 0.32 GiB each were alive at once, the conversion's peak
-(5.0 GiB whole, 6.0 GiB network only; Hourglass-104 passed 24 GiB). `convert` collects before
-each optimizer (`_collecting_between_optimizers`), so at most the graph and its copy are alive
-(3.1 GiB on Squeeze). Only for networks of COLLECT_FROM_PARAMETERS or more: a full collection costs
-time in proportion to every object of the process, and a small network's copies cost little.
-The copies themselves are needed: without them (tf2onnx's TF2ONNX_CATCH_ERRORS) each optimizer
-leaves about one more copy of the weights alive in the graph (0.1 GiB per optimizer on Squeeze,
-5.5 GiB in all), as protobuf keeps replaced tensor contents until their message is freed.
-benchmarks/onnx_export_memory.py measures each phase.
+Memory: the network is converted without its weights. tf2onnx freezes a function's variables
+into constants, runs grappler on the frozen graph, and deep-copies its ONNX graph before each of
+its optimizers; with the weights inside, each of those steps copies them (Hourglass-104: killed at
+24.4 GiB; with every copy collected as soon as possible still 10.4 GiB). So the graph converted is
+`PortableDetector.weights_as_inputs`' (the weights are inputs, a few MB of graph), the weights then
+become the model's initializers (one copy), and onnxruntime's basic offline optimization
+(platform-independent standard ONNX: constant folding, Conv+BatchNormalization/Mul/Add fusion)
+folds what tf2onnx would have folded with constant weights: the kernels' layout transposes and the
+batch normalizations. Peak resident memory of the export process: Hourglass-104 5.4 GiB,
+CornerNet-Squeeze 1.6 GiB (benchmarks/onnx_export_memory.py); outputs identical to tf2onnx's
+conversion of the frozen graph on the tests' model.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import pathlib
 import tempfile
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,8 +53,6 @@ OPSET = 17
 # and quantizing the ReLUs and additions between the convolutions too measured slower (5.2 against
 # 3.0 ms per image): onnxruntime then keeps more QuantizeLinear / DequantizeLinear pairs unfused.
 QUANTIZED_OPS = ["Conv"]
-# networks from this size (CornerNet-Squeeze has 31.8 M parameters) collect garbage between tf2onnx's optimizers
-COLLECT_FROM_PARAMETERS = 10_000_000
 
 
 def _where(ctx, node, name, args) -> None:
@@ -70,24 +64,19 @@ def convert(detector: PortableDetector, network_only: bool = False) -> bytes:
     """The serialized ONNX model (opset `OPSET`), checked by onnx's checker: the whole detector,
     or with `network_only` its network half (outputs `detector.network_output_names()`, in
     order; with a dynamic batch their first dimension is "batch", or "2*batch" with the flip
-    test, which runs the mirrored images as a second half of the batch)."""
+    test, which runs the mirrored images as a second half of the batch). Converted without its
+    weights, then given them (module doc)."""
     import onnx  # imported here: the onnx extra
     import tf2onnx
 
-    if network_only:
-        function, signature = detector.network(), detector.network_function().structured_input_signature[0]
-    else:
-        function, signature = detector.serve, detector.concrete_function().structured_input_signature[0]
-
-    def from_function() -> onnx.ModelProto:
-        return tf2onnx.convert.from_function(
-            function, input_signature=signature, opset=OPSET, custom_op_handlers={"SelectV2": (_where, [])}
-        )[0]
-
-    large = detector.detection.model.count_params() >= COLLECT_FROM_PARAMETERS
-    with _collecting_between_optimizers() if large else contextlib.nullcontext():
-        proto = from_function()
-    gc.collect()  # the TF and ONNX graphs of the conversion (reference cycles)
+    traced = detector.weights_as_inputs(network_only)
+    proto = tf2onnx.convert.from_function(
+        traced.function,
+        input_signature=traced.signature,
+        opset=OPSET,
+        custom_op_handlers={"SelectV2": (_where, [])},
+    )[0]
+    _weights_to_initializers(proto.graph, traced.weights)
     output_batch = "batch"
     if network_only:
         # a tuple's outputs come named by their TF tensors (Identity:0, ...): name them by their maps
@@ -98,30 +87,45 @@ def convert(detector: PortableDetector, network_only: bool = False) -> bytes:
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
         for value in proto.graph.output:
             value.type.tensor_type.shape.dim[0].dim_param = output_batch
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    folded = onnx.load_from_string(_folded(proto))
+    onnx.checker.check_model(folded)
+    return folded.SerializeToString()
 
 
-@contextlib.contextmanager
-def _collecting_between_optimizers() -> Iterator[None]:
-    """A full `gc.collect()` before each of tf2onnx's optimizers (module doc): its
-    `optimizer._get_optimizers`, which `optimize_graph` reads, wraps each factory, restored after."""
-    from tf2onnx import optimizer
+def _weights_to_initializers(graph: onnx.GraphProto, weights: dict[str, Any]) -> None:
+    """Turn `graph`'s weight inputs (named by `weights`' keys, as tf2onnx names inputs) into
+    initializers holding the variables' values, one at a time."""
+    from onnx import numpy_helper
 
-    original = optimizer._get_optimizers
+    kept = []
+    for value in graph.input:
+        variable = weights.get(value.name)
+        if variable is None:
+            kept.append(value)
+        else:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(variable.numpy()), value.name))
+    missing = set(weights) - {tensor.name for tensor in graph.initializer}
+    if missing:
+        raise ValueError(f"the converted graph lacks the weight inputs {sorted(missing)[:3]}")
+    del graph.input[:]
+    graph.input.extend(kept)
 
-    def collecting(factory: Callable) -> Callable:
-        def collect_then_make():
-            gc.collect()
-            return factory()
 
-        return collect_then_make
+def _folded(proto: onnx.ModelProto) -> bytes:
+    """`proto` after onnxruntime's basic offline optimization (module doc), serialized; weights no
+    output uses are dropped. Through files: onnxruntime reads and writes the model there."""
+    import onnxruntime  # the onnx extra
 
-    optimizer._get_optimizers = lambda: {name: collecting(factory) for name, factory in original().items()}
-    try:
-        yield
-    finally:
-        optimizer._get_optimizers = original
+    with tempfile.TemporaryDirectory(prefix="cornernet_onnx_") as scratch:
+        source, target = pathlib.Path(scratch, "converted.onnx"), pathlib.Path(scratch, "folded.onnx")
+        source.write_bytes(proto.SerializeToString())
+        del proto.graph.initializer[:]  # the caller's copy of the weights: the file holds them now
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(target)
+        options.log_severity_level = 3  # not the unused weights it drops, one warning each
+        onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        return target.read_bytes()
 
 
 def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:

@@ -16,7 +16,8 @@ on import, before its first `import tensorflow`:
 `cpu_has_bfloat16_matrix_units()` tells the train command whether to point out
 `train.mixed_precision=mixed_bfloat16`, whose convolutions run on such a CPU's AMX units;
 `cpu_bfloat16_units()` and `cpu_int8_units()` let the export warn where a reduced-precision
-file would run slower than float on this CPU.
+file would run slower than float on this CPU; `available_memory()` lets it say when a large
+conversion would not fit.
 
 Only the standard library is imported here, since the package imports this module first.
 """
@@ -35,6 +36,7 @@ BFLOAT16_VECTOR_FLAG = "avx512_bf16"  # bfloat16 dot products in AVX-512 (AMD Ze
 # 8-bit dot products in one instruction: AMX int8 tiles, AVX-512 VNNI (Intel Cascade Lake and later, AMD
 # Zen 4), AVX-VNNI (Intel Alder Lake and later); in this order of preference
 INT8_DOT_PRODUCT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+MEMINFO = "/proc/meminfo"
 
 
 def configure(environ: MutableMapping[str, str] = os.environ) -> bool:
@@ -81,3 +83,17 @@ def cpu_int8_units(cpuinfo: str | os.PathLike = CPUINFO) -> str | None:
     as AMD Zen 3, where the int8 exports measured slower than float) or the flags cannot be read."""
     flags = _cpu_flags(cpuinfo)
     return next((flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags), None)
+
+
+def available_memory(meminfo: str | os.PathLike = MEMINFO) -> int | None:
+    """Bytes the kernel estimates a new allocation can take without swapping (Linux's
+    `MemAvailable`), or None where it cannot be read (other systems)."""
+    try:
+        lines = pathlib.Path(meminfo).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name == "MemAvailable" and value.split() and value.split()[0].isdigit():
+            return int(value.split()[0]) * 1024  # in kB
+    return None
