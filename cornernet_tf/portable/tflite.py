@@ -1,9 +1,15 @@
 """TFLite conversion of a `PortableDetector` (float32, float16 weights, int8) and the LiteRT runner.
 
-The converter freezes the traced function itself (`experimental_lower_to_saved_model` off): its
-SavedModel route keeps Keras 3 variables as resource variables that the interpreter finds
-uninitialised (every output NaN). The frozen route writes no SignatureDef, so the outputs are
-the function's in `OUTPUT_NAMES` order (tensor names Identity, Identity_1, ...), which
+The converter is given a frozen graph. The SavedModel routes keep Keras 3 variables as resource
+variables that the interpreter finds uninitialised (every output NaN, or a file without weights).
+TensorFlow's own freezing (`convert_variables_to_constants_v2`, which `from_concrete_functions`
+runs) holds about ten copies of the weights at once (Hourglass-104: 12-17 GB for the conversion),
+so the graph is frozen here instead: traced with the weights as inputs
+(`PortableDetector.weights_as_inputs`), each weight input then replaced by a constant holding the
+variable's value, one copy (`_frozen_graph`), and converted by the GraphDef converter
+(`tf.compat.v1.lite.TFLiteConverter`, the one that takes a frozen GraphDef; same MLIR converter,
+flatbuffer identical in outputs on the tests' model). A frozen graph has no SignatureDef, so the
+outputs are the function's in `OUTPUT_NAMES` order (tensor names Identity, Identity_1, ...), which
 `export_info.json` records and `run` maps back to names. All ops are TFLite builtins
 (decoding and soft-NMS included); a dynamic batch is not possible (soft-NMS's TensorArray needs
 a static element shape), so the batch is fixed.
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cornernet_tf.portable.graph import OUTPUT_NAMES, PortableDetector, calibration_batches
+from cornernet_tf.portable.graph import INPUT_NAME, OUTPUT_NAMES, PortableDetector, WeightInputs, calibration_batches
 
 QUANTIZATIONS = ("none", "fp16", "int8")
 DECODING_FILE = "decoding.tflite"  # a full-integer export's float decoding, beside model.tflite
@@ -48,8 +54,7 @@ def convert(detector: PortableDetector, quantize: str = "none", network_only: bo
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if detector.batch_size is None:
         raise ValueError("TFLite needs a fixed batch size (soft-NMS's loop state has a static shape)")
-    function = detector.network_function() if network_only else detector.concrete_function()
-    converter = _converter(function, detector)
+    converter = _converter(detector, network_only)
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "fp16":
@@ -76,7 +81,7 @@ def convert_calibrated_network(
             if on_progress is not None:
                 on_progress(count * len(batch), total)
 
-    network = _converter(detector.network_function(), detector)
+    network = _converter(detector, network_only=True)
     network.optimizations = [tf.lite.Optimize.DEFAULT]
     network.representative_dataset = representative
     network.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -95,15 +100,47 @@ def convert_calibrated(
         ValueError: `images` fill no batch of the detector's.
     """
     integer = convert_calibrated_network(detector, images, on_progress)
-    return integer, _converter(detector.decoding_function(), detector).convert()
+    return integer, _decoding_converter(detector).convert()
 
 
-def _converter(function: tf.types.experimental.ConcreteFunction, detector: PortableDetector) -> tf.lite.TFLiteConverter:
-    """A converter of `function` by the frozen route (see the module doc), TFLite builtins only."""
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], detector)
+def _converter(detector: PortableDetector, network_only: bool) -> tf.lite.TFLiteConverter:
+    """A converter of the whole detector, or of its network half, frozen with one copy of the
+    weights (module doc), TFLite builtins only."""
+    graph, outputs = _frozen_graph(detector.weights_as_inputs(network_only))
+    converter = tf.compat.v1.lite.TFLiteConverter(
+        graph,
+        None,
+        None,
+        input_arrays_with_shape=[(INPUT_NAME, [detector.batch_size, *detector.image_size, 3])],
+        output_arrays=outputs,
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _decoding_converter(detector: PortableDetector) -> tf.lite.TFLiteConverter:
+    """A converter of the decoding half (`PortableDetector.decoding_function`), TFLite builtins
+    only. It holds no weights, so TensorFlow's own freezing serves."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([detector.decoding_function()], detector)
     converter.experimental_lower_to_saved_model = False
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter
+
+
+def _frozen_graph(traced: WeightInputs) -> tuple[tf.compat.v1.GraphDef, list[str]]:
+    """`traced`'s graph with each weight input replaced by a constant holding its variable's value
+    (one at a time), and the names of its outputs in order."""
+    function = traced.function.get_concrete_function()
+    graph = function.graph.as_graph_def()
+    for node in graph.node:
+        variable = traced.weights.get(node.name)
+        if node.op == "Placeholder" and variable is not None:
+            dtype = node.attr["dtype"].type
+            node.op = "Const"
+            node.attr.clear()
+            node.attr["dtype"].type = dtype
+            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(variable.numpy())))
+    return graph, [tensor.name.removesuffix(":0") for tensor in function.outputs]
 
 
 def _interpreter(model: str | os.PathLike | bytes) -> Any:
