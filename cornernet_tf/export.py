@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"loaded weights {load_weights(model, args.weights)}")
     if args.format != "saved_model":
-        _say_memory_needed(args.format, model.count_params())
+        _say_memory_needed(args.format, args.quantize, model.count_params())
         calibration = None
         if args.representative_images is not None:
             folder = calibration_folder(args.representative_images, config)
@@ -291,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             f"exported {config.name} to {target}: {args.format}{', network only' if args.network_only else ''}, "
             f"quantization {args.quantize}, batch {args.batch_size or 'dynamic'}; corner pool {corner_pool}"
         )
+        if args.format == "onnx" and args.quantize == "int8":
+            print(
+                "note: in onnxruntime's CPU provider an int8 ONNX measured 0.73x the float ONNX's latency on "
+                "Hourglass-104 and 1.3x on a small network, the calibrated TFLite 0.23-0.41x the float TFLite's "
+                "(docs/benchmarks.md): on CPUs prefer --format tflite --quantize int8; this QDQ file is for "
+                "TensorRT and other int8 runtimes"
+            )
         if args.quantize == "int8" and runtime.cpu_int8_units() is None:
             print(
                 "warning: this CPU has no int8 dot-product units (VNNI or AMX): here int8 runs through slower "
@@ -319,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _say_memory_needed(fmt: str, parameters: int) -> None:
+def _say_memory_needed(fmt: str, quantize: str, parameters: int) -> None:
     """Before a large network's conversion: the memory it is expected to need, and a warning
     when this machine has less available, rather than a conversion killed for memory later."""
     if parameters < LARGE_NETWORK_PARAMETERS:
         return
-    needed, available = conversion_memory(fmt, parameters), runtime.available_memory()
+    needed, available = conversion_memory(fmt, quantize, parameters), runtime.available_memory()
     print(
         f"converting {parameters / 1e6:.0f} M parameters to {fmt} needs about {needed / GB:.1f} GB of memory "
         "beyond what this process holds"

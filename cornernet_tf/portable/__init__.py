@@ -27,12 +27,12 @@ from cornernet_tf.serving.version_writer import write_version
 
 FORMATS = ("tflite", "onnx")
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
-# Peak memory a float conversion adds to the process, per byte of the network's float32 weights,
-# measured on Hourglass-104 (803 MB of weights; docs/benchmarks.md "Export memory"): ONNX 4.9x
-# (its process peaked at 5.4 GiB after building the network at 1.5 GiB), TFLite 19x (the
-# converter held 12-17 GB). int8 calibration adds its own: the ONNX calibrator keeps every
-# convolution input of every calibration image.
-CONVERSION_MEMORY_PER_WEIGHT_BYTE = {"onnx": 4.9, "tflite": 19.0}
+# Peak memory an export's conversion adds to the process (beyond the built network), per byte of
+# the network's float32 weights, by (format, quantization), measured on Hourglass-104 (804 MB of
+# weights, export peaks 5.4 / 10.7 / 8.9 GiB over 1.5 GiB; docs/benchmarks.md "Export memory"):
+# ONNX float, ONNX int8 (onnxruntime's calibration and quantization of the float file), TFLite
+# (any quantization: TensorFlow's converter holds about ten copies of the weights at its peak).
+CONVERSION_MEMORY_PER_WEIGHT_BYTE = {("onnx", "none"): 5.2, ("onnx", "int8"): 12.3, ("tflite", "none"): 10.0}
 
 
 def check_request(
@@ -78,11 +78,12 @@ def check_request(
         raise ValueError(f"--batch_size must be >= 1 or 'dynamic', got {batch_size}")
 
 
-def conversion_memory(fmt: str, parameters: int) -> int:
-    """Bytes a float conversion of a network of `parameters` float32 weights to `fmt` is expected
-    to add to the process's memory (CONVERSION_MEMORY_PER_WEIGHT_BYTE), for the export to say before
-    it starts."""
-    return round(CONVERSION_MEMORY_PER_WEIGHT_BYTE[fmt] * 4 * parameters)
+def conversion_memory(fmt: str, quantize: str, parameters: int) -> int:
+    """Bytes a conversion of a network of `parameters` float32 weights to `fmt` at `quantize` is
+    expected to add to the process's memory (CONVERSION_MEMORY_PER_WEIGHT_BYTE), for the export to
+    say before it starts."""
+    factors = CONVERSION_MEMORY_PER_WEIGHT_BYTE
+    return round(factors.get((fmt, quantize), factors[(fmt, "none")]) * 4 * parameters)
 
 
 def export_portable(
