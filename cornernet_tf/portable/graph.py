@@ -15,7 +15,7 @@ decoders), its outputs named by `network_output_names` and described by `input_g
 
 Either graph also comes with the network's weights as inputs after the images
 (`weights_as_inputs`, through Keras' `stateless_call`): a graph without weight constants, which
-a converter can rewrite without copying the weights (ONNX: `portable/onnx.py`).
+a converter can rewrite without copying the weights (`portable/onnx.py`, `portable/tflite.py`).
 """
 
 from __future__ import annotations
