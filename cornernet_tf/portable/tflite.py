@@ -6,7 +6,8 @@ TensorFlow's own freezing (`convert_variables_to_constants_v2`, which `from_conc
 runs) holds about ten copies of the weights at once (Hourglass-104: 12-17 GB for the conversion),
 so the graph is frozen here instead: traced with the weights as inputs
 (`PortableDetector.weights_as_inputs`), each weight input then replaced by a constant holding the
-variable's value, one copy (`_frozen_graph`), and converted by the GraphDef converter
+variable's value, one copy (`_frozen_graph`: the export process of Hourglass-104 peaks at 8.9 GiB,
+most of it the converter's own), and converted by the GraphDef converter
 (`tf.compat.v1.lite.TFLiteConverter`, the one that takes a frozen GraphDef; same MLIR converter,
 flatbuffer identical in outputs on the tests' model). A frozen graph has no SignatureDef, so the
 outputs are the function's in `OUTPUT_NAMES` order (tensor names Identity, Identity_1, ...), which
