@@ -6,7 +6,7 @@ export_info.json) with the SavedModel export's atomic, versioned write. The grap
 `serving_tensor` signature at a fixed image size (`graph.PortableDetector`): uint8 RGB in,
 preprocessing, network, decoding and soft-NMS inside, TF Object Detection API outputs out.
 Only the pure-TF corner pools convert; the compiled op is refused. int8 with representative
-images is calibrated, full-integer in the network (`tflite.convert_calibrated`, `onnx.quantize`);
+images is calibrated, full-integer in the network (`tflite.convert_calibrated`, `onnx.convert_quantized`);
 TFLite int8 without them is dynamic range. With `network_only` the file holds the network half
 alone (uint8 images in, preprocessing inside, the network's maps out: what TensorRT's trtexec and
 custom decoders take), its contract in export_info.json (`export_info.network_contract`).
@@ -142,10 +142,11 @@ def export_portable(
     else:
         from cornernet_tf.portable import onnx
 
-        content = onnx.convert(detector, network_only=network_only)
-        extra["opset"] = onnx.OPSET
         if quantize == "int8":
-            content = onnx.quantize(content, representative_images, batch_size, on_progress)
+            content = onnx.convert_quantized(detector, representative_images, on_progress, network_only)
+        else:
+            content = onnx.convert(detector, network_only=network_only)
+        extra["opset"] = onnx.OPSET
     if calibrated:
         extra["calibration"] = {"images": len(representative_images)}
     info = export_info.export_info(

@@ -12,6 +12,13 @@ through the float model. Only the network's convolutions are quantized (QUANTIZE
 preprocessing, decoding and soft-NMS loop stay float32, where 8-bit coordinates and scores would
 cost accuracy and no time.
 
+Activations are uint8 (`QuantType.QUInt8`), the pairing onnxruntime's x86 integer convolution
+takes (uint8 activations times int8 weights). With quantize_static's default int8 activations,
+onnxruntime fused about half of Hourglass-104's convolutions into integer ones and ran the others
+as float convolutions between a dequantize and a quantize: 0.82x the float file's time, against
+0.32x with uint8 (same machine, same ranges; docs/benchmarks.md "Export memory, size and
+latency").
+
 Weights use 7 bits (`reduce_range`). On x86 CPUs without VNNI (AVX2-only ones such as AMD Zen 3,
 and AVX-512 ones before Cascade Lake) onnxruntime multiplies 8-bit pairs with VPMADDUBSW, which
 saturates their 16-bit sums; with 8-bit weights the same file gave other boxes there than on a
@@ -87,9 +94,9 @@ def convert(detector: PortableDetector, network_only: bool = False) -> bytes:
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
         for value in proto.graph.output:
             value.type.tensor_type.shape.dim[0].dim_param = output_batch
-    folded = onnx.load_from_string(_folded(proto))
-    onnx.checker.check_model(folded)
-    return folded.SerializeToString()
+    folded = _folded(proto)
+    onnx.checker.check_model(folded)  # checks the bytes as they are: no parsed copy of the weights
+    return folded
 
 
 def _weights_to_initializers(graph: onnx.GraphProto, weights: dict[str, Any]) -> None:
@@ -141,17 +148,31 @@ def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
                 field[position] = renamed.get(name, name)
 
 
+def convert_quantized(
+    detector: PortableDetector,
+    images: np.ndarray,
+    on_progress: Callable[[int, int], None] | None = None,
+    network_only: bool = False,
+) -> bytes:
+    """`convert`, then `quantize`: the serialized int8 (QDQ) model. The float model waits in a
+    file meanwhile, not in this process's memory beside the calibration."""
+    with tempfile.TemporaryDirectory(prefix="cornernet_onnx_float_") as scratch:
+        source = pathlib.Path(scratch, "float.onnx")
+        source.write_bytes(convert(detector, network_only))
+        return quantize(source, images, detector.batch_size, on_progress)
+
+
 def quantize(
-    model: bytes,
+    model: str | os.PathLike,
     images: np.ndarray,
     batch_size: int | None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> bytes:
-    """`model` (a float export of `convert`) with its convolutions in int8, calibrated on `images`.
-    Every Conv node is the network's: preprocessing and decoding have none.
+    """The float ONNX file `model` (written by `convert`) with its convolutions in int8,
+    calibrated on `images`. Every Conv node is the network's: preprocessing and decoding have none.
 
     Args:
-        model: The serialized float ONNX model.
+        model: The float ONNX file.
         images: uint8 [N, H, W, 3] at the model's input size.
         batch_size: The model's fixed batch (images are fed in batches of it, the remainder
             dropped), or None for a dynamic batch (fed one by one).
@@ -163,12 +184,44 @@ def quantize(
     Raises:
         ValueError: `images` fill no batch.
 
-    The calibrator holds every convolution input of every calibration batch until it computes
-    the ranges, so memory grows with N. Its `CalibMaxIntermediateOutputs` option, meant to merge
-    ranges every few batches, drops the held outputs instead in onnxruntime 1.32 (no range from
-    them at all), so it is not used.
+    The ranges are calibrated first (`_calibrated_ranges`), then handed to `quantize_static` as
+    its calibration cache, so the quantizer's own copy of the model is not held beside the
+    calibration session.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static  # the onnx extra
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static, save_tensors_data  # the onnx extra
+
+    with tempfile.TemporaryDirectory(prefix="cornernet_onnx_int8_") as scratch:
+        target, ranges = pathlib.Path(scratch, "int8.onnx"), pathlib.Path(scratch, "ranges.json")
+        save_tensors_data(_calibrated_ranges(pathlib.Path(model), images, batch_size, scratch, on_progress), ranges)
+        quantize_static(
+            str(model),
+            str(target),
+            None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,  # 7-bit weights: no 16-bit saturation on CPUs without VNNI (module doc)
+            activation_type=QuantType.QUInt8,  # every convolution an integer one (module doc)
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=QUANTIZED_OPS,
+            calibration_cache_path=ranges,
+        )
+        return target.read_bytes()
+
+
+def _calibrated_ranges(
+    source: pathlib.Path,
+    images: np.ndarray,
+    batch_size: int | None,
+    scratch: str,
+    on_progress: Callable[[int, int], None] | None,
+) -> Any:
+    """The min/max range of every convolution input of the model at `source` over `images`, as
+    onnxruntime's `TensorsData`, from its MinMax calibrator (ReduceMin/ReduceMax outputs added to
+    the model: a few numbers a batch are kept) run in a session without onnxruntime's memory
+    pattern: with it, the session held the activations' planned block beside its arena
+    (Hourglass-104: 6.2 against 3.9 GiB, no slower)."""
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationDataReader, MinMaxCalibrater
 
     batches = calibration_batches(images, batch_size or 1)
     total = sum(len(batch) for batch in batches)
@@ -180,28 +233,27 @@ def quantize(
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.pending, None)
-            if batch is None:
-                return None
             if on_progress is not None and self.done:
                 on_progress(self.done, total)
+            if batch is None:
+                return None
             self.done += len(batch)
             return {INPUT_NAME: batch}
 
-    with tempfile.TemporaryDirectory(prefix="cornernet_onnx_int8_") as scratch:
-        source, target = pathlib.Path(scratch, "float.onnx"), pathlib.Path(scratch, "int8.onnx")
-        source.write_bytes(model)
-        quantize_static(
-            str(source),
-            str(target),
-            Batches(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=True,  # 7-bit weights: no 16-bit saturation on CPUs without VNNI (module doc)
-            op_types_to_quantize=QUANTIZED_OPS,
-        )
-        if on_progress is not None:
-            on_progress(total, total)
-        return target.read_bytes()
+    class Calibrator(MinMaxCalibrater):
+        def create_inference_session(self) -> None:
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # tensors as named
+            options.enable_mem_pattern = False
+            self.infer_session = onnxruntime.InferenceSession(
+                self.augmented_model_path, options, providers=self.execution_providers
+            )
+
+    calibrator = Calibrator(source, QUANTIZED_OPS, str(pathlib.Path(scratch, "augmented.onnx")))
+    calibrator.augment_graph()
+    calibrator.create_inference_session()
+    calibrator.collect_data(Batches())
+    return calibrator.compute_data()
 
 
 def runner(model: str | os.PathLike | bytes) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
