@@ -291,13 +291,6 @@ def main(argv: list[str] | None = None) -> int:
             f"exported {config.name} to {target}: {args.format}{', network only' if args.network_only else ''}, "
             f"quantization {args.quantize}, batch {args.batch_size or 'dynamic'}; corner pool {corner_pool}"
         )
-        if args.format == "onnx" and args.quantize == "int8":
-            print(
-                "note: in onnxruntime's CPU provider an int8 ONNX measured 0.73-0.91x the float ONNX's latency "
-                "on the Hourglass-104 models and 1.3x on a small network, the calibrated TFLite 0.23-0.41x the "
-                "float TFLite's (docs/benchmarks.md): on CPUs prefer --format tflite --quantize int8; this QDQ "
-                "file is for TensorRT and other int8 runtimes"
-            )
         if args.quantize == "int8" and runtime.cpu_int8_units() is None:
             print(
                 "warning: this CPU has no int8 dot-product units (VNNI or AMX): here int8 runs through slower "

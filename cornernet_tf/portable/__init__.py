@@ -27,12 +27,13 @@ from cornernet_tf.serving.version_writer import write_version
 
 FORMATS = ("tflite", "onnx")
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
-# Peak memory an export's conversion adds to the process (beyond the built network), per byte of
-# the network's float32 weights, by (format, quantization), measured on Hourglass-104 (804 MB of
-# weights, export peaks 5.4 / 10.7 / 8.9 GiB over 1.5 GiB; docs/benchmarks.md "Export memory"):
-# ONNX float, ONNX int8 (onnxruntime's calibration and quantization of the float file), TFLite
-# (any quantization: TensorFlow's converter holds about ten copies of the weights at its peak).
-CONVERSION_MEMORY_PER_WEIGHT_BYTE = {("onnx", "none"): 5.2, ("onnx", "int8"): 12.3, ("tflite", "none"): 10.0}
+# Peak memory an export's conversion adds to the process (beyond the built network, 1.5 GiB), per
+# byte of the network's float32 weights, by (format, quantization): the larger of the two
+# Hourglass-104 models' (804 and 840 MB of weights; export peaks ONNX 5.3 / 5.7 GiB, ONNX int8
+# 7.0 / 7.5 GiB, TFLite 8.9 / 9.3 GiB; docs/benchmarks.md "Export memory"). ONNX int8: the float
+# conversion, then onnxruntime's calibration session; TFLite (any quantization): TensorFlow's
+# converter and the GraphDef it is handed hold about ten copies of the weights at its peak.
+CONVERSION_MEMORY_PER_WEIGHT_BYTE = {("onnx", "none"): 5.4, ("onnx", "int8"): 7.7, ("tflite", "none"): 10.0}
 
 
 def check_request(

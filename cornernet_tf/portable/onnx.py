@@ -34,9 +34,9 @@ its optimizers; with the weights inside, each of those steps copies them (Hourgl
 become the model's initializers (one copy), and onnxruntime's basic offline optimization
 (platform-independent standard ONNX: constant folding, Conv+BatchNormalization/Mul/Add fusion)
 folds what tf2onnx would have folded with constant weights: the kernels' layout transposes and the
-batch normalizations. Peak resident memory of the export process: Hourglass-104 5.4 GiB,
-CornerNet-Squeeze 1.6 GiB (benchmarks/onnx_export_memory.py); outputs identical to tf2onnx's
-conversion of the frozen graph on the tests' model.
+batch normalizations. Peak resident memory of the export process: CornerNet-104 5.3 GiB (int8:
+7.0 GiB, see `quantize`), CornerNet-Squeeze 1.5 GiB (benchmarks/export_memory.py); outputs
+identical to tf2onnx's conversion of the frozen graph on the tests' model.
 """
 
 from __future__ import annotations
