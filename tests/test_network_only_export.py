@@ -116,7 +116,12 @@ def test_tflite_holds_the_network_alone_and_matches_keras(exports, weights):
     run, info = fixed_size_runner(version)
     order = [f"map_0_{key}" for key in MAP_KEYS]
     assert info["outputs"]["order"] == order
-    assert_same_maps(run(IMAGES), keras_maps(weights, [], IMAGES), order)
+    want = keras_maps(weights, [], IMAGES)
+    assert_same_maps(run(IMAGES), want, order)  # the file's outputs by position
+    from ai_edge_litert.interpreter import Interpreter
+
+    by_signature = Interpreter(model_path=str(version / "model.tflite")).get_signature_runner()(images=IMAGES)
+    assert_same_maps({name: by_signature[name] for name in order}, want, order)  # and by their names
 
 
 def test_export_info_states_the_contract(exports):

@@ -94,7 +94,9 @@ def assert_close_detections(got: dict[str, np.ndarray], want: dict[str, np.ndarr
 def test_float_tflite_in_litert_matches_the_saved_model(exports, saved_model):
     version = exports["tflite"]
     assert sorted(p.name for p in version.iterdir()) == ["export_info.json", "model.tflite"]
-    assert_close_detections(tflite.run(version / "model.tflite", IMAGES), saved_model)
+    assert_close_detections(tflite.run(version / "model.tflite", IMAGES), saved_model)  # by position
+    detect = Interpreter(model_path=str(version / "model.tflite")).get_signature_runner()
+    assert_close_detections(detect(images=IMAGES), saved_model)  # by the signature's names
 
 
 def test_onnx_in_onnxruntime_matches_the_saved_model_at_any_batch(exports, saved_model):

@@ -357,7 +357,7 @@ def test_the_split_tflite_graph_in_float_equals_the_whole_one(run):
     load_weights(model, str(run["model_dir"]))
     detector = PortableDetector(detection_module(model, config), 2, (SIZE, SIZE))
     assert detector.map_names()[:2] == ["0/br_embedding", "0/br_heatmap"]
-    network = tflite._converter(detector, network_only=True).convert()
+    network = tflite._frozen_network_converter(detector).convert()  # the calibrated export's route, in float
     decoding = tflite._decoding_converter(detector).convert()
     whole = tflite.run(tflite.convert(detector), run["images"][:2])
     halves = tflite.runner(network, decoding)(run["images"][:2])

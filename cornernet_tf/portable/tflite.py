@@ -1,19 +1,27 @@
 """TFLite conversion of a `PortableDetector` (float32, float16 weights, int8) and the LiteRT runner.
 
-The converter is given a frozen graph. The SavedModel routes keep Keras 3 variables as resource
-variables that the interpreter finds uninitialised (every output NaN, or a file without weights).
-TensorFlow's own freezing (`convert_variables_to_constants_v2`, which `from_concrete_functions`
-runs) holds about ten copies of the weights at once (Hourglass-104: 12-17 GB for the conversion),
-so the graph is frozen here instead: traced with the weights as inputs
-(`PortableDetector.weights_as_inputs`), each weight input then replaced by a constant holding the
-variable's value, one copy (`_frozen_graph`: the export process of Hourglass-104 peaks at 8.9 GiB,
-most of it the converter's own), and converted by the GraphDef converter
-(`tf.compat.v1.lite.TFLiteConverter`, the one that takes a frozen GraphDef; same MLIR converter,
-flatbuffer identical in outputs on the tests' model). A frozen graph has no SignatureDef, so the
-outputs are the function's in `OUTPUT_NAMES` order (tensor names Identity, Identity_1, ...), which
-`export_info.json` records and `run` maps back to names. All ops are TFLite builtins
-(decoding and soft-NMS included); a dynamic batch is not possible (soft-NMS's TensorArray needs
-a static element shape), so the batch is fixed.
+Both routes start from the network traced with its weights as inputs
+(`PortableDetector.weights_as_inputs`): TensorFlow's own freezing
+(`convert_variables_to_constants_v2`, behind `from_concrete_functions`) holds about ten copies of
+the weights at once (Hourglass-104: 12-17 GB for a conversion).
+
+- float32, fp16 and dynamic-range int8 (`convert`): the converter is given a SavedModel, written
+  to a scratch folder, whose function calls the traced network on the plain `tf.Variable`s under
+  the Keras ones (no copy); its C++ side loads and freezes the weights itself, and the Python side
+  holds no GraphDef (Hourglass-104's export process peaks at 7.7 GiB). A SavedModel of the Keras
+  model itself does not serve: Keras variables stay resource variables in the file, which the
+  interpreter finds uninitialised (every output NaN). The converter orders the outputs its own
+  way, so they are put back in the function's (`OUTPUT_NAMES`, or `map_names` for the network
+  half), as `export_info.json` records; the file's `serving_default` signature names them too.
+- calibrated int8 (`convert_calibrated_network`): the graph is frozen here, each weight input
+  replaced by a constant holding its variable's value (one copy), and given to the GraphDef
+  converter (`tf.compat.v1.lite.TFLiteConverter`); the outputs come in `map_names` order, with no
+  signature. TensorFlow's calibration and quantization run inside `convert()` after the
+  conversion and hold several copies of the float file beside the calibrating interpreter; after a
+  conversion from the SavedModel they peaked higher (Hourglass-104: 10.5 GiB against 8.9).
+
+All ops are TFLite builtins (decoding and soft-NMS included); a dynamic batch is not possible
+(soft-NMS's TensorArray needs a static element shape), so the batch is fixed.
 
 int8 without representative images is dynamic-range quantization (int8 weights; activations
 quantized at run time where a kernel supports it). With them it is full-integer: TF 2.21's
@@ -29,9 +37,11 @@ alone; its outputs come in `PortableDetector.map_names` order, named in export_i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -55,12 +65,12 @@ def convert(detector: PortableDetector, quantize: str = "none", network_only: bo
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if detector.batch_size is None:
         raise ValueError("TFLite needs a fixed batch size (soft-NMS's loop state has a static shape)")
-    converter = _converter(detector, network_only)
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    with _converter(detector, network_only) as converter:
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        return _in_order(converter.convert(), _output_names(detector, network_only))
 
 
 def convert_calibrated_network(
@@ -82,7 +92,7 @@ def convert_calibrated_network(
             if on_progress is not None:
                 on_progress(count * len(batch), total)
 
-    network = _converter(detector, network_only=True)
+    network = _frozen_network_converter(detector)
     network.optimizations = [tf.lite.Optimize.DEFAULT]
     network.representative_dataset = representative
     network.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -104,10 +114,57 @@ def convert_calibrated(
     return integer, _decoding_converter(detector).convert()
 
 
-def _converter(detector: PortableDetector, network_only: bool) -> tf.lite.TFLiteConverter:
-    """A converter of the whole detector, or of its network half, frozen with one copy of the
-    weights (module doc), TFLite builtins only."""
-    graph, outputs = _frozen_graph(detector.weights_as_inputs(network_only))
+@contextlib.contextmanager
+def _converter(detector: PortableDetector, network_only: bool) -> Iterator[tf.lite.TFLiteConverter]:
+    """A converter of the whole detector, or of its network half (outputs named by
+    `_output_names`), from a SavedModel in a scratch folder that lives as long as the context
+    (the converter reads it when it converts); TFLite builtins only (module doc)."""
+    traced = detector.weights_as_inputs(network_only)
+    names = _output_names(detector, network_only)
+    holder = tf.Module()
+    holder.weights = [variable.value for variable in traced.weights.values()]  # the tf.Variables themselves
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = traced.function(images, *holder.weights)
+        return dict(zip(names, outputs, strict=True)) if network_only else outputs
+
+    holder.serve = tf.function(serve, input_signature=traced.signature[:1])
+    with tempfile.TemporaryDirectory(prefix="cornernet_tflite_") as scratch:
+        tf.saved_model.save(holder, scratch, signatures=holder.serve.get_concrete_function())
+        converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
+        converter.experimental_enable_resource_variables = False  # the weights frozen, or no file
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        yield converter
+
+
+def _output_names(detector: PortableDetector, network_only: bool) -> list[str]:
+    """The file's outputs in order: the detection outputs, or the network half's maps."""
+    return detector.network_output_names() if network_only else list(OUTPUT_NAMES)
+
+
+def _in_order(flatbuffer: bytes, names: Sequence[str]) -> bytes:
+    """`flatbuffer` with its outputs in `names` order, each found by its name in the file's
+    signature (which stays as it is): the converter orders them its own way."""
+    from ai_edge_litert import schema_py_generated as schema  # imported here: the tflite extra
+
+    data = bytearray(flatbuffer)
+    model = schema.Model.GetRootAs(data, 0)
+    signature = model.SignatureDefs(0)
+    tensors = {}
+    for index in range(signature.OutputsLength()):
+        output = signature.Outputs(index)
+        tensors[output.Name().decode()] = output.TensorIndex()
+    if sorted(tensors) != sorted(names):
+        raise ValueError(f"the converted file's outputs are {sorted(tensors)}, expected {sorted(names)}")
+    outputs = model.Subgraphs(signature.SubgraphIndex()).OutputsAsNumpy()  # a view into `data`
+    outputs[:] = [tensors[name] for name in names]
+    return bytes(data)
+
+
+def _frozen_network_converter(detector: PortableDetector) -> tf.lite.TFLiteConverter:
+    """A converter of the network half, frozen with one copy of the weights (module doc), TFLite
+    builtins only."""
+    graph, outputs = _frozen_graph(detector.weights_as_inputs(network_only=True))
     converter = tf.compat.v1.lite.TFLiteConverter(
         graph,
         None,
@@ -115,15 +172,6 @@ def _converter(detector: PortableDetector, network_only: bool) -> tf.lite.TFLite
         input_arrays_with_shape=[(INPUT_NAME, [detector.batch_size, *detector.image_size, 3])],
         output_arrays=outputs,
     )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter
-
-
-def _decoding_converter(detector: PortableDetector) -> tf.lite.TFLiteConverter:
-    """A converter of the decoding half (`PortableDetector.decoding_function`), TFLite builtins
-    only. It holds no weights, so TensorFlow's own freezing serves."""
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([detector.decoding_function()], detector)
-    converter.experimental_lower_to_saved_model = False
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter
 
@@ -142,6 +190,15 @@ def _frozen_graph(traced: WeightInputs) -> tuple[tf.compat.v1.GraphDef, list[str
             node.attr["dtype"].type = dtype
             node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(variable.numpy())))
     return graph, [tensor.name.removesuffix(":0") for tensor in function.outputs]
+
+
+def _decoding_converter(detector: PortableDetector) -> tf.lite.TFLiteConverter:
+    """A converter of the decoding half (`PortableDetector.decoding_function`), TFLite builtins
+    only. It holds no weights, so TensorFlow's own freezing serves."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([detector.decoding_function()], detector)
+    converter.experimental_lower_to_saved_model = False
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
 
 
 def _interpreter(model: str | os.PathLike | bytes) -> Any:
@@ -164,8 +221,8 @@ def runner(
     """LiteRT interpreters of a .tflite file (or its bytes), allocated once, as a function of uint8
     images [B, H, W, 3] returning the outputs by name. A full-integer export's two files: `model`
     (the network) and `decoding`, which a `model` path finds beside it (DECODING_FILE) when None.
-    `output_names`: the names of the last file's outputs, in order (the file has none of its own:
-    see the module doc); a network-only export's are its export_info.json `outputs.order`."""
+    `output_names`: the names of the last file's outputs, in order (export_info.json's
+    `outputs.order`; the files of earlier exports have no signature naming them)."""
     if decoding is None and not isinstance(model, bytes):
         beside = pathlib.Path(model).with_name(DECODING_FILE)
         decoding = beside if beside.is_file() else None
