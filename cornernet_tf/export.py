@@ -291,13 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             f"exported {config.name} to {target}: {args.format}{', network only' if args.network_only else ''}, "
             f"quantization {args.quantize}, batch {args.batch_size or 'dynamic'}; corner pool {corner_pool}"
         )
-        if args.quantize == "int8" and runtime.cpu_int8_units() is None:
-            print(
-                "warning: this CPU has no int8 dot-product units (VNNI or AMX): here int8 runs through slower "
-                "instruction sequences and measured slower than float32 (docs/export_and_serving.md); serve this "
-                "export on a CPU with them, or use the float file here",
-                file=sys.stderr,
-            )
+        if args.quantize == "int8":
+            _say_where_int8_pays(args.format)
         return 0
     target = export_model(model, config, args.export_dir, args.version)
     print(
@@ -317,6 +312,27 @@ def main(argv: list[str] | None = None) -> int:
             "first, and a stock TF Serving cannot load it"
         )
     return 0
+
+
+def _say_where_int8_pays(fmt: str) -> None:
+    """After an int8 export on a CPU without 8-bit dot-product units (VNNI, AMX), what the file
+    gains here: what it gains depends on the CPU and the runtime (docs/benchmarks.md, "int8 on
+    every CPU"), and the file is the same for every CPU."""
+    if runtime.cpu_int8_units() is not None:
+        return
+    if fmt == "tflite":
+        print(
+            "warning: this CPU has no int8 dot-product units (VNNI or AMX): LiteRT's int8 kernels run here at about "
+            "the speed of float32 (0.9-1.1x measured on an AVX2-only AMD Zen 3, 0.25-0.4x with VNNI; "
+            "docs/export_and_serving.md); serve this file on a CPU with them, or here export --format onnx "
+            "--quantize int8 (onnxruntime's int8: 0.5-0.8x its float file on that Zen 3)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            "this CPU has no int8 dot-product units (VNNI or AMX): onnxruntime's int8 measured 0.5-0.8x the float "
+            "file's time on such a CPU (an AVX2-only AMD Zen 3), 0.3-0.7x on one with VNNI (docs/export_and_serving.md)"
+        )
 
 
 def _say_memory_needed(fmt: str, quantize: str, parameters: int) -> None:

@@ -15,8 +15,8 @@ on import, before its first `import tensorflow`:
 
 `cpu_has_bfloat16_matrix_units()` tells the train command whether to point out
 `train.mixed_precision=mixed_bfloat16`, whose convolutions run on such a CPU's AMX units;
-`cpu_bfloat16_units()` and `cpu_int8_units()` let the export warn where a reduced-precision
-file would run slower than float on this CPU; `available_memory()` lets it say when a large
+`cpu_bfloat16_units()` and `cpu_int8_units()` let the export say where a reduced-precision
+file gains little or nothing over float on this CPU; `available_memory()` lets it say when a large
 conversion would not fit.
 
 Only the standard library is imported here, since the package imports this module first.
@@ -80,7 +80,7 @@ def cpu_bfloat16_units(cpuinfo: str | os.PathLike = CPUINFO) -> str | None:
 def cpu_int8_units(cpuinfo: str | os.PathLike = CPUINFO) -> str | None:
     """The CPU's 8-bit dot-product instructions, by its flags: "amx_int8", "avx512_vnni" or
     "avx_vnni", or None where int8 runs through multiply-and-widen sequences (AVX2-only CPUs such
-    as AMD Zen 3, where the int8 exports measured slower than float) or the flags cannot be read."""
+    as AMD Zen 3, where int8 TFLite measured about as fast as float) or the flags cannot be read."""
     flags = _cpu_flags(cpuinfo)
     return next((flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags), None)
 
