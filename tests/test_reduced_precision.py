@@ -217,7 +217,7 @@ def test_bfloat16_export_warns_on_a_cpu_without_bfloat16_units(run, tmp_path, ca
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_an_int8_export_says_what_int8_gains_on_a_cpu_without_int8_units(fmt, capsys, monkeypatch):
     """Measured on an AVX2-only CPU: LiteRT's int8 about as fast as float32 (a warning), onnxruntime's
-    0.5-0.6x (a note); on a CPU with VNNI or AMX nothing is said."""
+    0.5-0.8x (a note); on a CPU with VNNI or AMX nothing is said."""
     from cornernet_tf.utils import runtime
 
     monkeypatch.setattr(runtime, "cpu_int8_units", lambda: None)
